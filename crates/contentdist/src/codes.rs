@@ -1,0 +1,384 @@
+//! The code catalogue: every status and error code the agent reports, in one place.
+//!
+//! Numbers follow the original product where it has one (0x209A, 0x2EFD, 0x4CF,
+//! 0x2F8F, 0xA, 0x205A, 0x205D) and the Windows/WinHTTP error numbers its
+//! administrators already know where one fits (0x70 disk full, 0x17 data error,
+//! 0x4C7 cancelled, 0x2EE2 timeout). Codes that exist only in contentdist live in
+//! the 0xCD00 block, which no Windows facility or product range uses.
+//!
+//! [`SuccessCodes`] parses the product's `SuccessCodes` setting: a comma-separated
+//! list of codes and inclusive ranges (`0x2050-0x2058`). A failed job whose code is
+//! in that list is reported as "do not fall back to downloading directly from the
+//! origin" (exit status 3 of `contentdist get`).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A status code from the catalogue (or any number a caller hands us).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Code(pub u32);
+
+impl Code {
+    /// The job finished; the content is delivered.
+    pub const OK: Code = Code(0);
+    /// Windows ERROR_BAD_ENVIRONMENT, seen with an invalid certificate on the master.
+    pub const BAD_ENVIRONMENT: Code = Code(0xA);
+    /// Windows ERROR_CRC: a block kept failing verification.
+    pub const DATA_ERROR: Code = Code(0x17);
+    /// Windows ERROR_DISK_FULL.
+    pub const DISK_FULL: Code = Code(0x70);
+    /// Windows ERROR_NETWORK_UNREACHABLE.
+    pub const NETWORK_UNREACHABLE: Code = Code(0x4CF);
+    /// Windows ERROR_CANCELLED.
+    pub const CANCELLED: Code = Code(0x4C7);
+    /// Product: invalid special package path (bad content id, version or path).
+    pub const INVALID_PACKAGE_PATH: Code = Code(0x205A);
+    /// Product: distribution point (origin) path not found.
+    pub const ORIGIN_NOT_FOUND: Code = Code(0x205D);
+    /// Product: ERROR_CLIENT_CERT_MISSING.
+    pub const CLIENT_CERT_MISSING: Code = Code(0x209A);
+    /// WinHTTP ERROR_INTERNET_TIMEOUT: the server stopped sending.
+    pub const TIMEOUT: Code = Code(0x2EE2);
+    /// WinHTTP ERROR_INTERNET_NAME_NOT_RESOLVED.
+    pub const NAME_NOT_RESOLVED: Code = Code(0x2EE7);
+    /// WinHTTP ERROR_INTERNET_CANNOT_CONNECT.
+    pub const CANNOT_CONNECT: Code = Code(0x2EFD);
+    /// WinHTTP ERROR_WINHTTP_INVALID_SERVER_RESPONSE: truncated or malformed answer.
+    pub const INVALID_SERVER_RESPONSE: Code = Code(0x2F78);
+    /// WinHTTP ERROR_WINHTTP_SECURE_FAILURE.
+    pub const SECURE_FAILURE: Code = Code(0x2F8F);
+    /// contentdist: the manifest does not parse or is inconsistent.
+    pub const MANIFEST_INVALID: Code = Code(0xCD01);
+    /// contentdist: the manifest is not the content the job asked for.
+    pub const MANIFEST_MISMATCH: Code = Code(0xCD02);
+    /// contentdist: the origin answered with a server error (5xx) on every retry.
+    pub const ORIGIN_SERVER_ERROR: Code = Code(0xCD03);
+    /// contentdist: the origin refused the request (401/403 or another 4xx).
+    pub const ORIGIN_REFUSED: Code = Code(0xCD04);
+    /// contentdist: the settings file is invalid.
+    pub const CONFIG_INVALID: Code = Code(0xCD05);
+    /// contentdist: the local agent cannot be reached on its control socket.
+    pub const AGENT_UNREACHABLE: Code = Code(0xCD06);
+    /// contentdist: reading or writing the cache failed (other than disk full).
+    pub const CACHE_IO: Code = Code(0xCD07);
+    /// contentdist: no origin URL is configured.
+    pub const NO_ORIGIN: Code = Code(0xCD08);
+    /// contentdist: delivering into the destination directory failed.
+    pub const DELIVERY_FAILED: Code = Code(0xCD09);
+    /// contentdist: publishing content failed.
+    pub const PUBLISH_FAILED: Code = Code(0xCD0A);
+    /// contentdist: the peer shares no enabled peer-copy protocol with the master.
+    pub const PROTOCOL_MISMATCH: Code = Code(0xCD0B);
+    /// contentdist: the control request was invalid (unknown job, bad argument).
+    pub const BAD_REQUEST: Code = Code(0xCD0C);
+
+    /// The catalogue entry, if this code is one of ours.
+    pub fn info(self) -> Option<&'static CodeInfo> {
+        CATALOGUE.iter().find(|c| c.code == self)
+    }
+
+    /// The catalogue name, or `UNKNOWN` for a number we do not know.
+    pub fn name(self) -> &'static str {
+        self.info().map_or("UNKNOWN", |i| i.name)
+    }
+}
+
+impl fmt::Display for Code {
+    /// `0x205D`: the form the product's logs and settings use.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:X}", self.0)
+    }
+}
+
+impl FromStr for Code {
+    type Err = CodeParseError;
+    /// Accepts `0x205D`, `0X205d` or decimal `8285`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_number(s).map(Code)
+    }
+}
+
+/// One entry of the catalogue.
+#[derive(Debug)]
+pub struct CodeInfo {
+    /// The number.
+    pub code: Code,
+    /// A stable upper-case name, as in logs.
+    pub name: &'static str,
+    /// What happened.
+    pub meaning: &'static str,
+    /// What an administrator can do about it.
+    pub fix: &'static str,
+}
+
+macro_rules! entry {
+    ($code:ident, $meaning:expr, $fix:expr) => {
+        CodeInfo {
+            code: Code::$code,
+            name: stringify!($code),
+            meaning: $meaning,
+            fix: $fix,
+        }
+    };
+}
+
+/// Every code contentdist reports, in numeric order.
+pub static CATALOGUE: &[CodeInfo] = &[
+    entry!(OK, "The job finished and the content was delivered.", "Nothing to do."),
+    entry!(
+        BAD_ENVIRONMENT,
+        "Bad environment: seen when the master's certificate is invalid.",
+        "On the master check the certificate's expiry, that its subject holds the host name or FQDN, that its issuer is trusted by the peers, and that it is bound to the HTTPS port (contentdist status)."
+    ),
+    entry!(
+        DATA_ERROR,
+        "A block kept failing verification against the manifest: the source sends bytes the publisher did not publish.",
+        "Check the origin's files against the published manifest (re-publish the content if the files were changed after publishing); look for a proxy that rewrites content."
+    ),
+    entry!(
+        DISK_FULL,
+        "The disk holding the cache is full. The job stopped; blocks already verified are kept.",
+        "Free space on the cache file system or lower MaxCacheSizeMB / PercentAvailableDisk so clean-up makes room, then run the job again: it resumes."
+    ),
+    entry!(
+        CANCELLED,
+        "The job was cancelled.",
+        "Nothing to do; submit the job again to resume from the blocks already verified."
+    ),
+    entry!(
+        NETWORK_UNREACHABLE,
+        "The network location is unreachable (no route to the host).",
+        "Check routing and that the master's HTTP/HTTPS server is enabled on the same port (P2PEnabled, P2PHttpPort, P2PHttpsPort must match on every agent)."
+    ),
+    entry!(
+        INVALID_PACKAGE_PATH,
+        "Invalid content path: the content id, version or a path in it is not acceptable.",
+        "Content ids use letters, digits, '.', '_' and '-'; versions are whole numbers; paths stay inside the content."
+    ),
+    entry!(
+        ORIGIN_NOT_FOUND,
+        "The origin (distribution point) does not have this content or version (HTTP 404).",
+        "Check OriginUrl and that the content was published there with `contentdist publish` under this id and version."
+    ),
+    entry!(
+        CLIENT_CERT_MISSING,
+        "No valid client-authentication certificate: none present, expired, wrong usage, or not from CertIssuer.",
+        "Enrol a PKI client-authentication certificate into the store's my/ directory (self-signed ones are refused); check CertIssuer/CertSubject. Jobs wait P2PClientCertWaitPeriodMins for one, retrying every 10 minutes."
+    ),
+    entry!(
+        TIMEOUT,
+        "The server stopped sending data and the request timed out, on every retry.",
+        "Check the origin or master is healthy and the link is not saturated; the job resumes from verified blocks when run again."
+    ),
+    entry!(
+        NAME_NOT_RESOLVED,
+        "The server's host name could not be resolved.",
+        "Check the host name in OriginUrl and the resolver configuration."
+    ),
+    entry!(
+        CANNOT_CONNECT,
+        "Cannot connect: the server refused the connection (not listening, wrong port, or peer-copy server not enabled on the master).",
+        "Check the server is running; for peer copy, P2PEnabled and the ports must be the same on the master and the peers."
+    ),
+    entry!(
+        INVALID_SERVER_RESPONSE,
+        "The server's answer was malformed or cut short (truncated body, wrong range), on every retry.",
+        "Check the origin serves the published files unchanged and supports HTTP Range requests."
+    ),
+    entry!(
+        SECURE_FAILURE,
+        "Secure channel failure: the server's certificate was rejected (untrusted issuer, expired, wrong name) or the TLS handshake failed.",
+        "Check the server certificate's expiry and subject, that its issuer is trusted (OriginCaFile, or the store's trusted/ directory for peers), and that it is bound to the port."
+    ),
+    entry!(
+        MANIFEST_INVALID,
+        "The content manifest does not parse, or it contradicts itself (sizes, block counts, unsafe paths, or a content hash that does not match its own text).",
+        "Re-publish the content with `contentdist publish`; check nothing rewrites manifest.json on the origin."
+    ),
+    entry!(
+        MANIFEST_MISMATCH,
+        "The manifest is not the content the job asked for (other id, version, or content hash).",
+        "Check the job's --hash value against `manifest.json` on the origin; the content may have been re-published."
+    ),
+    entry!(
+        ORIGIN_SERVER_ERROR,
+        "The origin answered with a server error (HTTP 5xx) on every retry.",
+        "Look at the origin web server's error log."
+    ),
+    entry!(
+        ORIGIN_REFUSED,
+        "The origin refused the request (HTTP 401, 403 or another client error).",
+        "Check the origin's access rules for this agent."
+    ),
+    entry!(
+        CONFIG_INVALID,
+        "The settings file is invalid: unknown key, wrong type or impossible value.",
+        "Fix the key the message names; `contentdist config show --config FILE` prints the effective settings."
+    ),
+    entry!(
+        AGENT_UNREACHABLE,
+        "The local agent cannot be reached on its control socket.",
+        "Start the agent (`systemctl start contentdist` or `contentdist agent`) and check ControlSocket in both configurations."
+    ),
+    entry!(
+        CACHE_IO,
+        "Reading or writing the cache failed (permissions or I/O error other than a full disk).",
+        "Check CacheDir exists, is writable by the agent and the file system is healthy; the log names the file."
+    ),
+    entry!(
+        NO_ORIGIN,
+        "No origin URL is configured, so the content cannot be downloaded.",
+        "Set OriginUrl in contentdist.toml, or pass --origin to the job."
+    ),
+    entry!(
+        DELIVERY_FAILED,
+        "The content was verified in the cache but could not be delivered into the destination directory.",
+        "Check the destination is writable and that no directory stands where a file of the content goes."
+    ),
+    entry!(
+        PUBLISH_FAILED,
+        "Publishing the content failed.",
+        "The message names the file or step; check the source tree is readable and the output directory writable."
+    ),
+    entry!(
+        PROTOCOL_MISMATCH,
+        "The peer shares no enabled peer-copy protocol with the master.",
+        "Set the same P2PEnabled protocol bits (0x20 HTTP, 0x40 HTTPS, 0x01 SMB) on every agent of the subnet."
+    ),
+    entry!(
+        BAD_REQUEST,
+        "The control request was invalid: unknown job, or a bad argument.",
+        "The message names the problem; `contentdist jobs` lists the jobs."
+    ),
+];
+
+/// A code or SuccessCodes text that is not a number or a range.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodeParseError {
+    /// The text is not a decimal or 0x-hex 32-bit number.
+    #[error("'{0}' is not a code (expected a number such as 0x209A or 8346)")]
+    NotANumber(String),
+    /// A range whose start is above its end.
+    #[error("range '{0}' runs backwards")]
+    BackwardsRange(String),
+}
+
+fn parse_number(s: &str) -> Result<u32, CodeParseError> {
+    let t = s.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => t.parse::<u32>(),
+    };
+    parsed.map_err(|_| CodeParseError::NotANumber(t.to_string()))
+}
+
+/// The `SuccessCodes` setting: codes and inclusive ranges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuccessCodes {
+    ranges: Vec<(u32, u32)>,
+}
+
+/// The product's default `SuccessCodes` value.
+pub const DEFAULT_SUCCESS_CODES: &str =
+    "0x206b,0x2077,0x103,0xffffffff,0x1,0x70,0x2050-0x2058,0x205a-0x205e,0x2060-0x2069,0x209A";
+
+impl SuccessCodes {
+    /// True when a job failing with `code` must not fall back to a direct download.
+    pub fn contains(&self, code: Code) -> bool {
+        self.ranges.iter().any(|&(lo, hi)| lo <= code.0 && code.0 <= hi)
+    }
+}
+
+impl Default for SuccessCodes {
+    fn default() -> Self {
+        DEFAULT_SUCCESS_CODES
+            .parse()
+            .expect("the default SuccessCodes parse")
+    }
+}
+
+impl FromStr for SuccessCodes {
+    type Err = CodeParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut ranges = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (lo, hi) = match item.split_once('-') {
+                Some((a, b)) => (parse_number(a)?, parse_number(b)?),
+                None => {
+                    let n = parse_number(item)?;
+                    (n, n)
+                }
+            };
+            if lo > hi {
+                return Err(CodeParseError::BackwardsRange(item.to_string()));
+            }
+            ranges.push((lo, hi));
+        }
+        Ok(SuccessCodes { ranges })
+    }
+}
+
+impl fmt::Display for SuccessCodes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .ranges
+            .iter()
+            .map(|&(lo, hi)| {
+                if lo == hi {
+                    format!("0x{lo:X}")
+                } else {
+                    format!("0x{lo:X}-0x{hi:X}")
+                }
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_success_codes_cover_the_products_list() {
+        let sc = SuccessCodes::default();
+        for c in [0x206b, 0x2077, 0x103, 0xffffffff, 0x1, 0x70, 0x209A] {
+            assert!(sc.contains(Code(c)), "{c:#x}");
+        }
+        assert!(sc.contains(Code(0x2050)) && sc.contains(Code(0x2058)));
+        assert!(sc.contains(Code(0x205D)));
+        assert!(!sc.contains(Code(0x205F)));
+        assert!(!sc.contains(Code(0x2059)));
+        assert!(!sc.contains(Code::CANNOT_CONNECT));
+        assert!(!sc.contains(Code::OK));
+    }
+
+    #[test]
+    fn success_codes_reject_garbage_and_backwards_ranges() {
+        assert_eq!(
+            "0x10,zz".parse::<SuccessCodes>(),
+            Err(CodeParseError::NotANumber("zz".into()))
+        );
+        assert_eq!(
+            "0x20-0x10".parse::<SuccessCodes>(),
+            Err(CodeParseError::BackwardsRange("0x20-0x10".into()))
+        );
+        assert_eq!(
+            "0x1, 5-7".parse::<SuccessCodes>().unwrap().to_string(),
+            "0x1,0x5-0x7"
+        );
+    }
+
+    #[test]
+    fn catalogue_is_sorted_unique_and_complete() {
+        for w in CATALOGUE.windows(2) {
+            assert!(w[0].code < w[1].code, "{} before {}", w[0].name, w[1].name);
+        }
+        for c in [0x209A, 0x2EFD, 0x4CF, 0x2F8F, 0xA, 0x205A, 0x205D] {
+            assert!(Code(c).info().is_some(), "{c:#x} missing");
+        }
+        assert_eq!("0x205d".parse::<Code>().unwrap(), Code::ORIGIN_NOT_FOUND);
+        assert_eq!("8285".parse::<Code>().unwrap(), Code::ORIGIN_NOT_FOUND);
+        assert_eq!(Code::ORIGIN_NOT_FOUND.to_string(), "0x205D");
+    }
+}

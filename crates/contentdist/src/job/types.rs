@@ -1,0 +1,109 @@
+//! The job vocabulary shared by the job manager, the control socket and the CLI.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes::Code;
+
+/// A job's number, unique within one agent's state directory.
+pub type JobId = u64;
+
+/// What a caller asks its agent for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobRequest {
+    /// Content id, as published (`PKG00001`).
+    pub content_id: String,
+    /// Content version, as published.
+    pub version: u32,
+    /// Directory to deliver the content into; absolute. `None`: keep it in the cache only.
+    pub dest: Option<PathBuf>,
+    /// The content hash the caller expects (hex); the manifest must match it.
+    #[serde(default)]
+    pub content_hash: Option<String>,
+    /// Cache priority 1 (evicted first) to 9 (evicted last).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+}
+
+fn default_priority() -> u8 {
+    5
+}
+
+/// Where a job stands.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for its turn.
+    Queued,
+    /// Fetching the manifest and the blocks (from the origin, or later from peers).
+    Downloading,
+    /// Linking the verified content into the destination.
+    Delivering,
+    /// Stopped by the caller; `resume` continues from the verified blocks.
+    Paused,
+    /// Finished: content delivered.
+    Done,
+    /// Finished with an error code.
+    Failed,
+    /// Cancelled by the caller.
+    Cancelled,
+}
+
+impl JobState {
+    /// True once the job will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+/// Where the bytes of a job currently come from.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Nothing is being transferred.
+    None,
+    /// The origin web server, over the WAN.
+    Origin,
+    /// A peer on the subnet.
+    Peer,
+    /// The local cache already held the content.
+    Cache,
+}
+
+/// A job as the control socket reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobInfo {
+    /// The job's number.
+    pub id: JobId,
+    /// What was asked for.
+    pub request: JobRequest,
+    /// Where it stands.
+    pub state: JobState,
+    /// The result code: 0 while running or when done, the failure's code otherwise.
+    pub code: u32,
+    /// The failure in words, when it failed.
+    pub message: Option<String>,
+    /// True when `code` is in the agent's SuccessCodes: the caller must not fall back
+    /// to a direct download.
+    pub code_in_success_codes: bool,
+    /// Size of the whole content in bytes (0 until the manifest is known).
+    pub bytes_total: u64,
+    /// Bytes verified in the cache so far.
+    pub bytes_verified: u64,
+    /// Bytes this job fetched from the origin.
+    pub bytes_from_origin: u64,
+    /// Bytes this job copied from peers.
+    pub bytes_from_peers: u64,
+    /// Where bytes come from right now.
+    pub source: Source,
+    /// Milliseconds since the job started running (frozen once final).
+    pub elapsed_ms: u64,
+}
+
+impl JobInfo {
+    /// The code as a catalogue value.
+    pub fn code(&self) -> Code {
+        Code(self.code)
+    }
+}

@@ -1,0 +1,24 @@
+//! contentdist: bring published content to every host of a site while crossing the
+//! WAN once per subnet, verifying every block on every hop.
+//!
+//! # Layout
+//!
+//! - [`codes`]: the code catalogue (0x209A, 0x2EFD, ...) and `SuccessCodes`.
+//! - [`config`]: settings with the product's names, validated once at load.
+//! - [`manifest`]: the content manifest (files, sizes, block hashes, content hash).
+//! - [`publish`]: write a directory tree and its manifest into an origin root.
+//! - [`cache`]: the content store: verified blocks, resume, clean-up.
+//! - [`origin`]: download from the origin: ranges, resume, retries, throttling.
+//! - [`job`]: jobs, their states and the job manager.
+//! - [`control`]: the control socket (HTTP/JSON over a Unix socket) and its client.
+//! - [`agent`]: `Agent::start(config)` wires it all together.
+
+pub mod agent;
+pub mod cache;
+pub mod codes;
+pub mod config;
+pub mod control;
+pub mod job;
+pub mod manifest;
+pub mod origin;
+pub mod publish;
