@@ -1,0 +1,79 @@
+//! The operations the control socket exposes, as a trait so the socket server can be
+//! tested against a fake and the agent's job manager implements it for real.
+
+use serde::{Deserialize, Serialize};
+
+use super::{JobId, JobInfo, JobRequest};
+use crate::codes::Code;
+
+/// A refused control request: a catalogue code and a message naming the problem.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (code {code:#X})")]
+pub struct ControlError {
+    /// Catalogue code (e.g. `Code::BAD_REQUEST`).
+    pub code: u32,
+    /// What was wrong, in words.
+    pub message: String,
+}
+
+impl ControlError {
+    /// A refusal with this code and message.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ControlError {
+            code: code.0,
+            message: message.into(),
+        }
+    }
+}
+
+/// One content version held in the cache.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CacheEntryInfo {
+    /// Content id.
+    pub content_id: String,
+    /// Content version.
+    pub version: u32,
+    /// Size of the whole content.
+    pub bytes_total: u64,
+    /// Bytes verified so far.
+    pub bytes_verified: u64,
+    /// True when every block is verified.
+    pub complete: bool,
+    /// Cache priority 1 (evicted first) to 9.
+    pub priority: u8,
+    /// Seconds since the Unix epoch of the last use.
+    pub last_used_unix: u64,
+    /// True while a job uses it (never evicted then).
+    pub in_use: bool,
+}
+
+/// What a cache clean-up removed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CleanReport {
+    /// `id/version` of each removed entry, with the reason.
+    pub removed: Vec<String>,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+/// The agent's operations, as the control socket offers them.
+pub trait JobControl: Send + Sync {
+    /// Queue a job; returns it as first reported.
+    fn submit(&self, req: JobRequest) -> Result<JobInfo, ControlError>;
+    /// Every job this agent knows, oldest first.
+    fn list(&self) -> Vec<JobInfo>;
+    /// One job.
+    fn get(&self, id: JobId) -> Result<JobInfo, ControlError>;
+    /// Pause a running or queued job.
+    fn pause(&self, id: JobId) -> Result<JobInfo, ControlError>;
+    /// Resume a paused job.
+    fn resume(&self, id: JobId) -> Result<JobInfo, ControlError>;
+    /// Cancel a job that has not finished.
+    fn cancel(&self, id: JobId) -> Result<JobInfo, ControlError>;
+    /// The agent's status (listeners, counters, elections), as JSON.
+    fn status(&self) -> serde_json::Value;
+    /// The cache's entries.
+    fn cache_list(&self) -> Vec<CacheEntryInfo>;
+    /// Run the cache clean-up now.
+    fn cache_clean(&self) -> Result<CleanReport, ControlError>;
+}
