@@ -285,7 +285,9 @@ pub const DEFAULT_SUCCESS_CODES: &str =
 impl SuccessCodes {
     /// True when a job failing with `code` must not fall back to a direct download.
     pub fn contains(&self, code: Code) -> bool {
-        self.ranges.iter().any(|&(lo, hi)| lo <= code.0 && code.0 <= hi)
+        self.ranges
+            .iter()
+            .any(|&(lo, hi)| lo <= code.0 && code.0 <= hi)
     }
 }
 

@@ -2,7 +2,11 @@
 //! that runs them.
 
 mod control;
+mod manager;
+mod run;
 mod types;
 
 pub use control::*;
+pub use manager::{Counters, JobManager, JobManagerOptions};
+pub use run::JobError;
 pub use types::*;

@@ -53,7 +53,10 @@ pub enum JobState {
 impl JobState {
     /// True once the job will not change any more.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 

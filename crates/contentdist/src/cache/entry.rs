@@ -1,0 +1,479 @@
+//! One content version in the cache: its manifest, its data files, and the map of
+//! blocks already verified.
+//!
+//! On disk (`CacheDir/content/ID/VERSION/`):
+//! - `manifest.json`: written first, when the entry is created;
+//! - `data/<path>`: the content's files under their real names (so delivery is a hard
+//!   link), created sparse at their final size;
+//! - `have.bin`: one bit per block, set only for blocks whose bytes were verified
+//!   against the manifest *and* made durable (the data files are `fdatasync`ed before
+//!   the bitmap is replaced, by rename);
+//! - `meta.json`: priority, last use, complete.
+//!
+//! Why this survives `kill -9` and power loss: a bit is only ever persisted after the
+//! block's bytes are on disk, so a persisted bit is always true. Bits not yet persisted
+//! when the agent died are recovered at the next open by hashing the blocks the bitmap
+//! does not mark (cheap with BLAKE3, and only for incomplete entries), so nothing
+//! verified is fetched again and nothing unverified is ever marked.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{CacheError, ContentKey};
+use crate::manifest::{Manifest, MANIFEST_FILE};
+
+pub(super) const HAVE_FILE: &str = "have.bin";
+pub(super) const META_FILE: &str = "meta.json";
+pub(super) const DATA_DIR: &str = "data";
+
+/// How often verified blocks are made durable while a download runs.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The small mutable facts about an entry, kept in `meta.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EntryMeta {
+    /// Cache priority 1 (evicted first) to 9.
+    pub priority: u8,
+    /// Seconds since the epoch of the last job that used the entry.
+    pub last_used_unix: u64,
+    /// Every block verified and durable.
+    pub complete: bool,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+struct HaveMap {
+    bits: Vec<u8>,
+    /// Files written since the last flush: they must be synced before the bitmap.
+    dirty_files: BTreeSet<usize>,
+    /// Bits set since the last flush.
+    unflushed: usize,
+    last_flush: Instant,
+}
+
+impl HaveMap {
+    fn get(&self, i: usize) -> bool {
+        self.bits[i / 8] & (1 << (i % 8)) != 0
+    }
+    fn set(&mut self, i: usize) {
+        self.bits[i / 8] |= 1 << (i % 8);
+    }
+}
+
+/// One content version in the cache.
+pub struct ContentEntry {
+    key: ContentKey,
+    dir: PathBuf,
+    manifest: Arc<Manifest>,
+    have: Mutex<HaveMap>,
+    meta: Mutex<EntryMeta>,
+    verified_bytes: AtomicU64,
+    verified_blocks: AtomicUsize,
+    users: AtomicUsize,
+    /// Tells waiters (peers copying while we download) that blocks were added.
+    changed: tokio::sync::watch::Sender<usize>,
+}
+
+impl std::fmt::Debug for ContentEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentEntry")
+            .field("key", &self.key)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, so a reader never
+/// sees half of it.
+pub(super) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<(), CacheError> {
+    let tmp = path.with_extension("tmp");
+    let f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all_at(bytes, 0).map_err(io_err(&tmp))?;
+    if sync {
+        f.sync_data().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+impl ContentEntry {
+    /// Lay out a new entry in `dir` (which must not exist yet) for `manifest`.
+    pub(super) fn create(
+        key: ContentKey,
+        dir: &Path,
+        manifest: Manifest,
+        priority: u8,
+    ) -> Result<ContentEntry, CacheError> {
+        // Build in a sibling temporary directory and rename it into place, so a crash
+        // half-way never leaves an entry without its manifest.
+        let tmp = dir.with_file_name(format!(".{}.new-{}", key.version, std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let result = (|| {
+            fs::create_dir_all(tmp.join(DATA_DIR)).map_err(io_err(&tmp))?;
+            for file in &manifest.files {
+                let path = tmp.join(DATA_DIR).join(&file.path);
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(io_err(parent))?;
+                }
+                let f = File::create(&path).map_err(io_err(&path))?;
+                f.set_len(file.size).map_err(io_err(&path))?;
+            }
+            let bits = vec![0u8; manifest.block_count().div_ceil(8)];
+            write_atomic(&tmp.join(HAVE_FILE), &bits, false)?;
+            let meta = EntryMeta {
+                priority,
+                last_used_unix: now_unix(),
+                complete: false,
+            };
+            let meta_json = serde_json::to_vec(&meta).expect("meta serializes");
+            write_atomic(&tmp.join(META_FILE), &meta_json, false)?;
+            write_atomic(&tmp.join(MANIFEST_FILE), &manifest.to_json(), true)?;
+            if let Some(parent) = dir.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            fs::rename(&tmp, dir).map_err(io_err(dir))
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        Self::open(key, dir)
+    }
+
+    /// Open an existing entry, recovering blocks verified but not yet recorded.
+    pub(super) fn open(key: ContentKey, dir: &Path) -> Result<ContentEntry, CacheError> {
+        let mpath = dir.join(MANIFEST_FILE);
+        let bytes = fs::read(&mpath).map_err(io_err(&mpath))?;
+        let manifest = Manifest::parse(&bytes).map_err(|e| CacheError::Corrupt {
+            path: mpath.clone(),
+            detail: e.to_string(),
+        })?;
+        let meta_path = dir.join(META_FILE);
+        let meta: EntryMeta = fs::read(&meta_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(EntryMeta {
+                priority: 5,
+                last_used_unix: now_unix(),
+                complete: false,
+            });
+        let nblocks = manifest.block_count();
+        let have_path = dir.join(HAVE_FILE);
+        let mut bits = fs::read(&have_path).unwrap_or_default();
+        let mut complete = meta.complete;
+        if bits.len() != nblocks.div_ceil(8) {
+            // A bitmap of the wrong length cannot be trusted: recover from the data.
+            bits = vec![0u8; nblocks.div_ceil(8)];
+            complete = false;
+        }
+        let (tx, _) = tokio::sync::watch::channel(0);
+        let entry = ContentEntry {
+            key,
+            dir: dir.to_path_buf(),
+            manifest: Arc::new(manifest),
+            have: Mutex::new(HaveMap {
+                bits,
+                dirty_files: BTreeSet::new(),
+                unflushed: 0,
+                last_flush: Instant::now(),
+            }),
+            meta: Mutex::new(EntryMeta { complete, ..meta }),
+            verified_bytes: AtomicU64::new(0),
+            verified_blocks: AtomicUsize::new(0),
+            users: AtomicUsize::new(0),
+            changed: tx,
+        };
+        if complete {
+            let mut have = entry.have.lock().expect("have lock");
+            for i in 0..nblocks {
+                have.set(i);
+            }
+        } else {
+            entry.recover()?;
+        }
+        entry.recount();
+        Ok(entry)
+    }
+
+    /// Hash every block the bitmap does not mark; mark those whose bytes verify.
+    fn recover(&self) -> Result<(), CacheError> {
+        let missing: Vec<usize> = {
+            let have = self.have.lock().expect("have lock");
+            (0..self.manifest.block_count())
+                .filter(|&i| !have.get(i))
+                .collect()
+        };
+        let mut found = 0;
+        for i in missing {
+            let Some(data) = self.read_raw(i)? else {
+                continue;
+            };
+            if self.manifest.verify_block(i, &data) {
+                let mut have = self.have.lock().expect("have lock");
+                have.set(i);
+                have.dirty_files.insert(self.manifest.block(i).file);
+                found += 1;
+            }
+        }
+        if found > 0 {
+            tracing::info!(content = %self.key, blocks = found, "recovered verified blocks not yet recorded");
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn recount(&self) {
+        let have = self.have.lock().expect("have lock");
+        let (mut n, mut bytes) = (0, 0u64);
+        for b in self.manifest.blocks() {
+            if have.get(b.index) {
+                n += 1;
+                bytes += u64::from(b.len);
+            }
+        }
+        self.verified_blocks.store(n, Ordering::SeqCst);
+        self.verified_bytes.store(bytes, Ordering::SeqCst);
+        drop(have);
+        self.changed.send_replace(n);
+    }
+
+    /// Which content this is.
+    pub fn key(&self) -> &ContentKey {
+        &self.key
+    }
+
+    /// The manifest every block is checked against.
+    pub fn manifest(&self) -> &Arc<Manifest> {
+        &self.manifest
+    }
+
+    /// The directory holding the content's files under their real names.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join(DATA_DIR)
+    }
+
+    /// The entry's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True when block `index` is verified.
+    pub fn has_block(&self, index: usize) -> bool {
+        self.have.lock().expect("have lock").get(index)
+    }
+
+    /// The verified blocks, as a bitmap (bit i of byte i/8).
+    pub fn have_bitmap(&self) -> Vec<u8> {
+        self.have.lock().expect("have lock").bits.clone()
+    }
+
+    /// Bytes verified so far.
+    pub fn verified_bytes(&self) -> u64 {
+        self.verified_bytes.load(Ordering::SeqCst)
+    }
+
+    /// True when every block is verified.
+    pub fn is_complete(&self) -> bool {
+        self.verified_blocks.load(Ordering::SeqCst) == self.manifest.block_count()
+    }
+
+    /// A receiver told each time blocks are added (value: verified block count).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.changed.subscribe()
+    }
+
+    /// The entry's metadata.
+    pub fn meta(&self) -> EntryMeta {
+        self.meta.lock().expect("meta lock").clone()
+    }
+
+    fn data_path(&self, file: usize) -> PathBuf {
+        self.data_dir().join(&self.manifest.files[file].path)
+    }
+
+    /// Read a block's bytes whether verified or not (recovery, delivery checks).
+    fn read_raw(&self, index: usize) -> Result<Option<Vec<u8>>, CacheError> {
+        let b = self.manifest.block(index);
+        let path = self.data_path(b.file);
+        let f = File::open(&path).map_err(io_err(&path))?;
+        let mut buf = vec![0u8; b.len as usize];
+        match f.read_exact_at(&mut buf, b.offset) {
+            Ok(()) => Ok(Some(buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// A verified block's bytes, or `None` if the block is not verified: a block that
+    /// is not verified is never handed out.
+    pub fn read_block(&self, index: usize) -> Result<Option<Vec<u8>>, CacheError> {
+        if !self.has_block(index) {
+            return Ok(None);
+        }
+        self.read_raw(index)
+    }
+
+    /// Check `data` against the manifest and, if it verifies, write it as block
+    /// `index`. Returns `Ok(false)` (and writes nothing) when it does not verify.
+    pub fn put_block(&self, index: usize, data: &[u8]) -> Result<bool, CacheError> {
+        if !self.manifest.verify_block(index, data) {
+            return Ok(false);
+        }
+        if self.has_block(index) {
+            return Ok(true);
+        }
+        let b = self.manifest.block(index);
+        let path = self.data_path(b.file);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        f.write_all_at(data, b.offset).map_err(io_err(&path))?;
+        let flush_due = {
+            let mut have = self.have.lock().expect("have lock");
+            if have.get(index) {
+                return Ok(true);
+            }
+            have.set(index);
+            have.dirty_files.insert(b.file);
+            have.unflushed += 1;
+            have.last_flush.elapsed() >= FLUSH_INTERVAL
+        };
+        let n = self.verified_blocks.fetch_add(1, Ordering::SeqCst) + 1;
+        self.verified_bytes
+            .fetch_add(u64::from(b.len), Ordering::SeqCst);
+        if flush_due || n == self.manifest.block_count() {
+            self.flush()?;
+        }
+        self.changed.send_replace(n);
+        Ok(true)
+    }
+
+    /// Make every verified block durable: sync the data files written since the last
+    /// flush, then replace the bitmap. Marks the entry complete when it is.
+    pub fn flush(&self) -> Result<(), CacheError> {
+        let (bits, files) = {
+            let mut have = self.have.lock().expect("have lock");
+            if have.unflushed == 0 && have.dirty_files.is_empty() {
+                return Ok(());
+            }
+            have.unflushed = 0;
+            have.last_flush = Instant::now();
+            (have.bits.clone(), std::mem::take(&mut have.dirty_files))
+        };
+        for file in files {
+            let path = self.data_path(file);
+            let f = File::open(&path).map_err(io_err(&path))?;
+            f.sync_data().map_err(io_err(&path))?;
+        }
+        write_atomic(&self.dir.join(HAVE_FILE), &bits, true)?;
+        if self.is_complete() {
+            self.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Record completion: files become read-only (executable where published so),
+    /// because delivered hard links share them with the caller.
+    fn finish(&self) -> Result<(), CacheError> {
+        for (i, file) in self.manifest.files.iter().enumerate() {
+            let path = self.data_path(i);
+            let mode = if file.executable { 0o555 } else { 0o444 };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_err(&path))?;
+        }
+        self.update_meta(|m| m.complete = true)
+    }
+
+    /// Change the metadata and persist it.
+    pub fn update_meta(&self, f: impl FnOnce(&mut EntryMeta)) -> Result<(), CacheError> {
+        let bytes = {
+            let mut meta = self.meta.lock().expect("meta lock");
+            f(&mut meta);
+            serde_json::to_vec(&*meta).expect("meta serializes")
+        };
+        write_atomic(&self.dir.join(META_FILE), &bytes, false)
+    }
+
+    /// Re-hash every block; unmark (and report) any whose bytes changed since they
+    /// were verified, e.g. through a delivered hard link written by its owner.
+    pub fn reverify(&self) -> Result<usize, CacheError> {
+        let mut bad = Vec::new();
+        for i in 0..self.manifest.block_count() {
+            if !self.has_block(i) {
+                continue;
+            }
+            let ok = self
+                .read_raw(i)?
+                .is_some_and(|d| self.manifest.verify_block(i, &d));
+            if !ok {
+                bad.push(i);
+            }
+        }
+        if !bad.is_empty() {
+            {
+                let mut have = self.have.lock().expect("have lock");
+                for &i in &bad {
+                    have.bits[i / 8] &= !(1 << (i % 8));
+                }
+                have.unflushed += 1;
+            }
+            for (i, file) in self.manifest.files.iter().enumerate() {
+                let path = self.data_path(i);
+                let mode = if file.executable { 0o755 } else { 0o644 };
+                let _ = fs::set_permissions(&path, fs::Permissions::from_mode(mode));
+            }
+            self.update_meta(|m| m.complete = false)?;
+            self.recount();
+            self.flush()?;
+            tracing::warn!(content = %self.key, blocks = bad.len(), "cached blocks changed since verification; they will be fetched again");
+        }
+        Ok(bad.len())
+    }
+
+    /// Mark the entry as used by one more job or transfer; it is never evicted while
+    /// a lease is held.
+    pub fn lease(self: &Arc<Self>) -> EntryLease {
+        self.users.fetch_add(1, Ordering::SeqCst);
+        EntryLease(Arc::clone(self))
+    }
+
+    /// True while a lease is held.
+    pub fn in_use(&self) -> bool {
+        self.users.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// Holds an entry in use; dropping it releases it.
+#[derive(Debug)]
+pub struct EntryLease(Arc<ContentEntry>);
+
+impl EntryLease {
+    /// The leased entry.
+    pub fn entry(&self) -> &Arc<ContentEntry> {
+        &self.0
+    }
+}
+
+impl Drop for EntryLease {
+    fn drop(&mut self) {
+        self.0.users.fetch_sub(1, Ordering::SeqCst);
+    }
+}

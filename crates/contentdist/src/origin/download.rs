@@ -1,0 +1,210 @@
+//! The download loop: fetch every missing block of a cache entry from the origin.
+//!
+//! Runs of consecutive missing blocks of one file become one Range request, so a
+//! fresh download is one streaming request per file and a resumed one asks only for
+//! the holes. Each block is verified as soon as its last byte arrives; a block that
+//! fails stays missing and is asked for again. The loop gives up after `retries`
+//! attempts in a row that verified nothing new, or when one block has failed
+//! verification more than `retries` times.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::StatusCode;
+use tokio_util::sync::CancellationToken;
+
+use super::{check_status, classify, OriginClient, OriginError};
+use crate::cache::ContentEntry;
+
+/// Consecutive missing blocks of one file: `first..=last` (global indices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    file: usize,
+    first: usize,
+    last: usize,
+}
+
+fn missing_runs(entry: &ContentEntry) -> Vec<Run> {
+    let m = entry.manifest();
+    let mut runs = Vec::new();
+    for file in 0..m.files.len() {
+        let mut current: Option<Run> = None;
+        for i in m.file_blocks(file) {
+            if entry.has_block(i) {
+                runs.extend(current.take());
+            } else {
+                match &mut current {
+                    Some(r) => r.last = i,
+                    None => {
+                        current = Some(Run {
+                            file,
+                            first: i,
+                            last: i,
+                        })
+                    }
+                }
+            }
+        }
+        runs.extend(current);
+    }
+    runs
+}
+
+/// What one job wants told while it downloads.
+pub struct DownloadCounters<'a> {
+    /// Bytes received from the origin (verified or not: they crossed the WAN).
+    pub from_origin: &'a AtomicU64,
+}
+
+impl OriginClient {
+    /// Fetch every block `entry` lacks. Returns when the entry is complete.
+    pub async fn download(
+        &self,
+        entry: &ContentEntry,
+        counters: &DownloadCounters<'_>,
+        stop: &CancellationToken,
+    ) -> Result<(), OriginError> {
+        let mut failures = 0u32;
+        let mut bad: HashMap<usize, u32> = HashMap::new();
+        loop {
+            let runs = missing_runs(entry);
+            if runs.is_empty() {
+                entry.flush()?;
+                return Ok(());
+            }
+            let before = entry.verified_bytes();
+            let mut error = None;
+            for run in runs {
+                let r = tokio::select! {
+                    r = self.fetch_run(entry, run, counters, &mut bad) => r,
+                    _ = stop.cancelled() => Err(OriginError::Stopped),
+                };
+                match r {
+                    Ok(()) => {}
+                    Err(e) if e.retryable() => {
+                        error = Some(e);
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = entry.flush();
+                        return Err(e);
+                    }
+                }
+            }
+            entry.flush()?;
+            if let Some((&block, &times)) = bad.iter().max_by_key(|(_, &t)| t) {
+                if times > self.opts.retries {
+                    let m = entry.manifest();
+                    return Err(OriginError::Corrupt {
+                        path: m.files[m.block(block).file].path.clone(),
+                        block,
+                        times,
+                    });
+                }
+            }
+            if entry.verified_bytes() > before {
+                failures = 0;
+            } else {
+                failures += 1;
+            }
+            if let Some(e) = error {
+                if failures > self.opts.retries {
+                    return Err(e);
+                }
+                tracing::warn!(content = %entry.key(), error = %e, failures, "origin transfer failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(self.backoff(failures)) => {}
+                    _ = stop.cancelled() => return Err(OriginError::Stopped),
+                }
+            }
+        }
+    }
+
+    async fn fetch_run(
+        &self,
+        entry: &ContentEntry,
+        run: Run,
+        counters: &DownloadCounters<'_>,
+        bad: &mut HashMap<usize, u32>,
+    ) -> Result<(), OriginError> {
+        let m = entry.manifest();
+        let file = &m.files[run.file];
+        let url = self.file_url(&m.content_id, m.version, &file.path);
+        let start = m.block(run.first).offset;
+        let last = m.block(run.last);
+        let end = last.offset + u64::from(last.len); // exclusive
+        let mut resp = self
+            .http
+            .get(url.clone())
+            .header(RANGE, format!("bytes={}-{}", start, end - 1))
+            .send()
+            .await
+            .map_err(|e| classify(&url, &e))?;
+        check_status(&url, resp.status())?;
+        // A server that ignores Range answers 200 with the whole file: skip the head.
+        let mut skip = 0u64;
+        if resp.status() == StatusCode::PARTIAL_CONTENT {
+            let cr = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let expected = format!("bytes {}-{}/", start, end - 1);
+            if !cr.starts_with(&expected) {
+                return Err(OriginError::BadResponse {
+                    url: url.to_string(),
+                    detail: format!("asked for {expected}…, got Content-Range '{cr}'"),
+                });
+            }
+        } else {
+            skip = start;
+        }
+        let mut pos = start; // file offset of the next byte of the current block
+        let mut block = run.first;
+        let mut buf: Vec<u8> = Vec::with_capacity(m.block_size as usize);
+        while pos < end {
+            let chunk = tokio::time::timeout(self.opts.stall_timeout, resp.chunk())
+                .await
+                .map_err(|_| OriginError::Stalled {
+                    url: url.to_string(),
+                    secs: self.opts.stall_timeout.as_secs(),
+                })?
+                .map_err(|e| classify(&url, &e))?;
+            let Some(mut chunk) = chunk else {
+                return Err(OriginError::BadResponse {
+                    url: url.to_string(),
+                    detail: format!("response ended at byte {pos} of {end}: truncated"),
+                });
+            };
+            counters
+                .from_origin
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if let Some(t) = &self.throttle {
+                let at = t.lock().await.book(chunk.len());
+                tokio::time::sleep_until(at).await;
+            }
+            if skip > 0 {
+                let n = skip.min(chunk.len() as u64) as usize;
+                skip -= n as u64;
+                let _ = chunk.split_to(n);
+            }
+            while !chunk.is_empty() && pos < end {
+                let want = m.block(block).len as usize - buf.len();
+                let take = want.min(chunk.len());
+                buf.extend_from_slice(&chunk.split_to(take));
+                pos += take as u64;
+                if buf.len() == m.block(block).len as usize {
+                    if !entry.put_block(block, &buf)? {
+                        let n = bad.entry(block).or_default();
+                        *n += 1;
+                        tracing::warn!(content = %entry.key(), file = %file.path, block, times = *n, "block failed verification; it will be fetched again");
+                    }
+                    buf.clear();
+                    block += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
