@@ -274,3 +274,6 @@ pub fn describe(e: &ContentEntry) -> CacheEntryInfo {
         in_use: e.in_use(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -81,6 +81,7 @@ pub(super) struct Inner {
     pub counters: Counters,
     pub permits: tokio::sync::Semaphore,
     runtime: tokio::runtime::Handle,
+    tasks: tokio_util::task::TaskTracker,
     persist_lock: Mutex<()>,
 }
 
@@ -112,6 +113,7 @@ impl JobManager {
             counters: Counters::default(),
             permits: tokio::sync::Semaphore::new(max),
             runtime: tokio::runtime::Handle::current(),
+            tasks: tokio_util::task::TaskTracker::new(),
             persist_lock: Mutex::new(()),
         });
         let mgr = JobManager { inner };
@@ -137,6 +139,12 @@ impl JobManager {
         mgr
     }
 
+    /// Wait until every job task has ended (after the shutdown token fired).
+    pub async fn wait_stopped(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
     /// Bytes by source for the whole agent.
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
@@ -158,10 +166,10 @@ impl JobManager {
         }
         let inner = Arc::clone(&self.inner);
         let mgr = self.clone();
-        self.inner.runtime.spawn(async move {
+        self.inner.tasks.spawn_on(async move {
             let result = run_job(&inner, id, &stop).await;
             mgr.finish(id, result);
-        });
+        }, &self.inner.runtime);
     }
 
     fn finish(&self, id: JobId, result: Result<(), JobError>) {

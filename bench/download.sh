@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Download benchmark: one agent fetching a published file from a local nginx origin,
+# against `curl -o` of the same file from the same nginx in the same run.
+#
+#   bash bench/download.sh [SIZE_MIB] [ROUNDS]      (defaults: 1024 MiB, 3 rounds)
+#
+# Prints per round: curl seconds, agent seconds (submit to delivered), ratio
+# agent/curl, and the median ratio. Also prints publish throughput. Needs nginx, curl
+# and a release build (`cargo build --release`). Everything runs under a temp dir and
+# on 127.0.0.1 ports chosen at run time.
+set -euo pipefail
+SIZE_MIB=${1:-1024}
+ROUNDS=${2:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CONTENTDIST_BIN:-$ROOT/target/release/contentdist}
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q)
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+W=$(mktemp -d /tmp/cd-bench.XXXXXX)
+AGENT_PID=""; NGINX_STARTED=""
+cleanup() {
+  [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null || true
+  [ -n "$NGINX_STARTED" ] && "$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf" -s stop 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+
+mkdir -p "$W/src" "$W/origin" "$W/nginx/logs"
+head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$W/src/image.bin"
+sync
+t0=$(now)
+"$BIN" publish "$W/src" --id BENCH --version 1 --out "$W/origin" > /dev/null
+t1=$(now)
+echo "publish: ${SIZE_MIB} MiB in $(echo "$t1 - $t0" | bc -l | cut -c1-6) s = $(echo "$SIZE_MIB / ($t1 - $t0)" | bc -l | cut -c1-7) MiB/s"
+
+PORT=$(free_port)
+USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
+cat > "$W/nginx/nginx.conf" <<NGX
+$USER_LINE
+worker_processes 1;
+error_log $W/nginx/logs/error.log;
+pid $W/nginx/nginx.pid;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  server { listen 127.0.0.1:$PORT; root $W/origin; }
+}
+NGX
+"$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf"; NGINX_STARTED=1
+URL="http://127.0.0.1:$PORT"
+for _ in $(seq 50); do curl -sf -o /dev/null "$URL/BENCH/1/manifest.json" && break; sleep 0.1; done
+
+cat > "$W/agent.toml" <<TOML
+CacheDir = "$W/cache"
+ControlSocket = "$W/control.sock"
+OriginUrl = "$URL"
+LogLevel = "warn"
+TOML
+start_agent() {
+  "$BIN" agent --config "$W/agent.toml" 2>> "$W/agent.log" & AGENT_PID=$!
+  for _ in $(seq 100); do "$BIN" jobs --config "$W/agent.toml" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "agent did not start:"; cat "$W/agent.log"; exit 1
+}
+stop_agent() { kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=""; }
+
+ratios=()
+for r in $(seq "$ROUNDS"); do
+  rm -f "$W/curl.bin"; sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  t0=$(now); curl -sf -o "$W/curl.bin" "$URL/BENCH/1/content/image.bin"; t1=$(now)
+  curl_s=$(echo "$t1 - $t0" | bc -l)
+  # A fresh cache each round, so the agent really downloads.
+  rm -rf "$W/cache" "$W/dest"; sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  start_agent
+  t0=$(now)
+  "$BIN" get BENCH --version 1 --dest "$W/dest" --config "$W/agent.toml" > /dev/null
+  t1=$(now)
+  agent_s=$(echo "$t1 - $t0" | bc -l)
+  stop_agent
+  cmp -s "$W/dest/image.bin" "$W/src/image.bin" || { echo "round $r: delivered bytes differ"; exit 1; }
+  ratio=$(echo "$agent_s / $curl_s" | bc -l)
+  ratios+=("$ratio")
+  printf 'round %d: curl %.2f s (%.0f MiB/s), agent %.2f s (%.0f MiB/s), agent/curl %.2f\n' \
+    "$r" "$curl_s" "$(echo "$SIZE_MIB / $curl_s" | bc -l)" "$agent_s" "$(echo "$SIZE_MIB / $agent_s" | bc -l)" "$ratio"
+done
+median=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+printf 'median agent/curl ratio over %d rounds: %.2f\n' "$ROUNDS" "$median"
