@@ -1,0 +1,440 @@
+//! Printing the effective settings: `describe` for people (masks in words, secrets
+//! hidden) and `to_toml` for a file that loads back to the same `Config`.
+
+use std::path::Path;
+
+use super::{Config, KEYS};
+
+/// Where the `# meaning` column starts, when the `Key = value` part is short enough.
+const COMMENT_COLUMN: usize = 44;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Describe,
+    Toml,
+}
+
+pub(super) fn describe(c: &Config) -> String {
+    render(c, Mode::Describe)
+}
+
+pub(super) fn to_toml(c: &Config) -> String {
+    let mut out = String::from(
+        "# contentdist settings: effective values, every key written out.\n\
+         # Keys and meanings: see contentdist.example.toml.\n\n",
+    );
+    out.push_str(&render(c, Mode::Toml));
+    out
+}
+
+fn render(c: &Config, mode: Mode) -> String {
+    let mut out = String::new();
+    for key in KEYS {
+        let (value, note) = entry(c, key, mode);
+        let line = match (key, mode) {
+            (&"Platform", Mode::Toml) => format!("\n[Platform]\nthumbprint = {value}"),
+            (&"Platform", Mode::Describe) => format!("Platform.thumbprint = {value}"),
+            // TOML has no null: an unset weight is written as a comment.
+            (&"P2PElectionWeight", Mode::Toml) if c.p2p_election_weight.is_none() => {
+                format!("# P2PElectionWeight = {}", c.machine_type.weight())
+            }
+            _ => format!("{key} = {value}"),
+        };
+        let last = line.lines().last().unwrap_or_default().chars().count();
+        let pad = COMMENT_COLUMN.saturating_sub(last).max(2);
+        out.push_str(&format!("{line}{}# {note}\n", " ".repeat(pad)));
+    }
+    out
+}
+
+/// The value of `key` as TOML text, and what it means.
+fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
+    let (value, note): (String, String) = match key {
+        "P2PEnabled" => (hex(c.p2p_enabled.0), c.p2p_enabled.describe()),
+        "P2PHttpPort" => (
+            c.p2p_http_port.to_string(),
+            port_note("HTTP", 0x20, c.p2p_http_port, c.p2p_enabled.has_http()),
+        ),
+        "P2PHttpsPort" => (
+            c.p2p_https_port.to_string(),
+            port_note("HTTPS", 0x40, c.p2p_https_port, c.p2p_enabled.has_https()),
+        ),
+        "P2P_Port" => (
+            c.p2p_port.to_string(),
+            format!("UDP port of elections{}", any_port(c.p2p_port)),
+        ),
+        "P2PSslSettings" => (hex(c.p2p_ssl_settings.0), c.p2p_ssl_settings.describe()),
+        "P2PClientCertWaitPeriodMins" => (
+            c.p2p_client_cert_wait_period_mins.to_string(),
+            "minutes a job waits for a valid client certificate (retrying every 10 minutes)".into(),
+        ),
+        "CertIssuer" => (
+            list(&c.cert_issuer),
+            selection_note("issuer", &c.cert_issuer),
+        ),
+        "CertSubject" => (
+            list(&c.cert_subject),
+            selection_note("subject", &c.cert_subject),
+        ),
+        "AuthenticatedUsers" => (
+            c.authenticated_users.to_string(),
+            authenticated_users_note(c.authenticated_users),
+        ),
+        "SpecialNetShare" => (hex(c.special_net_share.0), c.special_net_share.describe()),
+        "P2PElectionWeight" => match c.p2p_election_weight {
+            Some(w) => (w.to_string(), weight_note(c, "P2PElectionWeight")),
+            None if mode == Mode::Describe => ("(not set)".into(), weight_note(c, "MachineType")),
+            None => (String::new(), weight_note(c, "MachineType")),
+        },
+        "SuccessCodes" => (
+            quote(&c.success_codes.to_string()),
+            "failure codes on which the caller must not download directly from the origin".into(),
+        ),
+        "DPNotAvailableCodes" => (
+            quote(&c.dp_not_available_codes.to_string()),
+            "codes on which the next origin is tried".into(),
+        ),
+        "BlockSize" => (
+            c.block_size.to_string(),
+            format!("bytes per block ({} KiB)", c.block_size / 1024),
+        ),
+        "MaxWorkRate" => (
+            c.max_work_rate.to_string(),
+            "percent of WanRateKbps the master may use for origin downloads".into(),
+        ),
+        "CacheCleanCycleHrs" => (
+            c.cache_clean_cycle_hrs.to_string(),
+            off_or(
+                c.cache_clean_cycle_hrs.into(),
+                "no periodic cache clean-up",
+                "hours between cache clean-ups",
+            ),
+        ),
+        "MaxCacheDays" => (
+            c.max_cache_days.to_string(),
+            off_or(
+                c.max_cache_days.into(),
+                "no age limit",
+                "evict content unused for this many days",
+            ),
+        ),
+        "MaxCacheSizeMB" => (
+            c.max_cache_size_mb.to_string(),
+            off_or(
+                c.max_cache_size_mb,
+                "no cache size limit",
+                "cache size limit, MiB",
+            ),
+        ),
+        "PercentAvailableDisk" => (
+            c.percent_available_disk.to_string(),
+            off_or(
+                c.percent_available_disk.into(),
+                "no free-space target",
+                "percent of the cache file system kept free",
+            ),
+        ),
+        "NomadInhibitedSubnets" => {
+            let subnets: Vec<String> = c
+                .nomad_inhibited_subnets
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let note = if subnets.is_empty() {
+                "none: elections on every subnet"
+            } else {
+                "no election here: every host downloads for itself"
+            };
+            (quote(&subnets.join(",")), note.into())
+        }
+        "CacheDir" => (path(&c.cache_dir), "content cache".into()),
+        "CertStoreDir" => (
+            path(&c.cert_store_dir),
+            "certificate store: my/ (own certificates and keys), trusted/ (CAs)".into(),
+        ),
+        "ControlSocket" => (
+            path(&c.control_socket),
+            "control socket of the local agent".into(),
+        ),
+        "OriginUrl" => match &c.origin_url {
+            Some(url) => (quote(url), "origin (distribution point) base URL".into()),
+            None => (quote(""), "no origin configured".into()),
+        },
+        "OriginCaFile" => match &c.origin_ca_file {
+            Some(file) => (path(file), "CA bundle trusted for an HTTPS origin".into()),
+            None => (quote(""), "system roots trusted for an HTTPS origin".into()),
+        },
+        "ListenAddress" => (
+            quote(&c.listen_address.to_string()),
+            "address of the peer-copy listeners".into(),
+        ),
+        "ElectionAddress" => (
+            quote(&c.election_address.to_string()),
+            "destination of election broadcasts".into(),
+        ),
+        "WanRateKbps" => (
+            c.wan_rate_kbps.to_string(),
+            match c.origin_rate_limit_bytes_per_sec() {
+                Some(rate) => format!(
+                    "WAN kbit/s; origin downloads limited to {rate} bytes/s (MaxWorkRate {}%)",
+                    c.max_work_rate
+                ),
+                None => "WAN not throttled".into(),
+            },
+        ),
+        "OriginRetries" => (
+            c.origin_retries.to_string(),
+            "retries per origin request after the first attempt".into(),
+        ),
+        "OriginStallTimeoutSecs" => (
+            c.origin_stall_timeout_secs.to_string(),
+            "seconds without a byte before a request is retried".into(),
+        ),
+        "OriginConnectTimeoutSecs" => (
+            c.origin_connect_timeout_secs.to_string(),
+            "seconds to connect to the origin".into(),
+        ),
+        "Preboot" => (
+            c.preboot.to_string(),
+            if c.preboot {
+                "preboot: download only, never master (weight 10)"
+            } else {
+                "full agent"
+            }
+            .into(),
+        ),
+        "MachineType" => (
+            quote(c.machine_type.as_str()),
+            format!(
+                "election weight {} when P2PElectionWeight is not set",
+                c.machine_type.weight()
+            ),
+        ),
+        "SiteKey" => match (&c.site_key, mode) {
+            (None, _) => (
+                quote(""),
+                "not set: election messages are not authenticated".into(),
+            ),
+            (Some(k), Mode::Toml) => (
+                quote(k.as_str()),
+                "election messages are authenticated".into(),
+            ),
+            (Some(k), Mode::Describe) => (
+                format!("(hidden, {} characters)", k.as_str().chars().count()),
+                "election messages are authenticated".into(),
+            ),
+        },
+        "LogLevel" => (
+            quote(c.log_level.as_str()),
+            "most detailed level logged".into(),
+        ),
+        "Platform" => match &c.platform_thumbprint {
+            Some(t) => (quote(t), "pinned client certificate (SHA-1)".into()),
+            None => (quote(""), "no pinned client certificate".into()),
+        },
+        _ => unreachable!("every key of KEYS is rendered: {key}"),
+    };
+    (value, note)
+}
+
+fn hex(n: u32) -> String {
+    format!("0x{n:X}")
+}
+
+/// A TOML basic string, escaped.
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn path(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}
+
+/// The product's comma-separated form, unless an item holds a comma: then an array,
+/// so the value loads back unchanged.
+fn list(items: &[String]) -> String {
+    if items.iter().any(|i| i.contains(',')) {
+        let quoted: Vec<String> = items.iter().map(|i| quote(i)).collect();
+        format!("[{}]", quoted.join(", "))
+    } else {
+        quote(&items.join(", "))
+    }
+}
+
+fn any_port(port: u16) -> &'static str {
+    if port == 0 {
+        " (0: any free port)"
+    } else {
+        ""
+    }
+}
+
+fn port_note(protocol: &str, bit: u32, port: u16, enabled: bool) -> String {
+    let mut note = format!(
+        "TCP port of the {protocol} peer-copy server{}",
+        any_port(port)
+    );
+    if !enabled {
+        note.push_str(&format!(
+            "; unused: {protocol} (0x{bit:X}) is off in P2PEnabled"
+        ));
+    }
+    note
+}
+
+fn selection_note(what: &str, items: &[String]) -> String {
+    if items.is_empty() {
+        format!("any {what} (certificate selection)")
+    } else {
+        format!("{what}s preferred in certificate selection (case-insensitive substrings)")
+    }
+}
+
+fn authenticated_users_note(value: u32) -> String {
+    match value {
+        0 => "everyone + P2P account; over HTTP/S treated as 2 (P2P account only)",
+        1 => "authenticated users (machine credentials) + P2P account",
+        _ => "P2P account only",
+    }
+    .into()
+}
+
+fn weight_note(c: &Config, from: &str) -> String {
+    let weight = c.election_weight();
+    if c.preboot {
+        return "effective weight 10 (Preboot)".into();
+    }
+    let source = if from == "MachineType" {
+        format!(
+            "not set: effective weight {weight} from MachineType {}",
+            c.machine_type
+        )
+    } else {
+        format!("election weight {weight}")
+    };
+    if weight == 0 {
+        format!("{source}: never master, never answers elections")
+    } else {
+        source
+    }
+}
+
+fn off_or(value: u64, off: &str, on: &str) -> String {
+    if value == 0 {
+        format!("off: {off}")
+    } else {
+        on.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::*;
+
+    fn load(text: &str) -> Config {
+        Config::from_toml_str(text, Path::new("/etc/contentdist/contentdist.toml"))
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn describe_has_one_line_per_key_with_masks_in_words() {
+        let c = load("P2PEnabled = 0x61\nP2PSslSettings = 1\nWanRateKbps = 1000");
+        let shown = c.describe();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), KEYS.len(), "{shown}");
+        for (line, key) in lines.iter().zip(KEYS) {
+            let key = if *key == "Platform" {
+                "Platform.thumbprint"
+            } else {
+                key
+            };
+            assert!(line.starts_with(&format!("{key} = ")), "{line}");
+            assert!(line.contains("  # "), "{line}");
+        }
+        let p2p = lines[0];
+        assert!(
+            p2p.starts_with("P2PEnabled = 0x61 ") && p2p.ends_with("# HTTPS + HTTP + SMB"),
+            "{p2p}"
+        );
+        assert!(shown.contains("# PKI server certificate; peers authenticate with the P2P account"));
+        assert!(
+            shown.contains("SpecialNetShare = 0x2070")
+                && shown.contains("# FanOut + other bits 0x2030")
+        );
+        assert!(shown.contains("P2PElectionWeight = (not set)"), "{shown}");
+        assert!(
+            shown.contains("effective weight 50 from MachineType default"),
+            "{shown}"
+        );
+        assert!(shown.contains("limited to 100000 bytes/s"), "{shown}");
+        let default = Config::default().describe();
+        assert!(
+            default.contains("P2PHttpPort = 5080")
+                && default.contains("unused: HTTP (0x20) is off")
+        );
+    }
+
+    #[test]
+    fn to_toml_round_trips_the_defaults() {
+        let c = Config::default();
+        assert_eq!(load(&c.to_toml()), c);
+    }
+
+    #[test]
+    fn to_toml_round_trips_every_key_changed() {
+        let text = r#"
+            P2PEnabled = 0x6F
+            P2PHttpPort = 8080
+            P2PHttpsPort = 0
+            P2P_Port = 11779
+            P2PSslSettings = 3
+            P2PClientCertWaitPeriodMins = 0
+            CertIssuer = ["CN=Issuing CA, O=Example", "Contoso \"Root\""]
+            CertSubject = "host1, host2"
+            AuthenticatedUsers = 0
+            SpecialNetShare = 0xC6
+            P2PElectionWeight = 0
+            SuccessCodes = "0x1,0x10-0x20"
+            DPNotAvailableCodes = "0x205D"
+            BlockSize = 4194304
+            MaxWorkRate = 100
+            CacheCleanCycleHrs = 24
+            MaxCacheDays = 30
+            MaxCacheSizeMB = 1048576
+            PercentAvailableDisk = 10
+            NomadInhibitedSubnets = "10.1.2.0/24,fd00::/8"
+            CacheDir = "/srv/cache"
+            CertStoreDir = "/srv/certs"
+            ControlSocket = "/tmp/x.sock"
+            OriginUrl = "https://origin.example/content"
+            OriginCaFile = "/srv/ca.pem"
+            ListenAddress = "127.0.0.2"
+            ElectionAddress = "127.255.255.255"
+            WanRateKbps = 2000
+            OriginRetries = 100
+            OriginStallTimeoutSecs = 3600
+            OriginConnectTimeoutSecs = 1
+            Preboot = true
+            MachineType = "wireless"
+            SiteKey = "0123456789abcdef\\x"
+            LogLevel = "trace"
+            [Platform]
+            thumbprint = "a94a8f7b2c0d1e3f4a5b6c7d8e9fa0b1c2d3e4f5"
+        "#;
+        let c = load(text);
+        // Every key differs from its default, so the round trip covers every key.
+        let ours = c.describe();
+        let defaults = Config::default().describe();
+        for (a, b) in ours.lines().zip(defaults.lines()) {
+            assert_ne!(a, b, "unchanged key in the test");
+        }
+        let written = c.to_toml();
+        assert_eq!(load(&written), c, "{written}");
+        assert_eq!(
+            c.cert_issuer,
+            vec!["CN=Issuing CA, O=Example", "Contoso \"Root\""]
+        );
+    }
+}
