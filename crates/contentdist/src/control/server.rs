@@ -1,0 +1,436 @@
+//! The control socket's server side: bind the Unix socket safely, then answer
+//! HTTP/JSON requests with a [`JobControl`].
+
+use std::convert::Infallible;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::MAX_REQUEST_BODY;
+use crate::codes::Code;
+use crate::job::{ControlError, JobControl, JobId, JobRequest};
+
+/// How long [`serve`] lets open connections finish their request once shutdown is asked.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The socket's permissions: owner and group may submit jobs, nobody else.
+const SOCKET_MODE: u32 = 0o660;
+
+/// Why the control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlSocketError {
+    /// The socket's directory could not be created.
+    #[error("cannot create the control socket's directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A live agent already answers on this socket.
+    #[error("another agent is already listening on {path}")]
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// Something other than a socket stands at the path; it is not ours to delete.
+    #[error("{path} exists and is not a socket; remove it or choose another ControlSocket")]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A stale socket file could not be removed.
+    #[error("cannot remove the stale control socket {path}: {source}")]
+    RemoveStale {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Binding the socket failed.
+    #[error("cannot listen on the control socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Setting the socket's mode to 0660 failed.
+    #[error("cannot set mode 0660 on the control socket {path}: {source}")]
+    Permissions {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+impl ControlSocketError {
+    /// The catalogue code: every case is fixed by changing `ControlSocket` or what
+    /// stands at that path, so all of them are configuration problems.
+    pub fn code(&self) -> Code {
+        Code::CONFIG_INVALID
+    }
+}
+
+/// Bind the control socket at `path`.
+///
+/// Creates the parent directory, removes a stale socket file left by an agent that
+/// died (one nobody answers on), refuses when a live agent answers there, and sets
+/// mode 0660. Must be called inside a tokio runtime.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlSocketError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ControlSocketError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    remove_if_stale(path)?;
+    let listener = UnixListener::bind(path).map_err(|source| ControlSocketError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
+        |source| ControlSocketError::Permissions {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
+    Ok(listener)
+}
+
+/// Remove `path` if it is a socket nobody answers on; refuse if someone does.
+fn remove_if_stale(path: &Path) -> Result<(), ControlSocketError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        // Let bind report it: it names the same path and cause.
+        Err(_) => return Ok(()),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(ControlSocketError::NotASocket {
+            path: path.to_path_buf(),
+        });
+    }
+    // A connect on a Unix socket completes at once when a listener exists (the
+    // kernel queues it), so this blocking call does not wait on a live agent.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ControlSocketError::InUse {
+            path: path.to_path_buf(),
+        });
+    }
+    info!(path = %path.display(), "removing stale control socket");
+    std::fs::remove_file(path).map_err(|source| ControlSocketError::RemoveStale {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A control socket being served in its own task.
+pub struct ControlServer {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// [`bind`] `path` and [`serve`] `handler` on it until `shutdown` is cancelled.
+    pub fn start(
+        path: &Path,
+        handler: Arc<dyn JobControl>,
+        shutdown: CancellationToken,
+    ) -> Result<ControlServer, ControlSocketError> {
+        let listener = bind(path)?;
+        info!(path = %path.display(), "control socket listening");
+        let span = tracing::info_span!("control_server", path = %path.display());
+        let task = tokio::spawn(serve(listener, handler, shutdown).instrument(span));
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            task,
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Wait until the server has stopped (after its token was cancelled), then remove
+    /// the socket file so the next start does not have to.
+    pub async fn join(self) {
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "control server task ended abnormally");
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                warn!(path = %self.path.display(), error = %e, "cannot remove control socket");
+            }
+        }
+    }
+}
+
+/// Answer control requests on `listener` with `handler` until `shutdown` is cancelled.
+///
+/// Each connection runs in its own task under a child of `shutdown`. Once cancelled,
+/// no connection is accepted; open ones finish the request in hand and are dropped
+/// after a few seconds at most, then this returns.
+pub async fn serve(
+    listener: UnixListener,
+    handler: Arc<dyn JobControl>,
+    shutdown: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    let mut next_conn: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            // Reap finished connections so the set does not grow with every request.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    next_conn += 1;
+                    let span = tracing::debug_span!("control_conn", conn = next_conn);
+                    let conn = connection(stream, handler.clone(), shutdown.child_token());
+                    connections.spawn(conn.instrument(span));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin on it.
+                    warn!(error = %e, "control socket accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            },
+        }
+    }
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            open = connections.len(),
+            "control connections still open after shutdown grace; dropping them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Serve one connection until the client closes it or `token` is cancelled.
+async fn connection(stream: UnixStream, handler: Arc<dyn JobControl>, token: CancellationToken) {
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(route(handler, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    // The timer makes hyper's default header-read timeout apply, so a client that
+    // opens a connection and never sends a request does not hold a task forever.
+    builder.timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = token.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "control connection ended with an error");
+    }
+}
+
+/// A finished answer: status and JSON body.
+type Answer = Response<Full<Bytes>>;
+
+/// A handler's refusal with the HTTP status it is answered with.
+type Refusal = (StatusCode, ControlError);
+
+/// Answer one request.
+async fn route(handler: Arc<dyn JobControl>, req: Request<Incoming>) -> Answer {
+    dispatch(handler, req)
+        .await
+        .unwrap_or_else(|(status, e)| json(status, &e))
+}
+
+/// Dispatch one request to the handler; `Err` is a refusal before the handler ran.
+async fn dispatch(handler: Arc<dyn JobControl>, req: Request<Incoming>) -> Result<Answer, Refusal> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    debug!(%method, %path, "control request");
+    let segments: Vec<&str> = path
+        .strip_prefix("/v1/")
+        .map(|rest| rest.trim_end_matches('/').split('/').collect())
+        .unwrap_or_default();
+    let ok = StatusCode::OK;
+    Ok(match (segments.as_slice(), &method) {
+        (["jobs"], &Method::POST) => {
+            let request = read_job_request(req).await?;
+            run(handler, StatusCode::CREATED, move |h| {
+                h.submit(request).map_err(request_refusal)
+            })
+            .await
+        }
+        (["jobs"], &Method::GET) => run(handler, ok, |h| Ok(h.list())).await,
+        (["jobs", id], &Method::GET) => with_job(handler, parse_id(id)?, |h, id| h.get(id)).await,
+        (["jobs", id, action @ ("pause" | "resume" | "cancel")], &Method::POST) => {
+            let id = parse_id(id)?;
+            match *action {
+                "pause" => with_job(handler, id, |h, id| h.pause(id)).await,
+                "resume" => with_job(handler, id, |h, id| h.resume(id)).await,
+                _ => with_job(handler, id, |h, id| h.cancel(id)).await,
+            }
+        }
+        (["status"], &Method::GET) => run(handler, ok, |h| Ok(h.status())).await,
+        (["cache"], &Method::GET) => run(handler, ok, |h| Ok(h.cache_list())).await,
+        (["cache", "clean"], &Method::POST) => {
+            run(handler, ok, |h| h.cache_clean().map_err(request_refusal)).await
+        }
+        (
+            ["jobs"]
+            | ["jobs", _]
+            | ["jobs", _, "pause" | "resume" | "cancel"]
+            | ["status"]
+            | ["cache"]
+            | ["cache", "clean"],
+            _,
+        ) => {
+            return Err(refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
+        _ => {
+            return Err(refusal(
+                StatusCode::NOT_FOUND,
+                format!("no such route: {method} {path}"),
+            ))
+        }
+    })
+}
+
+/// Read and decode the body of `POST /v1/jobs`.
+async fn read_job_request(req: Request<Incoming>) -> Result<JobRequest, Refusal> {
+    let body = Limited::new(req.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body is larger than {} KiB",
+                        MAX_REQUEST_BODY / 1024
+                    ),
+                )
+            } else {
+                refusal(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            format!("request body is not a valid job request: {e}"),
+        )
+    })
+}
+
+/// A route that names a job: 404 when the job does not exist, else the operation;
+/// the operation's refusal of an existing job is a state conflict (409).
+async fn with_job<T: Serialize + Send + 'static>(
+    handler: Arc<dyn JobControl>,
+    id: JobId,
+    op: impl FnOnce(&dyn JobControl, JobId) -> Result<T, ControlError> + Send + 'static,
+) -> Answer {
+    run(handler, StatusCode::OK, move |h| {
+        h.get(id).map_err(|e| (StatusCode::NOT_FOUND, e))?;
+        op(h, id).map_err(|e| (StatusCode::CONFLICT, e))
+    })
+    .await
+}
+
+/// Run a handler method and answer with its value (status `ok`) or its refusal.
+///
+/// The method runs off the async threads: the trait is synchronous and an
+/// implementation may take locks or touch the disk (persisting a job, cleaning the cache).
+async fn run<T: Serialize + Send + 'static>(
+    handler: Arc<dyn JobControl>,
+    ok: StatusCode,
+    op: impl FnOnce(&dyn JobControl) -> Result<T, Refusal> + Send + 'static,
+) -> Answer {
+    match tokio::task::spawn_blocking(move || op(handler.as_ref())).await {
+        Ok(Ok(value)) => json(ok, &value),
+        Ok(Err((status, e))) => json(status, &e),
+        // The panic itself was already printed by the panic hook; the caller learns
+        // that the agent failed rather than seeing the connection drop.
+        Err(e) => {
+            warn!(error = %e, "control handler failed");
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &ControlError::new(
+                    Code::AGENT_UNREACHABLE,
+                    "the agent failed while handling this request; see its log",
+                ),
+            )
+        }
+    }
+}
+
+/// The HTTP status of a refusal that does not concern one existing job.
+fn request_refusal(e: ControlError) -> Refusal {
+    let status = match Code(e.code) {
+        Code::BAD_REQUEST | Code::INVALID_PACKAGE_PATH => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, e)
+}
+
+fn parse_id(text: &str) -> Result<JobId, Refusal> {
+    text.parse().map_err(|_| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            format!("job id '{text}' is not a number"),
+        )
+    })
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+    let (status, body) = match serde_json::to_vec(value) {
+        Ok(body) => (status, body),
+        // Our answer types always encode; should one ever not, say so in JSON still.
+        Err(e) => {
+            let e = ControlError::new(Code::BAD_REQUEST, format!("cannot encode the answer: {e}"));
+            let body = serde_json::to_vec(&e).expect("a ControlError encodes as JSON");
+            (StatusCode::INTERNAL_SERVER_ERROR, body)
+        }
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a response from a valid status and header")
+}
+
+/// A refusal of the request itself, with the BAD_REQUEST code.
+fn refusal(status: StatusCode, message: String) -> Refusal {
+    (status, ControlError::new(Code::BAD_REQUEST, message))
+}
