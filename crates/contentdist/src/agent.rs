@@ -166,7 +166,10 @@ impl AgentHandle {
                 let _ = t.await;
             }
         };
-        if tokio::time::timeout(Duration::from_secs(10), wait).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
             tracing::warn!("agent tasks did not stop within 10 s");
         }
         // Job tasks record their state as they wind down; wait for them, then persist.

@@ -166,10 +166,13 @@ impl JobManager {
         }
         let inner = Arc::clone(&self.inner);
         let mgr = self.clone();
-        self.inner.tasks.spawn_on(async move {
-            let result = run_job(&inner, id, &stop).await;
-            mgr.finish(id, result);
-        }, &self.inner.runtime);
+        self.inner.tasks.spawn_on(
+            async move {
+                let result = run_job(&inner, id, &stop).await;
+                mgr.finish(id, result);
+            },
+            &self.inner.runtime,
+        );
     }
 
     fn finish(&self, id: JobId, result: Result<(), JobError>) {
@@ -178,6 +181,12 @@ impl JobManager {
             let Some(slot) = jobs.get_mut(&id) else {
                 return;
             };
+            // Freeze the live counters into the record before the entry is let go.
+            let snap = slot.snapshot();
+            slot.info.bytes_total = snap.bytes_total;
+            slot.info.bytes_verified = snap.bytes_verified;
+            slot.info.bytes_from_origin = snap.bytes_from_origin;
+            slot.info.bytes_from_peers = snap.bytes_from_peers;
             if let Some(s) = slot.started.take() {
                 slot.elapsed_before_ms += s.elapsed().as_millis() as u64;
             }
