@@ -228,7 +228,7 @@ pub static CATALOGUE: &[CodeInfo] = &[
     entry!(
         NO_ORIGIN,
         "No origin URL is configured, so the content cannot be downloaded.",
-        "Set OriginUrl in contentdist.toml, or pass --origin to the job."
+        "Set OriginUrl in contentdist.toml and restart the agent."
     ),
     entry!(
         DELIVERY_FAILED,
