@@ -6,12 +6,14 @@
 //! - [`nginx`]: a real nginx serving a directory as the origin (HTTP or HTTPS).
 //! - [`faulty_origin`]: an in-process HTTP origin that injects faults on demand.
 //! - [`pki`]: a throwaway PKI made with the `openssl` command.
+//! - [`agent`]: a real `contentdist agent` process and CLI calls against it.
 //! - `procs`: spawning child processes that die with the test process.
 //!
 //! Every integration test file compiles its own copy of this module and uses only
 //! part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod faulty_origin;
 mod faulty_origin_http;
 pub mod nginx;

@@ -1,0 +1,162 @@
+//! A real `contentdist agent` process with its own cache, control socket and
+//! settings file, plus helpers to run CLI commands against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+use super::{contentdist_bin, procs::spawn_tied, wait_until};
+
+/// A running agent. Killed (SIGKILL) when dropped.
+pub struct AgentProc {
+    dir: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// The result of `contentdist get ... --json`.
+#[derive(Debug)]
+pub struct GetResult {
+    /// Exit status of the command.
+    pub status: i32,
+    /// Final JobInfo printed with --json (Null when nothing parsed).
+    pub json: serde_json::Value,
+    /// What the command printed on stderr.
+    pub stderr: String,
+}
+
+impl GetResult {
+    /// The job's code.
+    pub fn code(&self) -> u64 {
+        self.json["code"].as_u64().unwrap_or(u64::MAX)
+    }
+    /// Bytes the job took from the origin.
+    pub fn from_origin(&self) -> u64 {
+        self.json["bytes_from_origin"].as_u64().unwrap_or(u64::MAX)
+    }
+    /// The job's final state.
+    pub fn state(&self) -> &str {
+        self.json["state"].as_str().unwrap_or("?")
+    }
+}
+
+impl AgentProc {
+    /// Write `dir/contentdist.toml` (cache and socket under `dir`, `origin` as
+    /// OriginUrl, short timeouts, then `extra` lines) and start the agent.
+    pub fn start(dir: &Path, origin: &str, extra: &str) -> AgentProc {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("contentdist.toml");
+        let toml = format!(
+            "CacheDir = \"{cache}\"\nControlSocket = \"{sock}\"\nOriginUrl = \"{origin}\"\n\
+             OriginStallTimeoutSecs = 2\nOriginRetries = 3\nOriginConnectTimeoutSecs = 2\n\
+             LogLevel = \"debug\"\n{extra}\n",
+            cache = dir.join("cache").display(),
+            sock = dir.join("control.sock").display(),
+        );
+        std::fs::write(&config, toml).unwrap();
+        let mut a = AgentProc {
+            dir: dir.to_path_buf(),
+            config,
+            child: None,
+        };
+        a.launch();
+        a
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .unwrap();
+        let mut cmd = Command::new(contentdist_bin());
+        cmd.arg("agent")
+            .arg("--config")
+            .arg(&self.config)
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(spawn_tied(cmd).expect("start the agent"));
+        let up = wait_until(Duration::from_secs(20), || {
+            self.cli(&["jobs", "--json"]).status.success()
+        });
+        assert!(up, "agent did not answer on its socket:\n{}", self.log());
+    }
+
+    /// The settings file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// The cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
+    /// Everything the agent logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` the agent and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM the agent and wait for it to exit (it must, within 15 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let exited = wait_until(Duration::from_secs(15), || {
+                matches!(c.try_wait(), Ok(Some(_)))
+            });
+            assert!(exited, "agent did not stop on SIGTERM:\n{}", self.log());
+        }
+    }
+
+    /// Start again with the same settings and cache.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    /// Run `contentdist ARGS --config <ours>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(contentdist_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run contentdist")
+    }
+
+    /// `contentdist get ID --version V --dest DEST --json` plus `extra` arguments.
+    pub fn get(&self, id: &str, version: u32, dest: &Path, extra: &[&str]) -> GetResult {
+        let v = version.to_string();
+        let mut args = vec!["get", id, "--version", &v, "--json"];
+        let d = dest.display().to_string();
+        args.extend(["--dest", &d]);
+        args.extend(extra);
+        let out = self.cli(&args);
+        GetResult {
+            status: out.status.code().unwrap_or(-1),
+            json: serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Every job, as `contentdist jobs --json` lists them.
+    pub fn jobs(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["jobs", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
