@@ -97,8 +97,8 @@ fn clean_text(report: &CleanReport) -> String {
         text.push_str(&format!("removed {removed}\n"));
     }
     text.push_str(&format!(
-        "{} entries removed, {} freed\n",
-        report.removed.len(),
+        "{} removed, {} freed\n",
+        format::count(report.removed.len(), "entry", "entries"),
         format::bytes(report.bytes_freed)
     ));
     text
@@ -143,7 +143,7 @@ mod tests {
         };
         assert_eq!(
             clean_text(&report),
-            "removed PKG/1 (older than MaxCacheDays)\n1 entries removed, 3.0 MiB freed\n"
+            "removed PKG/1 (older than MaxCacheDays)\n1 entry removed, 3.0 MiB freed\n"
         );
     }
 }

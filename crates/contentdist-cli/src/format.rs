@@ -18,6 +18,11 @@ pub fn bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// A count with its noun, singular for one: `1 file`, `3 files`.
+pub fn count(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 /// A transfer rate: `12.3 MiB/s`.
 pub fn rate(bytes_per_sec: f64) -> String {
     format!("{}/s", bytes(bytes_per_sec.max(0.0).round() as u64))
@@ -110,7 +115,9 @@ mod tests {
     }
 
     #[test]
-    fn rate_and_percent_read_naturally() {
+    fn counts_rates_and_percents_read_naturally() {
+        assert_eq!(count(1, "entry", "entries"), "1 entry");
+        assert_eq!(count(0, "entry", "entries"), "0 entries");
         assert_eq!(rate(12_897_485.0), "12.3 MiB/s");
         assert_eq!(rate(-3.0), "0 B/s");
         assert_eq!(percent(45, 100), "45%");

@@ -75,13 +75,13 @@ fn report_json(report: &PublishReport) -> serde_json::Value {
 
 fn report_text(options: &PublishOptions, report: &PublishReport) -> String {
     format!(
-        "published {id} version {version} into {dir}\n  {files} files, {bytes} in {blocks} blocks, {elapsed}\n  content hash {hash}\n  get it with: contentdist get {id} --version {version} --hash {hash}\n",
+        "published {id} version {version} into {dir}\n  {files}, {bytes} in {blocks}, {elapsed}\n  content hash {hash}\n  get it with: contentdist get {id} --version {version} --hash {hash}\n",
         id = options.content_id,
         version = options.version,
         dir = report.dir.display(),
-        files = report.files,
+        files = format::count(report.files, "file", "files"),
         bytes = format::bytes(report.bytes),
-        blocks = report.blocks,
+        blocks = format::count(report.blocks, "block", "blocks"),
         elapsed = format::duration_ms(report.elapsed.as_millis() as u64),
         hash = report.content_hash,
     )
