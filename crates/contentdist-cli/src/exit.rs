@@ -96,28 +96,12 @@ fn chain_text(error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contentdist::job::{JobRequest, Source};
 
     fn job(state: JobState, code: Code, in_success_codes: bool) -> JobInfo {
         JobInfo {
-            id: 1,
-            request: JobRequest {
-                content_id: "PKG00001".into(),
-                version: 1,
-                dest: None,
-                content_hash: None,
-                priority: 5,
-            },
-            state,
             code: code.0,
-            message: None,
             code_in_success_codes: in_success_codes,
-            bytes_total: 0,
-            bytes_verified: 0,
-            bytes_from_origin: 0,
-            bytes_from_peers: 0,
-            source: Source::None,
-            elapsed_ms: 0,
+            ..crate::test_support::job(state)
         }
     }
 

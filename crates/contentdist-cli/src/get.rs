@@ -215,28 +215,12 @@ fn failure_text(job: &JobInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contentdist::job::Source;
 
     fn job(state: JobState, code: Code, in_success_codes: bool) -> JobInfo {
         JobInfo {
-            id: 7,
-            request: JobRequest {
-                content_id: "PKG00001".into(),
-                version: 3,
-                dest: Some("/srv/pkg".into()),
-                content_hash: None,
-                priority: 5,
-            },
-            state,
             code: code.0,
-            message: Some("GET http://origin/PKG00001/3/manifest.json: 404".into()),
             code_in_success_codes: in_success_codes,
-            bytes_total: 3 * 1024 * 1024,
-            bytes_verified: 3 * 1024 * 1024,
-            bytes_from_origin: 2 * 1024 * 1024,
-            bytes_from_peers: 1024 * 1024,
-            source: Source::None,
-            elapsed_ms: 1500,
+            ..crate::test_support::job(state)
         }
     }
 

@@ -85,29 +85,18 @@ fn table(jobs: &[JobInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contentdist::job::{JobRequest, JobState, Source};
+    use contentdist::job::JobState;
 
     #[test]
     fn table_shows_state_code_progress_and_bytes_by_source() {
         let job = JobInfo {
             id: 12,
-            request: JobRequest {
-                content_id: "PKG00001".into(),
-                version: 3,
-                dest: None,
-                content_hash: None,
-                priority: 5,
-            },
-            state: JobState::Failed,
             code: 0x205D,
-            message: Some("not found".into()),
-            code_in_success_codes: true,
             bytes_total: 4096,
             bytes_verified: 1024,
             bytes_from_origin: 1024,
             bytes_from_peers: 0,
-            source: Source::None,
-            elapsed_ms: 10,
+            ..crate::test_support::job(JobState::Failed)
         };
         let text = table(&[job]);
         let mut lines = text.lines();

@@ -14,6 +14,8 @@ mod progress;
 mod publish;
 mod settings;
 mod status;
+#[cfg(test)]
+mod test_support;
 
 use std::process::ExitCode;
 

@@ -108,28 +108,13 @@ fn line(job: &JobInfo, rate: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contentdist::job::JobRequest;
 
     fn job(state: JobState, source: Source, verified: u64, total: u64) -> JobInfo {
         JobInfo {
-            id: 1,
-            request: JobRequest {
-                content_id: "PKG".into(),
-                version: 1,
-                dest: None,
-                content_hash: None,
-                priority: 5,
-            },
-            state,
-            code: 0,
-            message: None,
-            code_in_success_codes: false,
-            bytes_total: total,
-            bytes_verified: verified,
-            bytes_from_origin: verified,
-            bytes_from_peers: 0,
             source,
-            elapsed_ms: 0,
+            bytes_verified: verified,
+            bytes_total: total,
+            ..crate::test_support::job(state)
         }
     }
 
@@ -138,21 +123,21 @@ mod tests {
         let downloading = job(JobState::Downloading, Source::Origin, 45, 100);
         assert_eq!(
             line(&downloading, 12_897_485.0),
-            "PKG 1: 45% 12.3 MiB/s from origin"
+            "PKG00001 3: 45% 12.3 MiB/s from origin"
         );
         let from_peer = job(JobState::Downloading, Source::Peer, 10, 100);
-        assert_eq!(line(&from_peer, 0.0), "PKG 1: 10% 0 B/s from peer");
+        assert_eq!(line(&from_peer, 0.0), "PKG00001 3: 10% 0 B/s from peer");
     }
 
     #[test]
     fn plain_line_shows_state_when_not_transferring() {
         assert_eq!(
             line(&job(JobState::Queued, Source::None, 0, 0), 0.0),
-            "PKG 1: - queued"
+            "PKG00001 3: - queued"
         );
         assert_eq!(
             line(&job(JobState::Paused, Source::None, 50, 100), 0.0),
-            "PKG 1: 50% paused (contentdist jobs resume ID)"
+            "PKG00001 3: 50% paused (contentdist jobs resume ID)"
         );
     }
 }
