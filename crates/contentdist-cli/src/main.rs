@@ -1,1 +1,88 @@
-fn main() {}
+//! `contentdist`: the command line over the contentdist library. Each command group
+//! lives in its own module; this file parses the command line and maps the result
+//! to an exit status (see `exit`).
+
+mod agent;
+mod cache;
+mod config;
+mod exit;
+mod explain;
+mod format;
+mod get;
+mod jobs;
+mod progress;
+mod publish;
+mod settings;
+mod status;
+#[cfg(test)]
+mod test_support;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Bring published content to every host of a site, crossing the WAN once per subnet.
+#[derive(Parser, Debug)]
+#[command(name = "contentdist", version, after_help = exit::EXIT_STATUS_HELP)]
+struct Cli {
+    #[command(flatten)]
+    settings: settings::SettingsArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent in the foreground until SIGINT or SIGTERM
+    Agent,
+    /// Show the effective settings
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Explain a status code: meaning, likely fix, SuccessCodes membership
+    Explain(explain::ExplainArgs),
+    /// Publish a directory as content ORIGIN_ROOT/ID/VERSION/ with its manifest
+    Publish(publish::PublishArgs),
+    /// Ask the local agent for content and wait until it is delivered
+    Get(get::GetArgs),
+    /// List the agent's jobs, or pause, resume or cancel one
+    Jobs(jobs::JobsArgs),
+    /// Show the agent's listeners, certificates, counters and elections
+    Status(status::StatusArgs),
+    /// List or clean the agent's content cache
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = &cli.settings;
+    // The agent logs at its configured level once the settings are read.
+    if !matches!(cli.command, Command::Agent) {
+        init_logging("warn");
+    }
+    let (result, control) = match cli.command {
+        Command::Agent => (agent::run(settings).await, false),
+        Command::Config(command) => (config::run(command, settings), false),
+        Command::Explain(args) => (explain::run(args, settings), false),
+        Command::Publish(args) => (publish::run(args), false),
+        Command::Get(args) => (get::run(args, settings).await, true),
+        Command::Jobs(args) => (jobs::run(args, settings).await, true),
+        Command::Status(args) => (status::run(args, settings).await, true),
+        Command::Cache(command) => (cache::run(command, settings).await, true),
+    };
+    result
+        .unwrap_or_else(|e| exit::report_error(&e, control))
+        .into()
+}
+
+/// Logs to stderr at `default_level`, unless `RUST_LOG` says otherwise.
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

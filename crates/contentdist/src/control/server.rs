@@ -116,11 +116,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlSocketError> {
 
 /// Remove `path` if it is a socket nobody answers on; refuse if someone does.
 fn remove_if_stale(path: &Path) -> Result<(), ControlSocketError> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        // Let bind report it: it names the same path and cause.
-        Err(_) => return Ok(()),
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        // Nothing there (the usual case), or unreadable: then bind reports the cause.
+        return Ok(());
     };
     if !meta.file_type().is_socket() {
         return Err(ControlSocketError::NotASocket {

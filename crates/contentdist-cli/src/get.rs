@@ -1,0 +1,290 @@
+//! `contentdist get`: ask the local agent for a content version and wait for it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use contentdist::codes::Code;
+use contentdist::control::{ClientError, ControlClient};
+use contentdist::job::{JobInfo, JobRequest, JobState};
+use tracing::debug;
+
+use crate::exit::Exit;
+use crate::format;
+use crate::progress::Progress;
+use crate::settings::SettingsArgs;
+
+/// How often the job is polled while waiting.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long polling rides out an agent that does not answer (a restart, a stall)
+/// before giving up with exit status 4.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(10);
+
+/// `contentdist get ID --version N`
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Content id, as published (PKG00001)
+    content_id: String,
+
+    /// Content version, as published
+    #[arg(long, value_name = "N")]
+    version: u32,
+
+    /// Directory to deliver the content into (default: keep it in the cache only)
+    #[arg(long, value_name = "DIR")]
+    dest: Option<PathBuf>,
+
+    /// The content hash to insist on (hex, from `contentdist publish`)
+    #[arg(long, value_name = "HEX", value_parser = parse_hash)]
+    hash: Option<String>,
+
+    /// Cache priority: 1 (evicted first) to 9 (evicted last)
+    #[arg(long, value_name = "1-9", default_value_t = 5,
+          value_parser = clap::value_parser!(u8).range(1..=9))]
+    priority: u8,
+
+    /// Print the final job and the duration as JSON on stdout
+    #[arg(long)]
+    json: bool,
+
+    /// Submit the job and return at once
+    #[arg(long)]
+    no_wait: bool,
+}
+
+fn parse_hash(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!("'{text}' is not a hexadecimal hash"))
+    }
+}
+
+impl GetArgs {
+    /// The request to send; `--dest` is made absolute here, because the agent runs in
+    /// another working directory.
+    fn request(&self) -> anyhow::Result<JobRequest> {
+        let dest = match &self.dest {
+            Some(dest) => Some(
+                std::path::absolute(dest)
+                    .with_context(|| format!("cannot make {} absolute", dest.display()))?,
+            ),
+            None => None,
+        };
+        Ok(JobRequest {
+            content_id: self.content_id.clone(),
+            version: self.version,
+            dest,
+            content_hash: self.hash.clone(),
+            priority: self.priority,
+        })
+    }
+}
+
+/// Submit, wait, report. The exit status tells the caller whether to fall back.
+pub async fn run(args: GetArgs, settings: &SettingsArgs) -> anyhow::Result<Exit> {
+    let request = args.request()?;
+    let client = settings.client()?;
+    let started = Instant::now();
+    let job = client.submit(&request).await?;
+    if args.no_wait {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        } else {
+            println!(
+                "job {} submitted ({}); follow it with `contentdist jobs`",
+                job.id,
+                describe_state(&job)
+            );
+        }
+        return Ok(Exit::Success);
+    }
+    let id = job.id;
+    let mut progress = Progress::for_stderr();
+    let waited = tokio::select! {
+        waited = wait(&client, job, &mut progress) => waited,
+        _ = tokio::signal::ctrl_c() => {
+            progress.finish();
+            eprintln!(
+                "stopped waiting; job {id} keeps running in the agent. Follow it with `contentdist jobs`, cancel it with `contentdist jobs cancel {id}`."
+            );
+            return Ok(Exit::Interrupted);
+        }
+    };
+    progress.finish();
+    let job = waited?;
+    report(&job, started.elapsed(), args.json)?;
+    Ok(Exit::for_job(&job))
+}
+
+/// Poll the job until it is final.
+async fn wait(
+    client: &ControlClient,
+    mut job: JobInfo,
+    progress: &mut Progress,
+) -> Result<JobInfo, ClientError> {
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        progress.update(&job);
+        if job.state.is_final() {
+            return Ok(job);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+        match client.get(job.id).await {
+            Ok(latest) => {
+                job = latest;
+                unreachable_since = None;
+            }
+            Err(e) if e.code() == Code::AGENT_UNREACHABLE => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNREACHABLE_GRACE {
+                    return Err(e);
+                }
+                debug!(error = %e, "agent did not answer; polling again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `queued`, `done`, `failed 0x205D`...
+fn describe_state(job: &JobInfo) -> String {
+    let state = format::state(job.state);
+    match job.code {
+        0 => state,
+        code => format!("{state} {}", format::code(code)),
+    }
+}
+
+/// Print the outcome: the result on stdout, a failure and its fix on stderr.
+fn report(job: &JobInfo, elapsed: Duration, json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut value = serde_json::to_value(job)?;
+        value["duration_ms"] = (elapsed.as_millis() as u64).into();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else if job.state == JobState::Done {
+        println!("{}", done_line(job, elapsed));
+    }
+    if job.state != JobState::Done {
+        eprint!("{}", failure_text(job));
+    }
+    Ok(())
+}
+
+/// `done: PKG00001 3 into /srv/pkg: 1.2 GiB (1.0 GiB from origin, 200.0 MiB from peers) in 12.3 s`
+fn done_line(job: &JobInfo, elapsed: Duration) -> String {
+    let place = match &job.request.dest {
+        Some(dest) => format!("into {}", dest.display()),
+        None => "in the cache".to_string(),
+    };
+    format!(
+        "done: {} {} {place}: {} ({} from origin, {} from peers) in {}",
+        job.request.content_id,
+        job.request.version,
+        format::bytes(job.bytes_total),
+        format::bytes(job.bytes_from_origin),
+        format::bytes(job.bytes_from_peers),
+        format::duration_ms(elapsed.as_millis() as u64),
+    )
+}
+
+/// `failed: 0x205D ORIGIN_NOT_FOUND: <message>`, the catalogue's fix, and what the
+/// exit status means for the caller.
+fn failure_text(job: &JobInfo) -> String {
+    let code = job.code();
+    let verb = if job.state == JobState::Cancelled {
+        "cancelled"
+    } else {
+        "failed"
+    };
+    let message = job.message.as_deref().unwrap_or("no message");
+    let mut text = format!("{verb}: {code} {}: {message}\n", code.name());
+    if let Some(info) = code.info() {
+        text.push_str(&format!("fix: {}\n", info.fix));
+    }
+    if job.code_in_success_codes {
+        text.push_str(&format!(
+            "{code} is in SuccessCodes: do not download directly from the origin\n"
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: JobState, code: Code, in_success_codes: bool) -> JobInfo {
+        JobInfo {
+            code: code.0,
+            code_in_success_codes: in_success_codes,
+            ..crate::test_support::job(state)
+        }
+    }
+
+    #[test]
+    fn failure_names_code_name_message_and_fix() {
+        let text = failure_text(&job(JobState::Failed, Code::ORIGIN_NOT_FOUND, true));
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "failed: 0x205D ORIGIN_NOT_FOUND: GET http://origin/PKG00001/3/manifest.json: 404"
+        );
+        assert_eq!(
+            lines.next().unwrap(),
+            format!("fix: {}", Code::ORIGIN_NOT_FOUND.info().unwrap().fix)
+        );
+        assert!(lines.next().unwrap().contains("is in SuccessCodes"));
+        let text = failure_text(&job(JobState::Failed, Code::CANNOT_CONNECT, false));
+        assert!(!text.contains("SuccessCodes"), "{text}");
+    }
+
+    #[test]
+    fn cancelled_job_says_cancelled() {
+        let text = failure_text(&job(JobState::Cancelled, Code::CANCELLED, false));
+        assert!(text.starts_with("cancelled: 0x4C7 CANCELLED: "), "{text}");
+    }
+
+    #[test]
+    fn done_line_gives_sizes_by_source() {
+        assert_eq!(
+            done_line(&job(JobState::Done, Code::OK, false), Duration::from_millis(12_300)),
+            "done: PKG00001 3 into /srv/pkg: 3.0 MiB (2.0 MiB from origin, 1.0 MiB from peers) in 12.3 s"
+        );
+    }
+
+    #[test]
+    fn dest_is_made_absolute_and_hash_lowercased() {
+        let args = GetArgs {
+            content_id: "PKG00001".into(),
+            version: 3,
+            dest: Some("relative/dir".into()),
+            hash: Some(parse_hash("ABCDEF01").unwrap()),
+            priority: 9,
+            json: false,
+            no_wait: false,
+        };
+        let request = args.request().unwrap();
+        let dest = request.dest.unwrap();
+        assert!(dest.is_absolute());
+        assert!(dest.ends_with("relative/dir"));
+        assert_eq!(request.content_hash.as_deref(), Some("abcdef01"));
+        assert_eq!(request.priority, 9);
+        assert!(parse_hash("xyz").is_err());
+        assert!(parse_hash("").is_err());
+    }
+
+    #[test]
+    fn state_is_described_with_its_code() {
+        assert_eq!(
+            describe_state(&job(JobState::Failed, Code::ORIGIN_NOT_FOUND, true)),
+            "failed 0x205D"
+        );
+        assert_eq!(
+            describe_state(&job(JobState::Queued, Code::OK, false)),
+            "queued"
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! What the command modules' unit tests share.
+
+use contentdist::job::{JobInfo, JobRequest, JobState, Source};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Job 7 for PKG00001 version 3 into /srv/pkg, in `state`, code 0: 3 MiB verified,
+/// 2 MiB from the origin and 1 MiB from peers. Tests change the fields they need.
+pub fn job(state: JobState) -> JobInfo {
+    JobInfo {
+        id: 7,
+        request: JobRequest {
+            content_id: "PKG00001".into(),
+            version: 3,
+            dest: Some("/srv/pkg".into()),
+            content_hash: None,
+            priority: 5,
+        },
+        state,
+        code: 0,
+        message: Some("GET http://origin/PKG00001/3/manifest.json: 404".into()),
+        code_in_success_codes: false,
+        bytes_total: 3 * MIB,
+        bytes_verified: 3 * MIB,
+        bytes_from_origin: 2 * MIB,
+        bytes_from_peers: MIB,
+        source: Source::None,
+        elapsed_ms: 1500,
+    }
+}
