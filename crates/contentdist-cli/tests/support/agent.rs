@@ -31,7 +31,7 @@ impl GetResult {
         self.json["code"].as_u64().unwrap_or(u64::MAX)
     }
     /// Bytes the job took from the origin.
-    pub fn from_origin(&self) -> u64 {
+    pub fn origin_bytes(&self) -> u64 {
         self.json["bytes_from_origin"].as_u64().unwrap_or(u64::MAX)
     }
     /// The job's final state.

@@ -14,7 +14,7 @@ use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
-use super::{check_status, classify, OriginClient, OriginError};
+use super::{check_status, OriginClient, OriginError};
 use crate::cache::ContentEntry;
 
 /// Consecutive missing blocks of one file: `first..=last` (global indices).
@@ -134,13 +134,12 @@ impl OriginClient {
         let start = m.block(run.first).offset;
         let last = m.block(run.last);
         let end = last.offset + u64::from(last.len); // exclusive
-        let mut resp = self
+        let request = self
             .http
             .get(url.clone())
             .header(RANGE, format!("bytes={}-{}", start, end - 1))
-            .send()
-            .await
-            .map_err(|e| classify(&url, &e))?;
+            .send();
+        let mut resp = self.stall_guard(&url, request).await?;
         check_status(&url, resp.status())?;
         // A server that ignores Range answers 200 with the whole file: skip the head.
         let mut skip = 0u64;
@@ -164,13 +163,7 @@ impl OriginClient {
         let mut block = run.first;
         let mut buf: Vec<u8> = Vec::with_capacity(m.block_size as usize);
         while pos < end {
-            let chunk = tokio::time::timeout(self.opts.stall_timeout, resp.chunk())
-                .await
-                .map_err(|_| OriginError::Stalled {
-                    url: url.to_string(),
-                    secs: self.opts.stall_timeout.as_secs(),
-                })?
-                .map_err(|e| classify(&url, &e))?;
+            let chunk = self.stall_guard(&url, resp.chunk()).await?;
             let Some(mut chunk) = chunk else {
                 return Err(OriginError::BadResponse {
                     url: url.to_string(),

@@ -248,7 +248,6 @@ impl OriginClient {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls_config(opts.ca_file.as_ref())?)
             .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.stall_timeout)
             .no_proxy()
             .build()
             .map_err(|e| OriginError::Setup(e.to_string()))?;
@@ -300,13 +299,10 @@ impl OriginClient {
         let bytes = loop {
             let r = async {
                 let resp = self
-                    .http
-                    .get(url.clone())
-                    .send()
-                    .await
-                    .map_err(|e| classify(&url, &e))?;
+                    .stall_guard(&url, self.http.get(url.clone()).send())
+                    .await?;
                 check_status(&url, resp.status())?;
-                resp.bytes().await.map_err(|e| classify(&url, &e))
+                self.stall_guard(&url, resp.bytes()).await
             }
             .await;
             match r {
@@ -325,6 +321,21 @@ impl OriginClient {
         })?;
         check_manifest(&manifest, id, version, expect_hash)?;
         Ok(manifest)
+    }
+
+    /// Await a reqwest step, abandoning it when nothing happens for the stall timeout.
+    async fn stall_guard<T>(
+        &self,
+        url: &Url,
+        step: impl std::future::Future<Output = Result<T, reqwest::Error>>,
+    ) -> Result<T, OriginError> {
+        match tokio::time::timeout(self.opts.stall_timeout, step).await {
+            Ok(r) => r.map_err(|e| classify(url, &e)),
+            Err(_) => Err(OriginError::Stalled {
+                url: url.to_string(),
+                secs: self.opts.stall_timeout.as_secs(),
+            }),
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -394,9 +405,7 @@ fn classify(url: &Url, e: &reqwest::Error) -> OriginError {
                     Some(Code::NETWORK_UNREACHABLE)
                 }
                 (std::io::ErrorKind::TimedOut, _) if e.is_connect() => Some(Code::CANNOT_CONNECT),
-                (std::io::ErrorKind::TimedOut, _) => {
-                    return OriginError::Stalled { url: u, secs: 0 }
-                }
+                (std::io::ErrorKind::TimedOut, _) => Some(Code::TIMEOUT),
                 _ => None,
             };
             if let Some(code) = code {
@@ -411,6 +420,20 @@ fn classify(url: &Url, e: &reqwest::Error) -> OriginError {
         src = s.source();
     }
     let detail = text.join(": ");
+    // Some connectors box the rustls error in their own type, so the downcasts above
+    // miss it; its text is stable and specific.
+    if [
+        "invalid peer certificate",
+        "received fatal alert",
+        "tls handshake",
+        "peer is incompatible",
+        "peer misbehaved",
+    ]
+    .iter()
+    .any(|m| detail.contains(m))
+    {
+        return OriginError::Tls { url: u, detail };
+    }
     if e.is_connect() {
         let code = if detail.contains("dns error") || detail.contains("failed to lookup") {
             Code::NAME_NOT_RESOLVED
@@ -424,7 +447,11 @@ fn classify(url: &Url, e: &reqwest::Error) -> OriginError {
         };
     }
     if e.is_timeout() {
-        return OriginError::Stalled { url: u, secs: 0 };
+        return OriginError::Connect {
+            url: u,
+            code: Code::TIMEOUT,
+            detail,
+        };
     }
     OriginError::BadResponse {
         url: u,
