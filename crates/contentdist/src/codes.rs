@@ -383,4 +383,13 @@ mod tests {
         assert_eq!("8285".parse::<Code>().unwrap(), Code::ORIGIN_NOT_FOUND);
         assert_eq!(Code::ORIGIN_NOT_FOUND.to_string(), "0x205D");
     }
+
+    #[test]
+    fn the_readme_documents_every_code() {
+        let readme = include_str!("../../../README.md");
+        for c in CATALOGUE {
+            let row = format!("| {} ({}) | {} |", c.code, c.code.0, c.name);
+            assert!(readme.contains(&row), "README.md lacks the row for {}", c.name);
+        }
+    }
 }
