@@ -9,6 +9,7 @@
 //! - [`publish`]: write a directory tree and its manifest into an origin root.
 //! - [`cache`]: the content store: verified blocks, resume, clean-up.
 //! - [`origin`]: download from the origin: ranges, resume, retries, throttling.
+//! - [`peer`]: peer copy: the HTTP server, the client that copies from a master, the P2P account.
 //! - [`job`]: jobs, their states and the job manager.
 //! - [`control`]: the control socket (HTTP/JSON over a Unix socket) and its client.
 //! - [`agent`]: `Agent::start(config)` wires it all together.
@@ -21,4 +22,5 @@ pub mod control;
 pub mod job;
 pub mod manifest;
 pub mod origin;
+pub mod peer;
 pub mod publish;

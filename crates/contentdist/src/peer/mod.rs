@@ -1,0 +1,232 @@
+//! Peer copy: the server every agent holding verified blocks runs, the client a peer
+//! copies from its master with, and the P2P account both authenticate with.
+//!
+//! # Wire protocol (plain HTTP/1.1, any client can use it)
+//!
+//! Every request needs HTTP Basic authentication ([`auth`]); a refused one gets 403.
+//!
+//! - `GET /content/{id}/{version}/manifest.json`: the cached manifest (404 when the
+//!   cache does not hold the content). Whoever fetches it must check it against the
+//!   content hash it trusts, when it has one.
+//! - `GET /content/{id}/{version}/have[?after=N&wait_ms=M]`: which blocks the serving
+//!   agent holds *verified*, as JSON ([`HaveDoc`]):
+//!   `{"content_id":"PKG1","version":3,"content_hash":"…","block_count":80,
+//!   "verified":12,"complete":false,"bitmap":"ff0f00…"}` where `bitmap` is hex of one
+//!   bit per block, bit `i` in byte `i / 8` at position `i % 8` (least significant
+//!   first), the cache's own layout. With `after=N`, the answer waits until more than
+//!   `N` blocks are verified, the content is complete, or `wait_ms` (capped at 30 s)
+//!   passed: a peer copies while its master is still downloading without polling.
+//! - `GET /content/{id}/{version}/files/{path}` with an optional `Range: bytes=a-b`
+//!   (`a-`, `-n` too): the file's bytes (200, or 206 with `Content-Range`; 416 when
+//!   the range starts past the end). `{path}` is percent-decoded and must be exactly a
+//!   file path of the manifest, anything else is 404: the URL never becomes a file
+//!   system path. Only when every block the range touches is verified (else 409,
+//!   "blocks not verified yet"); each block is hashed again just before it is sent and
+//!   a block whose bytes changed on disk ends the response early (the client sees a
+//!   short body) and makes the cache re-verify the entry.
+//!
+//! # Layout
+//!
+//! - [`auth`]: the P2P and machine accounts, HTTP Basic, constant-time checks.
+//! - [`server`]: [`PeerServer`] (accept loop) over [`PeerService`] (one connection,
+//!   any byte stream: a TLS acceptor plugs in front of it for HTTPS).
+//! - `request`: paths, `Range` and the `have` query, parsed.
+//! - `handlers`: authentication, routing, `have`, the streamed file body.
+//! - [`client`]: [`PeerClient`], protocol choice, manifest and `have` requests.
+//! - `copy`: [`PeerClient::copy`], the copy loop.
+
+pub mod auth;
+pub mod client;
+mod copy;
+mod handlers;
+mod request;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::CacheError;
+use crate::codes::Code;
+use crate::config::Protocols;
+use crate::manifest::ManifestError;
+
+pub use auth::{
+    constant_time_eq, machine_credentials, p2p_credentials, PeerAuth, Principal, Refusal, P2P_USER,
+};
+pub use client::{
+    choose_protocol, MasterTarget, PeerClient, PeerClientCounters, PeerClientOptions,
+};
+pub use copy::CopyOutcome;
+pub use server::{ConnectionInfo, PeerServer, PeerServerCounters, PeerServerOptions, PeerService};
+
+/// The longest a `have` request may wait (`wait_ms` above this is cut to it).
+pub const MAX_HAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The answer to `GET /content/{id}/{version}/have`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaveDoc {
+    /// Content id.
+    pub content_id: String,
+    /// Content version.
+    pub version: u32,
+    /// Content hash of the manifest the serving agent holds.
+    pub content_hash: String,
+    /// Number of blocks of the content.
+    pub block_count: usize,
+    /// Number of blocks verified (the bits set in `bitmap`).
+    pub verified: usize,
+    /// Every block verified.
+    pub complete: bool,
+    /// Hex of the verified-block bitmap: bit `i % 8` of byte `i / 8` is block `i`.
+    pub bitmap: String,
+}
+
+impl HaveDoc {
+    /// Whether block `index` is marked in `bitmap` (decoded bytes).
+    pub fn bit(bitmap: &[u8], index: usize) -> bool {
+        bitmap
+            .get(index / 8)
+            .is_some_and(|b| b & (1 << (index % 8)) != 0)
+    }
+}
+
+/// What went wrong copying from a peer or serving peers.
+///
+/// Who is at fault decides what the caller does: [`PeerError::is_master_lost`] says
+/// the master no longer answers (elect again); [`PeerError::Corrupt`] says it answers
+/// with bytes that were not published (go elsewhere); the protocol and refusal
+/// variants are configuration problems another election will not fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// This agent and the master have no peer-copy protocol in common.
+    #[error("no peer-copy protocol in common with the master: this agent allows {local}, the master accepts {master}; set the same P2PEnabled protocol bits (0x40 HTTPS, 0x20 HTTP, 0x01 SMB) on every agent")]
+    ProtocolMismatch {
+        /// What this agent allows (`P2PEnabled`).
+        local: Protocols,
+        /// What the master accepts.
+        master: Protocols,
+    },
+    /// The protocols in common are ones this agent cannot speak yet.
+    #[error("the only peer-copy protocol this agent shares with the master is {common}, which this agent does not implement yet (this agent allows {local}, the master accepts {master}); enable HTTP (P2PEnabled 0x20) on both")]
+    ProtocolNotImplemented {
+        /// The protocols both sides allow.
+        common: Protocols,
+        /// What this agent allows.
+        local: Protocols,
+        /// What the master accepts.
+        master: Protocols,
+    },
+    /// The master does not answer: connection refused, no route, or it stalled.
+    #[error("master {url} is unreachable: {detail}")]
+    MasterUnreachable {
+        /// What was asked for.
+        url: String,
+        /// `CANNOT_CONNECT`, `NETWORK_UNREACHABLE` or `TIMEOUT`.
+        code: Code,
+        /// The cause, in words.
+        detail: String,
+    },
+    /// The master refused our credentials (HTTP 403).
+    #[error("master refused {url} (HTTP {status}): check AuthenticatedUsers on the master, the peer's SpecialNetShare 0x80 (machine account) and that both have the same machine key")]
+    Refused {
+        /// What was asked for.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The master does not hold this content (HTTP 404).
+    #[error("{url}: the master does not hold this content (HTTP 404)")]
+    NotFound {
+        /// What was asked for.
+        url: String,
+    },
+    /// The secure channel failed (HTTPS only).
+    #[error("{url}: secure channel failure: {detail}")]
+    Tls {
+        /// What was asked for.
+        url: String,
+        /// The cause, in words.
+        detail: String,
+    },
+    /// The answer was malformed, or a status the protocol does not use.
+    #[error("{url}: {detail}")]
+    BadResponse {
+        /// What was asked for.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The master's manifest does not parse.
+    #[error("{url}: {source}")]
+    Manifest {
+        /// Where it came from.
+        url: String,
+        /// What is wrong.
+        source: ManifestError,
+    },
+    /// The master holds other content than asked for.
+    #[error("manifest mismatch: {0}")]
+    ManifestMismatch(String),
+    /// A block kept failing verification: the master sends bytes never published.
+    #[error("block {block} of {path} failed verification {times} times: the master sends bytes that were not published")]
+    Corrupt {
+        /// The file in the content.
+        path: String,
+        /// Global block index.
+        block: usize,
+        /// How many times.
+        times: u32,
+    },
+    /// The local cache could not store a block.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The peer-copy server could not listen.
+    #[error("cannot listen for peer copy on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built (TLS settings).
+    #[error("peer-copy client settings: {0}")]
+    Setup(String),
+    /// The copy was paused or cancelled.
+    #[error("stopped")]
+    Stopped,
+}
+
+impl PeerError {
+    /// The catalogue code.
+    ///
+    /// A refusal (403) reports `ORIGIN_REFUSED` (0xCD04, "refused the request (HTTP
+    /// 401, 403)"): the nearest existing meaning; the message says it was the master.
+    /// A 404 or any status the protocol does not use reports `INVALID_SERVER_RESPONSE`.
+    pub fn code(&self) -> Code {
+        match self {
+            PeerError::ProtocolMismatch { .. } | PeerError::ProtocolNotImplemented { .. } => {
+                Code::PROTOCOL_MISMATCH
+            }
+            PeerError::MasterUnreachable { code, .. } => *code,
+            PeerError::Refused { .. } => Code::ORIGIN_REFUSED,
+            PeerError::NotFound { .. } | PeerError::BadResponse { .. } => {
+                Code::INVALID_SERVER_RESPONSE
+            }
+            PeerError::Tls { .. } => Code::SECURE_FAILURE,
+            PeerError::Manifest { source, .. } => source.code(),
+            PeerError::ManifestMismatch(_) => Code::MANIFEST_MISMATCH,
+            PeerError::Corrupt { .. } => Code::DATA_ERROR,
+            PeerError::Cache(e) => e.code(),
+            PeerError::Bind { .. } | PeerError::Setup(_) => Code::CONFIG_INVALID,
+            PeerError::Stopped => Code::CANCELLED,
+        }
+    }
+
+    /// True when the master stopped answering (refused connection, no route, stall):
+    /// the caller should elect a new master.
+    pub fn is_master_lost(&self) -> bool {
+        matches!(self, PeerError::MasterUnreachable { .. })
+    }
+}

@@ -1,0 +1,452 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+use crate::codes::Code;
+
+fn files_of(node: &Node, c: &Content) -> Vec<Vec<u8>> {
+    let dir = node.entry(c).data_dir();
+    c.files
+        .iter()
+        .map(|(p, _)| std::fs::read(dir.join(p)).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_peer_copies_complete_content_and_every_byte_matches() {
+    bounded(async {
+        let m = Master::with_key();
+        // One file spans several 256 KiB read chunks of the server.
+        let c = Content::new(&[
+            ("a.bin", 3 * BS + 100),
+            ("dir/b b.bin", 200 * BS + 9),
+            ("empty.txt", 0),
+        ]);
+        c.fill(&m.node.entry(&c), 0..c.manifest.block_count());
+        let big = &c.files[1].1;
+        let r = get(
+            m.addr(),
+            "/content/PKG1/3/files/dir/b%20b.bin",
+            &[("Range", "bytes=1000-700000")],
+        )
+        .await;
+        assert_eq!((r.status, &r.body[..]), (206, &big[1000..=700000]));
+        let peer = Node::new();
+        let entry = peer.entry(&c);
+        let from_peers = AtomicU64::new(0);
+        let client = client();
+        let out = client
+            .copy(
+                &entry,
+                &m.target(),
+                http_only(),
+                &from_peers,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, CopyOutcome::Complete);
+        assert!(entry.is_complete());
+        let expected: Vec<Vec<u8>> = c.files.iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(files_of(&peer, &c), expected);
+        assert_eq!(from_peers.load(Ordering::Relaxed), c.manifest.total_size());
+        assert_eq!(client.counters().blocks_rejected.load(Ordering::Relaxed), 0);
+        // Copying again is a no-op.
+        client
+            .copy(
+                &entry,
+                &m.target(),
+                http_only(),
+                &from_peers,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(from_peers.load(Ordering::Relaxed), c.manifest.total_size());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_peer_copies_while_the_master_downloads_and_finishes_right_after_it() {
+    bounded(async {
+        let m = Master::with_key();
+        let c = Arc::new(Content::new(&[
+            ("big.bin", 48 * BS + 7),
+            ("small.bin", 3 * BS),
+        ]));
+        let master_entry = m.node.entry(&c);
+        let peer = Node::new();
+        let entry = peer.entry(&c);
+        let peer_entry = entry.clone();
+        let filler = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                // Out of order, as several origin requests could land.
+                let n = c.manifest.block_count();
+                for i in (0..n)
+                    .rev()
+                    .step_by(2)
+                    .chain((0..n).rev().skip(1).step_by(2))
+                {
+                    tokio::time::sleep(Duration::from_millis(8)).await;
+                    c.fill(&master_entry, [i]);
+                }
+                (Instant::now(), peer_entry.verified_bytes())
+            })
+        };
+        let from_peers = AtomicU64::new(0);
+        let client = client();
+        client
+            .copy(
+                &entry,
+                &m.target(),
+                http_only(),
+                &from_peers,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        let peer_done = Instant::now();
+        let (master_done, peer_had) = filler.await.unwrap();
+        assert!(
+            peer_had > 0,
+            "the peer copied nothing while the master downloaded"
+        );
+        let lag = peer_done.saturating_duration_since(master_done);
+        assert!(
+            lag < Duration::from_secs(1),
+            "peer finished {lag:?} after the master"
+        );
+        let expected: Vec<Vec<u8>> = c.files.iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(files_of(&peer, &c), expected);
+        // Every block crossed once and verified the first time: nothing unverified came.
+        assert_eq!(from_peers.load(Ordering::Relaxed), c.manifest.total_size());
+        assert_eq!(client.counters().blocks_rejected.load(Ordering::Relaxed), 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_master_that_shuts_down_mid_copy_is_reported_lost_quickly() {
+    bounded(async {
+        let m = Master::with_key();
+        let c = Content::standard();
+        c.fill(&m.node.entry(&c), 0..4);
+        let peer = Node::new();
+        let entry = peer.entry(&c);
+        let (client, target, token) = (client(), m.target(), m.token.clone());
+        let copy = {
+            let entry = entry.clone();
+            tokio::spawn(async move {
+                let from = AtomicU64::new(0);
+                client
+                    .copy(
+                        &entry,
+                        &target,
+                        http_only(),
+                        &from,
+                        &CancellationToken::new(),
+                    )
+                    .await
+            })
+        };
+        // The peer holds what the master had and is waiting for more.
+        until(|| entry.verified_bytes() == 3 * BS as u64 + 100).await;
+        let t = Instant::now();
+        token.cancel();
+        let err = copy.await.unwrap().unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(err.is_master_lost(), "{err}");
+        assert_eq!(err.code(), Code::CANNOT_CONNECT, "{err}");
+        assert!(
+            entry.has_block(0) && !entry.has_block(4),
+            "verified blocks are kept"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_master_listening_is_reported_lost_with_cannot_connect() {
+    bounded(async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Content::standard();
+        let peer = Node::new();
+        let target = MasterTarget {
+            addr: "127.0.0.1".parse().unwrap(),
+            http_port: port,
+            https_port: port,
+            protocols: http_only(),
+            p2p_key: KEY,
+        };
+        let err = client()
+            .copy(
+                &peer.entry(&c),
+                &target,
+                http_only(),
+                &AtomicU64::new(0),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_master_lost());
+        assert_eq!(err.code(), Code::CANNOT_CONNECT);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn protocol_choice_names_both_sides_when_nothing_usable_is_shared() {
+    bounded(async {
+        let smb = Protocols::NONE.with(Protocol::Smb);
+        let https = Protocols::NONE.with(Protocol::Https);
+        let all = Protocols::ALL;
+        let http = http_only();
+        assert_eq!(choose_protocol(all, all, http).unwrap(), Protocol::Http);
+        assert_eq!(
+            choose_protocol(all, all, http.with(Protocol::Https)).unwrap(),
+            Protocol::Https
+        );
+
+        let e = choose_protocol(smb, http, http).unwrap_err();
+        assert_eq!(e.code(), Code::PROTOCOL_MISMATCH);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("this agent allows SMB, the master accepts HTTP"),
+            "{msg}"
+        );
+        assert!(!e.is_master_lost());
+
+        let e = choose_protocol(all, smb.with(Protocol::Https), http).unwrap_err();
+        assert_eq!(e.code(), Code::PROTOCOL_MISMATCH);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("is HTTPS + SMB, which this agent does not implement yet"),
+            "{msg}"
+        );
+
+        // Through copy(): refused before any connection is made.
+        let m = Master::with_key();
+        let c = Content::standard();
+        let peer = Node::new();
+        let mut target = m.target();
+        target.protocols = https;
+        let err = client()
+            .copy(
+                &peer.entry(&c),
+                &target,
+                all,
+                &AtomicU64::new(0),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PeerError::ProtocolNotImplemented { .. }),
+            "{err}"
+        );
+        assert_eq!(m.counters().snapshot().1, 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn wrong_key_is_refused_and_other_content_is_a_mismatch() {
+    bounded(async {
+        let m = Master::with_key();
+        let c = Content::standard();
+        c.fill(&m.node.entry(&c), 0..2);
+        let peer = Node::new();
+        let mut target = m.target();
+        target.p2p_key = [1; 32];
+        let err = client()
+            .copy(
+                &peer.entry(&c),
+                &target,
+                http_only(),
+                &AtomicU64::new(0),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PeerError::Refused { status: 403, .. }),
+            "{err}"
+        );
+        assert_eq!(err.code(), Code::ORIGIN_REFUSED);
+        assert!(!err.is_master_lost());
+        assert_eq!(m.counters().snapshot().2, 1);
+
+        // Same id and version, other bytes: another content hash.
+        let other = Content::new(&[("a.bin", 2 * BS)]);
+        let peer2 = Node::new();
+        let err = client()
+            .copy(
+                &peer2.entry(&other),
+                &m.target(),
+                http_only(),
+                &AtomicU64::new(0),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::MANIFEST_MISMATCH, "{err}");
+
+        // The manifest itself comes from the master as published.
+        let got = client()
+            .fetch_manifest(&m.target(), http_only(), "PKG1", 3)
+            .await
+            .unwrap();
+        assert_eq!(got, c.manifest);
+        let err = client()
+            .fetch_manifest(&m.target(), http_only(), "PKG2", 3)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PeerError::NotFound { .. }), "{err}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn stop_ends_a_copy_waiting_on_the_master() {
+    bounded(async {
+        let m = Master::with_key();
+        let c = Content::standard();
+        m.node.entry(&c);
+        let peer = Node::new();
+        let stop = CancellationToken::new();
+        let copy = {
+            let (entry, target, stop) = (peer.entry(&c), m.target(), stop.clone());
+            tokio::spawn(async move {
+                client()
+                    .copy(&entry, &target, http_only(), &AtomicU64::new(0), &stop)
+                    .await
+            })
+        };
+        until(|| m.counters().requests.load(Ordering::Relaxed) >= 2).await;
+        stop.cancel();
+        let err = copy.await.unwrap().unwrap_err();
+        assert!(matches!(err, PeerError::Stopped), "{err}");
+        assert_eq!(err.code(), Code::CANCELLED);
+    })
+    .await
+}
+
+/// A "master" that claims every block and answers every range with wrong bytes.
+async fn lying_master(c: &Content) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let m = &c.manifest;
+    let have = serde_json::to_vec(&HaveDoc {
+        content_id: m.content_id.clone(),
+        version: m.version,
+        content_hash: m.content_hash.clone(),
+        block_count: m.block_count(),
+        verified: m.block_count(),
+        complete: true,
+        bitmap: hex::encode(vec![0xffu8; m.block_count().div_ceil(8)]),
+    })
+    .unwrap();
+    let sizes: Vec<(String, u64)> = m
+        .files
+        .iter()
+        .map(|f| (f.path.replace(' ', "%20"), f.size))
+        .collect();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let (have, sizes) = (have.clone(), sizes.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let target = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let (status, extra, body) = if target.contains("/have") {
+                        ("200 OK", String::new(), have.clone())
+                    } else {
+                        let range = head.lines().find_map(|l| {
+                            l.strip_prefix("range: bytes=")
+                                .or(l.strip_prefix("Range: bytes="))
+                        });
+                        let (a, b) = range.and_then(|r| r.split_once('-')).unwrap();
+                        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+                        let size = sizes
+                            .iter()
+                            .find(|(p, _)| target.ends_with(p.as_str()))
+                            .unwrap()
+                            .1;
+                        (
+                            "206 Partial Content",
+                            format!("Content-Range: bytes {a}-{b}/{size}\r\n"),
+                            vec![0xEE; (b - a + 1) as usize],
+                        )
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}\r\n",
+                        body.len()
+                    );
+                    if s.write_all(head.as_bytes()).await.is_err()
+                        || s.write_all(&body).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_master_sending_bytes_that_do_not_verify_is_abandoned_with_data_error() {
+    bounded(async {
+        let c = Content::standard();
+        let addr = lying_master(&c).await;
+        let peer = Node::new();
+        let entry = peer.entry(&c);
+        let target = MasterTarget {
+            addr: addr.ip(),
+            http_port: addr.port(),
+            https_port: 1,
+            protocols: http_only(),
+            p2p_key: KEY,
+        };
+        let client = client();
+        let err = client
+            .copy(
+                &entry,
+                &target,
+                http_only(),
+                &AtomicU64::new(0),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PeerError::Corrupt { times: 4, .. }), "{err}");
+        assert_eq!(err.code(), Code::DATA_ERROR);
+        assert_eq!(
+            entry.verified_bytes(),
+            0,
+            "nothing unverified entered the cache"
+        );
+        assert!(client.counters().blocks_rejected.load(Ordering::Relaxed) >= 4);
+    })
+    .await
+}
