@@ -389,7 +389,11 @@ mod tests {
         let readme = include_str!("../../../README.md");
         for c in CATALOGUE {
             let row = format!("| {} ({}) | {} |", c.code, c.code.0, c.name);
-            assert!(readme.contains(&row), "README.md lacks the row for {}", c.name);
+            assert!(
+                readme.contains(&row),
+                "README.md lacks the row for {}",
+                c.name
+            );
         }
     }
 }

@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,13 @@ pub struct ContentEntry {
     users: AtomicUsize,
     /// Tells waiters (peers copying while we download) that blocks were added.
     changed: tokio::sync::watch::Sender<usize>,
+    /// Ourselves, so that a periodic flush can run on its own thread while blocks
+    /// keep arriving.
+    me: Weak<ContentEntry>,
+    /// A background flush is running.
+    flushing: AtomicBool,
+    /// Flushes replace the same files: one at a time.
+    flush_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for ContentEntry {
@@ -121,7 +128,7 @@ impl ContentEntry {
         dir: &Path,
         manifest: Manifest,
         priority: u8,
-    ) -> Result<ContentEntry, CacheError> {
+    ) -> Result<Arc<ContentEntry>, CacheError> {
         // Build in a sibling temporary directory and rename it into place, so a crash
         // half-way never leaves an entry without its manifest.
         let tmp = dir.with_file_name(format!(".{}.new-{}", key.version, std::process::id()));
@@ -159,7 +166,7 @@ impl ContentEntry {
     }
 
     /// Open an existing entry, recovering blocks verified but not yet recorded.
-    pub(super) fn open(key: ContentKey, dir: &Path) -> Result<ContentEntry, CacheError> {
+    pub(super) fn open(key: ContentKey, dir: &Path) -> Result<Arc<ContentEntry>, CacheError> {
         let mpath = dir.join(MANIFEST_FILE);
         let bytes = fs::read(&mpath).map_err(io_err(&mpath))?;
         let manifest = Manifest::parse(&bytes).map_err(|e| CacheError::Corrupt {
@@ -185,7 +192,7 @@ impl ContentEntry {
             complete = false;
         }
         let (tx, _) = tokio::sync::watch::channel(0);
-        let entry = ContentEntry {
+        let entry = Arc::new_cyclic(|me| ContentEntry {
             key,
             dir: dir.to_path_buf(),
             manifest: Arc::new(manifest),
@@ -200,7 +207,10 @@ impl ContentEntry {
             verified_blocks: AtomicUsize::new(0),
             users: AtomicUsize::new(0),
             changed: tx,
-        };
+            me: me.clone(),
+            flushing: AtomicBool::new(false),
+            flush_lock: Mutex::new(()),
+        });
         if complete {
             let mut have = entry.have.lock().expect("have lock");
             for i in 0..nblocks {
@@ -360,16 +370,44 @@ impl ContentEntry {
         let n = self.verified_blocks.fetch_add(1, Ordering::SeqCst) + 1;
         self.verified_bytes
             .fetch_add(u64::from(b.len), Ordering::SeqCst);
-        if flush_due || n == self.manifest.block_count() {
+        if n == self.manifest.block_count() {
             self.flush()?;
+        } else if flush_due {
+            self.flush_in_background();
         }
         self.changed.send_replace(n);
         Ok(true)
     }
 
+    /// Start a flush on its own thread unless one is running: syncing hundreds of
+    /// megabytes takes a while, and the blocks arriving meanwhile need not wait. Safe
+    /// because a flush records only the bits set before it started, and their bytes
+    /// were written before that, so the sync covers them.
+    fn flush_in_background(&self) {
+        if self.flushing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            self.flushing.store(false, Ordering::SeqCst);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("cache-flush".into())
+            .spawn(move || {
+                if let Err(e) = me.flush() {
+                    tracing::warn!(content = %me.key, error = %e, "background flush failed; the next one retries");
+                }
+                me.flushing.store(false, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.flushing.store(false, Ordering::SeqCst);
+        }
+    }
+
     /// Make every verified block durable: sync the data files written since the last
     /// flush, then replace the bitmap. Marks the entry complete when it is.
     pub fn flush(&self) -> Result<(), CacheError> {
+        let _one_at_a_time = self.flush_lock.lock().expect("flush lock");
         let (bits, files) = {
             let mut have = self.have.lock().expect("have lock");
             if have.unflushed == 0 && have.dirty_files.is_empty() {
@@ -379,12 +417,19 @@ impl ContentEntry {
             have.last_flush = Instant::now();
             (have.bits.clone(), std::mem::take(&mut have.dirty_files))
         };
-        for file in files {
+        let synced = files.iter().try_for_each(|&file| {
             let path = self.data_path(file);
             let f = File::open(&path).map_err(io_err(&path))?;
-            f.sync_data().map_err(io_err(&path))?;
+            f.sync_data().map_err(io_err(&path))
+        });
+        let written = synced.and_then(|()| write_atomic(&self.dir.join(HAVE_FILE), &bits, true));
+        if let Err(e) = written {
+            // Not recorded: the next flush must sync these files again.
+            let mut have = self.have.lock().expect("have lock");
+            have.dirty_files.extend(files);
+            have.unflushed += 1;
+            return Err(e);
         }
-        write_atomic(&self.dir.join(HAVE_FILE), &bits, true)?;
         if self.is_complete() {
             self.finish()?;
         }

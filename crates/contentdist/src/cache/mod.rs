@@ -157,7 +157,6 @@ impl Cache {
         }
         match ContentEntry::open(key.clone(), &dir) {
             Ok(e) => {
-                let e = Arc::new(e);
                 open.insert(key.clone(), Arc::clone(&e));
                 Ok(Some(e))
             }
@@ -194,12 +193,7 @@ impl Cache {
         if let Some(e) = open.get(&key) {
             return Ok(Arc::clone(e));
         }
-        let e = Arc::new(ContentEntry::create(
-            key.clone(),
-            &self.entry_dir(&key),
-            manifest,
-            priority,
-        )?);
+        let e = ContentEntry::create(key.clone(), &self.entry_dir(&key), manifest, priority)?;
         open.insert(key, Arc::clone(&e));
         Ok(e)
     }

@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
+use super::writer::BlockWriter;
 use super::{check_status, OriginClient, OriginError};
 use crate::cache::ContentEntry;
 
@@ -61,7 +63,7 @@ impl OriginClient {
     /// Fetch every block `entry` lacks. Returns when the entry is complete.
     pub async fn download(
         &self,
-        entry: &ContentEntry,
+        entry: &Arc<ContentEntry>,
         counters: &DownloadCounters<'_>,
         stop: &CancellationToken,
     ) -> Result<(), OriginError> {
@@ -123,10 +125,33 @@ impl OriginClient {
 
     async fn fetch_run(
         &self,
-        entry: &ContentEntry,
+        entry: &Arc<ContentEntry>,
         run: Run,
         counters: &DownloadCounters<'_>,
         bad: &mut HashMap<usize, u32>,
+    ) -> Result<(), OriginError> {
+        let writer = BlockWriter::start(Arc::clone(entry));
+        let received = self.receive_run(entry, run, counters, &writer).await;
+        // Whatever happened on the wire, the blocks already received are stored (or
+        // the cache's error, such as a full disk, is the one that counts).
+        let rejected = writer.finish().await?;
+        let m = entry.manifest();
+        for block in rejected {
+            let n = bad.entry(block).or_default();
+            *n += 1;
+            let path = &m.files[m.block(block).file].path;
+            tracing::warn!(content = %entry.key(), file = %path, block, times = *n, "block failed verification; it will be fetched again");
+        }
+        received
+    }
+
+    /// Stream one Range request into `writer`, block by block.
+    async fn receive_run(
+        &self,
+        entry: &ContentEntry,
+        run: Run,
+        counters: &DownloadCounters<'_>,
+        writer: &BlockWriter,
     ) -> Result<(), OriginError> {
         let m = entry.manifest();
         let file = &m.files[run.file];
@@ -161,7 +186,8 @@ impl OriginClient {
         }
         let mut pos = start; // file offset of the next byte of the current block
         let mut block = run.first;
-        let mut buf: Vec<u8> = Vec::with_capacity(m.block_size as usize);
+        let mut len = m.block(block).len as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
         while pos < end {
             let chunk = self.stall_guard(&url, resp.chunk()).await?;
             let Some(mut chunk) = chunk else {
@@ -183,18 +209,19 @@ impl OriginClient {
                 let _ = chunk.split_to(n);
             }
             while !chunk.is_empty() && pos < end {
-                let want = m.block(block).len as usize - buf.len();
-                let take = want.min(chunk.len());
+                let take = (len - buf.len()).min(chunk.len());
                 buf.extend_from_slice(&chunk.split_to(take));
                 pos += take as u64;
-                if buf.len() == m.block(block).len as usize {
-                    if !entry.put_block(block, &buf)? {
-                        let n = bad.entry(block).or_default();
-                        *n += 1;
-                        tracing::warn!(content = %entry.key(), file = %file.path, block, times = *n, "block failed verification; it will be fetched again");
+                if buf.len() == len {
+                    if !writer.put(block, std::mem::take(&mut buf)).await {
+                        // The writer stopped on a cache error; finish() reports it.
+                        return Ok(());
                     }
-                    buf.clear();
                     block += 1;
+                    if block <= run.last {
+                        len = m.block(block).len as usize;
+                        buf = Vec::with_capacity(len);
+                    }
                 }
             }
         }

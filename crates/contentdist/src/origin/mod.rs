@@ -8,6 +8,7 @@
 
 mod download;
 mod throttle;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
