@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo bench -p contentdist --bench hashing` (release profile). Prints MB/s
 //! (10^6 bytes per second) for every case; results and the machine are recorded in
-//! `bench/hash-results.md`.
+//! `BENCHMARKS.md`.
 //!
 //! The data is a 64 MiB buffer of pseudo-random bytes walked block by block, 16 passes
 //! (1 GiB per case), so that it does not sit in the CPU caches: the figures include

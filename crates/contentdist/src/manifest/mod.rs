@@ -17,7 +17,7 @@
 //! # Why BLAKE3
 //!
 //! Block hashes and the content hash use BLAKE3 (256-bit). Measured on the build machine
-//! (`bench/hash-results.md`, `cargo bench -p contentdist --bench hashing`), one thread
+//! (`BENCHMARKS.md`, `cargo bench -p contentdist --bench hashing`), one thread
 //! hashes 128 KiB blocks with BLAKE3 at about 5.6-7 GB/s against 1.5-1.8 GB/s for
 //! SHA-256 (sha2 0.10), 3.5 to 4 times faster, even though SHA-256 runs on the CPU's SHA
 //! extensions there; without them SHA-256 is several times slower still. Every byte is

@@ -20,7 +20,7 @@
 //!   same tree always gives the same manifest and content hash.
 //! - **Streaming.** Each file is copied through one fixed buffer ([`COPY_BUFFER`]) and
 //!   hashed block by block on the way; no file is ever held in memory, so memory use is
-//!   flat whatever the file sizes (measured in `bench/hash-results.md`).
+//!   flat whatever the file sizes (measured in `BENCHMARKS.md`).
 //! - **Never half-visible.** Everything is written into `OUT_ROOT/ID/.VERSION.tmp-PID`,
 //!   every file and directory is fsynced, `manifest.json` is written last, and the
 //!   directory is renamed into place. Without `force` an existing version is an error
