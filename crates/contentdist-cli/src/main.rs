@@ -66,7 +66,7 @@ async fn main() -> ExitCode {
         Command::Agent => (agent::run(settings).await, false),
         Command::Config(command) => (config::run(command, settings), false),
         Command::Explain(args) => (explain::run(args, settings), false),
-        Command::Publish(args) => (publish::run(args), false),
+        Command::Publish(args) => (publish::run(args, settings), false),
         Command::Get(args) => (get::run(args, settings).await, true),
         Command::Jobs(args) => (jobs::run(args, settings).await, true),
         Command::Status(args) => (status::run(args, settings).await, true),

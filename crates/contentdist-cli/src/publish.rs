@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::exit::Exit;
 use crate::format;
+use crate::settings::SettingsArgs;
 
 /// `contentdist publish DIR --id ID --version N --out ORIGIN_ROOT`
 #[derive(Args, Debug)]
@@ -27,7 +28,8 @@ pub struct PublishArgs {
     #[arg(long = "out", value_name = "ORIGIN_ROOT")]
     out_root: PathBuf,
 
-    /// Block size in bytes: the unit of verification and transfer
+    /// Block size in bytes: the unit of verification and transfer [default: the
+    /// settings' BlockSize, 131072]
     #[arg(long, value_name = "N")]
     block_size: Option<u32>,
 
@@ -41,7 +43,7 @@ pub struct PublishArgs {
 }
 
 /// Publish and print the report.
-pub fn run(args: PublishArgs) -> anyhow::Result<Exit> {
+pub fn run(args: PublishArgs, settings: &SettingsArgs) -> anyhow::Result<Exit> {
     let mut options = PublishOptions {
         source_dir: args.dir,
         content_id: args.content_id,
@@ -50,9 +52,12 @@ pub fn run(args: PublishArgs) -> anyhow::Result<Exit> {
         force: args.force,
         ..PublishOptions::default()
     };
-    if let Some(block_size) = args.block_size {
-        options.block_size = block_size;
-    }
+    // The settings' BlockSize applies unless the command names one (no settings file
+    // at the default place means the defaults).
+    options.block_size = match args.block_size {
+        Some(block_size) => block_size,
+        None => settings.load()?.config.block_size,
+    };
     let report = publish(&options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report_json(&report))?);
