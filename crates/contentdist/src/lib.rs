@@ -5,6 +5,7 @@
 //!
 //! - [`codes`]: the code catalogue (0x209A, 0x2EFD, ...) and `SuccessCodes`.
 //! - [`config`]: settings with the product's names, validated once at load.
+//! - [`election`]: master election per content (sans-I/O state machine, wire format).
 //! - [`manifest`]: the content manifest (files, sizes, block hashes, content hash).
 //! - [`publish`]: write a directory tree and its manifest into an origin root.
 //! - [`cache`]: the content store: verified blocks, resume, clean-up.
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod codes;
 pub mod config;
 pub mod control;
+pub mod election;
 pub mod job;
 pub mod manifest;
 pub mod origin;

@@ -1,0 +1,77 @@
+//! Master election: which agent of a subnet downloads a content from the origin.
+//!
+//! This module is sans I/O: [`Elections`] is a pure state machine (events in,
+//! actions out, time passed in as a [`tokio::time::Instant`]) and [`wire`] turns
+//! its messages into datagrams and back. A thin driver owns the UDP socket:
+//!
+//! ```text
+//! loop {
+//!     select! {
+//!         datagram = socket.recv_from() => match decode(&datagram, site_key) {
+//!             Ok(msg) => run(elections.handle(Instant::now(), Event::Received { msg })),
+//!             Err(e) => log e (rate-limited), drop the datagram,
+//!         },
+//!         job event (want, progress, complete, forget) => run(elections.handle(Instant::now(), event)),
+//!         _ = sleep_until(elections.next_deadline()) => run(elections.handle(Instant::now(), Event::Tick)),
+//!     }
+//! }
+//! run(actions): Broadcast(m) -> socket.send_to(encode(&m, site_key)?, broadcast address);
+//!               BecomeMaster / FollowMaster / MasterLost / StopMaster -> tell the job.
+//! ```
+//!
+//! How an election runs (the product's "life of an election"):
+//!
+//! - An agent that wants X broadcasts `Request` and its `Candidate` (never with
+//!   weight 0). Agents that hold or want X and know no live master answer with
+//!   their `Candidate` and join; a master answers with its `Master` announcement,
+//!   which a newcomer follows at once, even if the master is half-way ("A answers
+//!   20% complete and wins").
+//! - After `election_window` every agent in the election picks the best eligible
+//!   [`Rank`] it heard, itself included. The winner broadcasts `Master` (term = the
+//!   highest term seen + 1) and a `Heartbeat` every `heartbeat_interval`, carrying
+//!   its current share; the others follow it when its announcement arrives.
+//! - Followers that hear nothing for `master_timeout` report `MasterLost` and elect
+//!   again: the best remaining candidate wins, and a half-done peer resumes, since
+//!   its share counts.
+//! - The master re-runs the election every `reelect_interval` and yields
+//!   (`StopMaster` + `Resign`) to a strictly better candidate. Of two masters of one
+//!   content (partition healed, simultaneous windows) the lower-ranked one yields
+//!   when it hears the other.
+//! - A master that completes broadcasts `Done` and keeps serving and heartbeating
+//!   until the driver sends `Forget` (content evicted, or no peer copied for a
+//!   while: the peer-copy server knows; `Forget` then `Complete` makes the agent a
+//!   plain holder again).
+//! - A preboot or weight-0 agent never becomes master. With no eligible master it
+//!   stays `Electing` and asks again every `request_retry`; the driver may then
+//!   fall back to the origin as the settings allow.
+//!
+//! Messages from this agent's own node id are ignored. With a site key, messages
+//! are authenticated and the P2P key is encrypted (see [`SiteKey`]).
+
+mod auth;
+mod error;
+mod machine;
+mod rank;
+mod slot;
+pub mod wire;
+
+#[cfg(test)]
+mod random_tests;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod wire_tests;
+
+pub use auth::SiteKey;
+pub use error::{AuthMismatch, WireError};
+pub use machine::{
+    Action, ElectionState, ElectionStatus, Elections, Event, LocalInfo, MasterInfo, Timing,
+};
+pub use rank::{Rank, FULL_SHARE, MAX_WEIGHT};
+pub use wire::{decode, encode, Body, MasterAnnounce, Message, P2pKey};
+
+/// The clock the state machine runs on: the driver passes `Instant::now()` (tokio's,
+/// so a paused test clock works); simulations pass any base plus offsets.
+pub use tokio::time::Instant;

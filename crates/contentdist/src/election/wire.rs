@@ -1,0 +1,449 @@
+//! Election messages and their binary format (version 1).
+//!
+//! The original product's packet format is not public; this one is ours. All
+//! integers are big-endian.
+//!
+//! ```text
+//! offset size  field
+//! 0      4     magic "CDEL"
+//! 4      1     protocol version (1)
+//! 5      1     kind: 1 request, 2 candidate, 3 master, 4 heartbeat, 5 done, 6 resign
+//! 6      1     flags: 0x01 = authenticated (site key); other bits must be 0
+//! 7      8     sender node id
+//! 15     1     address family (4 or 6), then 4 or 16 address bytes
+//! ..     1     content id length (1..=64), then the id ([A-Za-z0-9._-], not "." or "..")
+//! ..     4     content version
+//! ..           body, by kind:
+//!                request:   (empty)
+//!                candidate: rank
+//!                master:    rank, term u64, http port u16, https port u16,
+//!                           protocols u8 (0x01 SMB, 0x20 HTTP, 0x40 HTTPS),
+//!                           [nonce 16 bytes, authenticated only], p2p key 32 bytes,
+//!                           fingerprint flag u8 (0 or 1), [fingerprint 32 bytes]
+//!                heartbeat: rank, term u64
+//!                done, resign: term u64
+//!              rank = flags u8 (0x01 preboot), share u16 (<= 1000), weight u8 (<= 99),
+//!                     free bytes u64; its node id is the sender's
+//! end-16 16    authenticated only: HMAC-SHA256 tag over every byte before it
+//! ```
+//!
+//! Without a site key, messages carry no tag and the master's P2P key travels in
+//! clear: anyone on the subnet can read it (the original's default 40-bit RC2 gives
+//! no real protection either). With a site key, the P2P key is encrypted (see
+//! [`SiteKey`]) and every message is authenticated. Authenticated messages can still
+//! be replayed by a host on the subnet; terms limit what a replay can change.
+//!
+//! Decoding is total: any byte string gives a [`Message`] or a [`WireError`], never
+//! a panic (a proptest and a cargo-fuzz target check it).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use rand::RngCore;
+
+use super::auth::{SiteKey, NONCE_LEN, TAG_LEN};
+use super::error::{AuthMismatch, WireError};
+use super::rank::{Rank, FULL_SHARE, MAX_WEIGHT};
+use crate::cache::ContentKey;
+use crate::config::Protocols;
+
+/// The first four bytes of every election message.
+pub const MAGIC: [u8; 4] = *b"CDEL";
+/// The protocol version this module speaks.
+pub const VERSION: u8 = 1;
+/// The longest content id a message may carry.
+pub const MAX_ID_LEN: usize = 64;
+/// An upper bound of the encoded size of any message (fits one UDP datagram).
+pub const MAX_MESSAGE_LEN: usize = 256;
+
+const FLAG_AUTH: u8 = 0x01;
+const RANK_PREBOOT: u8 = 0x01;
+
+/// The key a master shares at its election; peers derive the credentials of its P2P
+/// account from it. `Debug` never prints it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct P2pKey(pub [u8; 32]);
+
+impl std::fmt::Debug for P2pKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("P2pKey(..)")
+    }
+}
+
+/// One election message: who sends it, for which content, and what it says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The sender's node id (unique on the subnet).
+    pub node_id: u64,
+    /// The sender's address, where peers reach its peer-copy server.
+    pub addr: IpAddr,
+    /// The content (id and version) the message is about.
+    pub key: ContentKey,
+    /// What the message says.
+    pub body: Body,
+}
+
+/// The kind-specific part of a [`Message`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// "I need this content": holders and wanters answer with a candidate, a master
+    /// with its announcement. A master also sends it to re-run the election.
+    Request,
+    /// "This is my claim to be master."
+    Candidate {
+        /// The sender's rank; `rank.node_id` is the sender's node id.
+        rank: Rank,
+    },
+    /// "I am master": everything a peer needs to copy from the sender.
+    Master(MasterAnnounce),
+    /// "I am still master" (every heartbeat interval), with the current share.
+    Heartbeat {
+        /// The master's current rank.
+        rank: Rank,
+        /// The master's term.
+        term: u64,
+    },
+    /// "I hold all of the content" (the master keeps serving and heartbeating).
+    Done {
+        /// The master's term.
+        term: u64,
+    },
+    /// "I am no longer master": followers elect again at once.
+    Resign {
+        /// The term that ends.
+        term: u64,
+    },
+}
+
+/// The body of a master announcement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterAnnounce {
+    /// The master's current rank.
+    pub rank: Rank,
+    /// The master's term: one more than the highest term the winner had seen.
+    pub term: u64,
+    /// TCP port of its HTTP peer-copy server (`P2PHttpPort`).
+    pub http_port: u16,
+    /// TCP port of its HTTPS peer-copy server (`P2PHttpsPort`).
+    pub https_port: u16,
+    /// The peer-copy protocols it accepts (0x01 SMB, 0x20 HTTP, 0x40 HTTPS).
+    pub protocols: Protocols,
+    /// The key peers derive the master's P2P-account credentials from.
+    pub p2p_key: P2pKey,
+    /// SHA-256 of its HTTPS certificate (DER), for peers to pin a self-signed one.
+    pub cert_fingerprint: Option<[u8; 32]>,
+}
+
+/// Whether `id` is a content id a message may carry: 1 to 64 characters of
+/// `[A-Za-z0-9._-]`, and not `.` or `..` (the manifest's rule: one source of truth).
+pub fn is_valid_content_id(id: &str) -> bool {
+    crate::manifest::validate_content_id(id).is_ok()
+}
+
+fn kind_of(body: &Body) -> u8 {
+    match body {
+        Body::Request => 1,
+        Body::Candidate { .. } => 2,
+        Body::Master(_) => 3,
+        Body::Heartbeat { .. } => 4,
+        Body::Done { .. } => 5,
+        Body::Resign { .. } => 6,
+    }
+}
+
+/// Encode `msg`; with a site key, encrypt the P2P key and append the tag.
+///
+/// Fails only on a message that [`decode`] would reject: an invalid content id, a
+/// share above 1000, a weight above 99, or a rank whose node id is not the sender's.
+pub fn encode(msg: &Message, key: Option<&SiteKey>) -> Result<Vec<u8>, WireError> {
+    if !is_valid_content_id(&msg.key.id) {
+        return Err(WireError::BadContentId {
+            reason: "not 1-64 characters of [A-Za-z0-9._-]",
+        });
+    }
+    let mut out = Vec::with_capacity(MAX_MESSAGE_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(kind_of(&msg.body));
+    out.push(if key.is_some() { FLAG_AUTH } else { 0 });
+    out.extend_from_slice(&msg.node_id.to_be_bytes());
+    match msg.addr {
+        IpAddr::V4(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            out.push(6);
+            out.extend_from_slice(&a.octets());
+        }
+    }
+    out.push(msg.key.id.len() as u8);
+    out.extend_from_slice(msg.key.id.as_bytes());
+    out.extend_from_slice(&msg.key.version.to_be_bytes());
+    match &msg.body {
+        Body::Request => {}
+        Body::Candidate { rank } => put_rank(&mut out, rank, msg.node_id)?,
+        Body::Master(m) => {
+            put_rank(&mut out, &m.rank, msg.node_id)?;
+            out.extend_from_slice(&m.term.to_be_bytes());
+            out.extend_from_slice(&m.http_port.to_be_bytes());
+            out.extend_from_slice(&m.https_port.to_be_bytes());
+            // Protocols keeps only the three protocol bits, so they fit one byte.
+            out.push(m.protocols.bits() as u8);
+            let mut p2p = m.p2p_key.0;
+            if let Some(k) = key {
+                let mut nonce = [0u8; NONCE_LEN];
+                rand::rng().fill_bytes(&mut nonce);
+                xor(&mut p2p, &k.keystream(&nonce));
+                out.extend_from_slice(&nonce);
+            }
+            out.extend_from_slice(&p2p);
+            match &m.cert_fingerprint {
+                None => out.push(0),
+                Some(fp) => {
+                    out.push(1);
+                    out.extend_from_slice(fp);
+                }
+            }
+        }
+        Body::Heartbeat { rank, term } => {
+            put_rank(&mut out, rank, msg.node_id)?;
+            out.extend_from_slice(&term.to_be_bytes());
+        }
+        Body::Done { term } | Body::Resign { term } => out.extend_from_slice(&term.to_be_bytes()),
+    }
+    if let Some(k) = key {
+        let tag = k.tag(&out);
+        out.extend_from_slice(&tag);
+    }
+    Ok(out)
+}
+
+fn put_rank(out: &mut Vec<u8>, rank: &Rank, sender: u64) -> Result<(), WireError> {
+    if rank.node_id != sender {
+        return Err(WireError::RankNodeMismatch {
+            rank: rank.node_id,
+            sender,
+        });
+    }
+    if rank.share_permille > FULL_SHARE {
+        return Err(WireError::BadField {
+            field: "share",
+            value: rank.share_permille.into(),
+        });
+    }
+    if rank.weight > MAX_WEIGHT {
+        return Err(WireError::BadField {
+            field: "weight",
+            value: rank.weight.into(),
+        });
+    }
+    out.push(if rank.preboot { RANK_PREBOOT } else { 0 });
+    out.extend_from_slice(&rank.share_permille.to_be_bytes());
+    out.push(rank.weight);
+    out.extend_from_slice(&rank.free_bytes.to_be_bytes());
+    Ok(())
+}
+
+fn xor(data: &mut [u8; 32], stream: &[u8; 32]) {
+    for (d, s) in data.iter_mut().zip(stream) {
+        *d ^= s;
+    }
+}
+
+/// Decode one datagram. With a site key, only messages with a valid tag are
+/// accepted; without one, only messages without a tag (see [`WireError::Unauthenticated`]).
+pub fn decode(bytes: &[u8], key: Option<&SiteKey>) -> Result<Message, WireError> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    if r.take(4, "magic")? != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let version = r.u8("version")?;
+    if version != VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let kind = r.u8("kind")?;
+    if !(1..=6).contains(&kind) {
+        return Err(WireError::UnknownKind(kind));
+    }
+    let flags = r.u8("flags")?;
+    if flags & !FLAG_AUTH != 0 {
+        return Err(WireError::UnknownFlags(flags));
+    }
+    let authenticated = flags & FLAG_AUTH != 0;
+    // Check the tag before reading anything else, so a forged message is never parsed.
+    let key = match (authenticated, key) {
+        (true, None) => return Err(WireError::Unauthenticated(AuthMismatch::NoSiteKey)),
+        (false, Some(_)) => return Err(WireError::Unauthenticated(AuthMismatch::MissingTag)),
+        (false, None) => None,
+        (true, Some(k)) => {
+            let Some(end) = bytes.len().checked_sub(TAG_LEN).filter(|&e| e >= r.pos) else {
+                return Err(WireError::TooShort { field: "tag" });
+            };
+            if !k.verify(&bytes[..end], &bytes[end..]) {
+                return Err(WireError::BadTag);
+            }
+            r.buf = &bytes[..end];
+            Some(k)
+        }
+    };
+    let node_id = r.u64("node id")?;
+    let addr = match r.u8("address family")? {
+        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("address")?)),
+        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("address")?)),
+        f => return Err(WireError::BadAddressFamily(f)),
+    };
+    let id_len = r.u8("content id length")? as usize;
+    if id_len == 0 || id_len > MAX_ID_LEN {
+        return Err(WireError::BadContentId {
+            reason: "its length is not 1-64",
+        });
+    }
+    let id_bytes = r.take(id_len, "content id")?;
+    let id = std::str::from_utf8(id_bytes)
+        .ok()
+        .filter(|s| is_valid_content_id(s))
+        .ok_or(WireError::BadContentId {
+            reason: "not 1-64 characters of [A-Za-z0-9._-]",
+        })?
+        .to_owned();
+    let version = r.u32("content version")?;
+    let body = match kind {
+        1 => Body::Request,
+        2 => Body::Candidate {
+            rank: r.rank(node_id)?,
+        },
+        3 => {
+            let rank = r.rank(node_id)?;
+            let term = r.u64("term")?;
+            let http_port = r.u16("http port")?;
+            let https_port = r.u16("https port")?;
+            let bits = r.u8("protocols")?;
+            let protocols = Protocols::from_bits(bits.into());
+            if protocols.bits() != u32::from(bits) {
+                return Err(WireError::BadField {
+                    field: "protocols",
+                    value: bits.into(),
+                });
+            }
+            let nonce = match key {
+                Some(_) => Some(r.array::<NONCE_LEN>("nonce")?),
+                None => None,
+            };
+            let mut p2p = r.array::<32>("p2p key")?;
+            if let (Some(k), Some(nonce)) = (key, nonce) {
+                xor(&mut p2p, &k.keystream(&nonce));
+            }
+            let cert_fingerprint = match r.u8("fingerprint flag")? {
+                0 => None,
+                1 => Some(r.array::<32>("fingerprint")?),
+                v => {
+                    return Err(WireError::BadField {
+                        field: "fingerprint flag",
+                        value: v.into(),
+                    })
+                }
+            };
+            Body::Master(MasterAnnounce {
+                rank,
+                term,
+                http_port,
+                https_port,
+                protocols,
+                p2p_key: P2pKey(p2p),
+                cert_fingerprint,
+            })
+        }
+        4 => Body::Heartbeat {
+            rank: r.rank(node_id)?,
+            term: r.u64("term")?,
+        },
+        5 => Body::Done {
+            term: r.u64("term")?,
+        },
+        _ => Body::Resign {
+            term: r.u64("term")?,
+        },
+    };
+    let rest = r.buf.len() - r.pos;
+    if rest != 0 {
+        return Err(WireError::TrailingBytes(rest));
+    }
+    Ok(Message {
+        node_id,
+        addr,
+        key: ContentKey::new(id, version),
+        body,
+    })
+}
+
+/// A cursor over a datagram whose reads fail instead of panicking.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], WireError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(WireError::TooShort { field })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N, field)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.array(field)?))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.array(field)?))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.array(field)?))
+    }
+
+    fn rank(&mut self, node_id: u64) -> Result<Rank, WireError> {
+        let flags = self.u8("rank flags")?;
+        if flags & !RANK_PREBOOT != 0 {
+            return Err(WireError::BadField {
+                field: "rank flags",
+                value: flags.into(),
+            });
+        }
+        let share = self.u16("share")?;
+        if share > FULL_SHARE {
+            return Err(WireError::BadField {
+                field: "share",
+                value: share.into(),
+            });
+        }
+        let weight = self.u8("weight")?;
+        if weight > MAX_WEIGHT {
+            return Err(WireError::BadField {
+                field: "weight",
+                value: weight.into(),
+            });
+        }
+        Ok(Rank {
+            preboot: flags & RANK_PREBOOT != 0,
+            share_permille: share,
+            weight,
+            free_bytes: self.u64("free bytes")?,
+            node_id,
+        })
+    }
+}

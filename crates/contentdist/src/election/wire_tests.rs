@@ -1,0 +1,372 @@
+//! Wire format: round trips, authentication, and the decoder on hostile input.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
+
+use super::wire::{decode, encode, Body, MasterAnnounce, Message, P2pKey, MAX_MESSAGE_LEN};
+use super::{AuthMismatch, Rank, SiteKey, WireError};
+use crate::cache::ContentKey;
+use crate::config::{Protocol, Protocols};
+
+const NODE: u64 = 0x0123_4567_89AB_CDEF;
+
+fn rank() -> Rank {
+    Rank {
+        preboot: false,
+        share_permille: 200,
+        weight: 61,
+        free_bytes: 1 << 40,
+        node_id: NODE,
+    }
+}
+
+fn master() -> MasterAnnounce {
+    MasterAnnounce {
+        rank: rank(),
+        term: 7,
+        http_port: 5080,
+        https_port: 5443,
+        protocols: Protocols::NONE.with(Protocol::Http).with(Protocol::Https),
+        p2p_key: P2pKey([0xA5; 32]),
+        cert_fingerprint: Some([0x5A; 32]),
+    }
+}
+
+fn msg(body: Body) -> Message {
+    Message {
+        node_id: NODE,
+        addr: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+        key: ContentKey::new("PKG00001", 3),
+        body,
+    }
+}
+
+fn every_kind() -> Vec<Message> {
+    let mut no_fp = master();
+    no_fp.cert_fingerprint = None;
+    let mut v6 = msg(Body::Request);
+    v6.addr = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 1, 2, 3, 4));
+    vec![
+        msg(Body::Request),
+        v6,
+        msg(Body::Candidate { rank: rank() }),
+        msg(Body::Master(master())),
+        msg(Body::Master(no_fp)),
+        msg(Body::Heartbeat {
+            rank: Rank {
+                preboot: true,
+                ..rank()
+            },
+            term: 9,
+        }),
+        msg(Body::Done { term: 3 }),
+        msg(Body::Resign { term: u64::MAX }),
+    ]
+}
+
+#[test]
+fn every_kind_round_trips_with_and_without_site_key() {
+    let key = SiteKey::new(b"site secret");
+    for m in every_kind() {
+        for k in [None, Some(&key)] {
+            let bytes = encode(&m, k).unwrap();
+            assert!(bytes.len() <= MAX_MESSAGE_LEN, "{} bytes", bytes.len());
+            assert_eq!(decode(&bytes, k).unwrap(), m, "key {}", k.is_some());
+        }
+    }
+}
+
+#[test]
+fn p2p_key_is_in_clear_without_site_key_and_hidden_with_it() {
+    let m = msg(Body::Master(master()));
+    let clear = encode(&m, None).unwrap();
+    assert!(clear.windows(32).any(|w| w == [0xA5; 32]));
+    let key = SiteKey::new(b"site secret");
+    let a = encode(&m, Some(&key)).unwrap();
+    let b = encode(&m, Some(&key)).unwrap();
+    assert!(!a.windows(32).any(|w| w == [0xA5; 32]));
+    // A fresh nonce per message: the same key never gives the same ciphertext.
+    assert_ne!(a, b);
+}
+
+#[test]
+fn any_altered_byte_of_an_authenticated_message_is_refused() {
+    let key = SiteKey::new(b"site secret");
+    for m in every_kind() {
+        let bytes = encode(&m, Some(&key)).unwrap();
+        for i in 0..bytes.len() {
+            let mut t = bytes.clone();
+            t[i] ^= 0x01;
+            let err = decode(&t, Some(&key)).unwrap_err();
+            // After the fixed header (magic, version, kind, flags) only the tag decides.
+            if i >= 7 {
+                assert_eq!(err, WireError::BadTag, "byte {i}");
+            }
+        }
+        assert_eq!(
+            decode(&bytes[..bytes.len() - 1], Some(&key)),
+            Err(WireError::BadTag)
+        );
+    }
+}
+
+#[test]
+fn wrong_site_key_is_refused() {
+    let m = msg(Body::Master(master()));
+    let bytes = encode(&m, Some(&SiteKey::new(b"site A"))).unwrap();
+    assert_eq!(
+        decode(&bytes, Some(&SiteKey::new(b"site B"))),
+        Err(WireError::BadTag)
+    );
+}
+
+#[test]
+fn authentication_must_match_on_both_sides() {
+    let key = SiteKey::new(b"site secret");
+    let m = msg(Body::Candidate { rank: rank() });
+    let tagged = encode(&m, Some(&key)).unwrap();
+    let plain = encode(&m, None).unwrap();
+    assert_eq!(
+        decode(&tagged, None),
+        Err(WireError::Unauthenticated(AuthMismatch::NoSiteKey))
+    );
+    assert_eq!(
+        decode(&plain, Some(&key)),
+        Err(WireError::Unauthenticated(AuthMismatch::MissingTag))
+    );
+    // Setting the flag on a plain message does not make it pass.
+    let mut forged = plain.clone();
+    forged[6] = 1;
+    forged.extend_from_slice(&[0; 16]);
+    assert_eq!(decode(&forged, Some(&key)), Err(WireError::BadTag));
+}
+
+#[test]
+fn malformed_messages_get_the_error_that_names_the_problem() {
+    let good = encode(&msg(Body::Candidate { rank: rank() }), None).unwrap();
+    let with = |i: usize, b: u8| {
+        let mut t = good.clone();
+        t[i] = b;
+        decode(&t, None)
+    };
+    assert_eq!(
+        decode(&[], None),
+        Err(WireError::TooShort { field: "magic" })
+    );
+    assert_eq!(with(0, b'X'), Err(WireError::BadMagic));
+    assert_eq!(with(4, 2), Err(WireError::UnsupportedVersion(2)));
+    assert_eq!(with(5, 0), Err(WireError::UnknownKind(0)));
+    assert_eq!(with(5, 7), Err(WireError::UnknownKind(7)));
+    assert_eq!(with(6, 0x80), Err(WireError::UnknownFlags(0x80)));
+    assert_eq!(with(15, 5), Err(WireError::BadAddressFamily(5)));
+    // Address 10.1.2.3 is bytes 16..20; the id length is byte 20, the id starts at 21.
+    assert!(matches!(with(20, 0), Err(WireError::BadContentId { .. })));
+    assert!(matches!(with(20, 65), Err(WireError::BadContentId { .. })));
+    assert!(matches!(
+        with(21, b'/'),
+        Err(WireError::BadContentId { .. })
+    ));
+    // Rank after id (8) and version (4): flags, share, weight.
+    let r = 21 + 8 + 4;
+    assert_eq!(
+        with(r, 2).unwrap_err(),
+        WireError::BadField {
+            field: "rank flags",
+            value: 2
+        }
+    );
+    assert_eq!(
+        with(r + 1, 0xFF).unwrap_err(),
+        WireError::BadField {
+            field: "share",
+            value: 0xFF00 + 200
+        }
+    );
+    assert_eq!(
+        with(r + 3, 100).unwrap_err(),
+        WireError::BadField {
+            field: "weight",
+            value: 100
+        }
+    );
+    let mut long = good.clone();
+    long.push(0);
+    assert_eq!(decode(&long, None), Err(WireError::TrailingBytes(1)));
+    assert_eq!(
+        decode(&good[..good.len() - 1], None),
+        Err(WireError::TooShort {
+            field: "free bytes"
+        })
+    );
+}
+
+#[test]
+fn encode_refuses_what_decode_would_refuse() {
+    let mut bad_id = msg(Body::Request);
+    bad_id.key.id = "../etc".into();
+    assert!(matches!(
+        encode(&bad_id, None),
+        Err(WireError::BadContentId { .. })
+    ));
+    bad_id.key.id = "x".repeat(65);
+    assert!(matches!(
+        encode(&bad_id, None),
+        Err(WireError::BadContentId { .. })
+    ));
+    let other = Rank {
+        node_id: 1,
+        ..rank()
+    };
+    assert_eq!(
+        encode(&msg(Body::Candidate { rank: other }), None),
+        Err(WireError::RankNodeMismatch {
+            rank: 1,
+            sender: NODE
+        })
+    );
+    let share = Rank {
+        share_permille: 1001,
+        ..rank()
+    };
+    assert!(encode(&msg(Body::Candidate { rank: share }), None).is_err());
+    let weight = Rank {
+        weight: 100,
+        ..rank()
+    };
+    assert!(encode(&msg(Body::Candidate { rank: weight }), None).is_err());
+}
+
+#[test]
+fn errors_map_to_catalogue_codes() {
+    use crate::codes::Code;
+    assert_eq!(WireError::BadTag.code(), Code::SECURE_FAILURE);
+    assert_eq!(
+        WireError::Unauthenticated(AuthMismatch::MissingTag).code(),
+        Code::SECURE_FAILURE
+    );
+    assert_eq!(WireError::BadMagic.code(), Code::INVALID_SERVER_RESPONSE);
+    assert_eq!(
+        WireError::BadContentId { reason: "x" }.code(),
+        Code::INVALID_PACKAGE_PATH
+    );
+}
+
+#[test]
+fn protocol_bits_outside_smb_http_https_are_refused() {
+    let mut a = master();
+    a.protocols = Protocols::ALL;
+    let good = encode(&msg(Body::Master(a)), None).unwrap();
+    // Master body: rank (12), term (8), ports (4), then the protocols byte.
+    let at = 21 + 8 + 4 + 12 + 8 + 4;
+    assert_eq!(good[at], 0x61);
+    let mut bad = good.clone();
+    bad[at] = 0x69;
+    assert_eq!(
+        decode(&bad, None),
+        Err(WireError::BadField {
+            field: "protocols",
+            value: 0x69
+        })
+    );
+}
+
+fn arb_rank(node_id: u64) -> impl Strategy<Value = Rank> {
+    (any::<bool>(), 0..=1000u16, 0..=99u8, any::<u64>()).prop_map(
+        move |(preboot, share, weight, free)| Rank {
+            preboot,
+            share_permille: share,
+            weight,
+            free_bytes: free,
+            node_id,
+        },
+    )
+}
+
+fn arb_body(node_id: u64) -> impl Strategy<Value = Body> {
+    let announce = (
+        arb_rank(node_id),
+        any::<u64>(),
+        any::<u16>(),
+        any::<u16>(),
+        0..8u8,
+        any::<[u8; 32]>(),
+        any::<Option<[u8; 32]>>(),
+    )
+        .prop_map(|(rank, term, http, https, p, key, fp)| {
+            let bits = [0, 0x01, 0x20, 0x40, 0x21, 0x41, 0x60, 0x61][p as usize];
+            let protocols = Protocols::from_bits(bits);
+            Body::Master(MasterAnnounce {
+                rank,
+                term,
+                http_port: http,
+                https_port: https,
+                protocols,
+                p2p_key: P2pKey(key),
+                cert_fingerprint: fp,
+            })
+        });
+    prop_oneof![
+        Just(Body::Request),
+        arb_rank(node_id).prop_map(|rank| Body::Candidate { rank }),
+        announce,
+        (arb_rank(node_id), any::<u64>()).prop_map(|(rank, term)| Body::Heartbeat { rank, term }),
+        any::<u64>().prop_map(|term| Body::Done { term }),
+        any::<u64>().prop_map(|term| Body::Resign { term }),
+    ]
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    (
+        any::<u64>(),
+        any::<IpAddr>(),
+        "[A-Za-z0-9._-]{1,64}".prop_filter("not . or ..", |s| s != "." && s != ".."),
+        any::<u32>(),
+    )
+        .prop_flat_map(|(node_id, addr, id, version)| {
+            arb_body(node_id).prop_map(move |body| Message {
+                node_id,
+                addr,
+                key: ContentKey::new(id.clone(), version),
+                body,
+            })
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decode_of_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let key = SiteKey::new(b"k");
+        let _ = decode(&bytes, None);
+        let _ = decode(&bytes, Some(&key));
+    }
+
+    #[test]
+    fn decode_of_a_damaged_message_never_panics(
+        m in arb_message(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        // Random bytes rarely get past the magic: damage real messages instead.
+        let mut bytes = encode(&m, None).unwrap();
+        for (i, b) in edits {
+            let i = i.index(bytes.len());
+            bytes[i] = b;
+        }
+        let cut = cut.index(bytes.len() + 1);
+        let _ = decode(&bytes[..cut], None);
+        // What still decodes has exactly one encoding: the bytes it came from.
+        if let Ok(m) = decode(&bytes, None) {
+            prop_assert_eq!(encode(&m, None).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn decode_inverts_encode(m in arb_message()) {
+        let key = SiteKey::new(b"site secret");
+        prop_assert_eq!(decode(&encode(&m, None).unwrap(), None).unwrap(), m.clone());
+        prop_assert_eq!(decode(&encode(&m, Some(&key)).unwrap(), Some(&key)).unwrap(), m);
+    }
+}
