@@ -3,21 +3,25 @@
 //! off one cancellation token, so many agents can live in one process (tests, the
 //! lab) and `shutdown()` stops exactly one of them.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Cache, CacheError, CleanPolicy};
+use crate::cache::{clean, Cache, CacheError, CleanPolicy};
 use crate::codes::Code;
 use crate::config::Config;
 use crate::control::{ControlServer, ControlSocketError};
+use crate::election::{ElectionStatus, LocalInfo, P2pKey, SiteKey, Timing};
 use crate::job::{
     CacheEntryInfo, CleanReport, ControlError, JobControl, JobId, JobInfo, JobManager,
-    JobManagerOptions, JobRequest,
+    JobManagerOptions, JobRequest, PeerSetup,
 };
 use crate::origin::{OriginClient, OriginOptions};
+use crate::peer::{PeerAuth, PeerClient, PeerClientOptions, PeerServer, PeerServerOptions};
+use crate::subnet::{SubnetHandle, SubnetOptions};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,12 @@ pub enum AgentError {
     /// The control socket could not be bound.
     #[error("control socket: {0}")]
     Control(#[from] ControlSocketError),
+    /// The peer-copy server or client could not start.
+    #[error("peer copy: {0}")]
+    Peer(crate::peer::PeerError),
+    /// The election socket could not be set up.
+    #[error("elections: {0}")]
+    Subnet(crate::subnet::SubnetError),
 }
 
 impl AgentError {
@@ -36,6 +46,8 @@ impl AgentError {
         match self {
             AgentError::Cache(e) => e.code(),
             AgentError::Control(e) => e.code(),
+            AgentError::Peer(e) => e.code(),
+            AgentError::Subnet(e) => e.code(),
         }
     }
 }
@@ -74,6 +86,7 @@ impl Agent {
         if let Err(e) = &origin {
             tracing::warn!(code = %e.code(), "origin unavailable: {e}; jobs that need it will fail");
         }
+        let (peers, peer_server, listeners) = start_subnet(&config, &cache, &shutdown)?;
         let jobs = JobManager::start(JobManagerOptions {
             cache: Arc::clone(&cache),
             origin,
@@ -82,10 +95,13 @@ impl Agent {
             state_file: config.cache_dir.join("jobs.json"),
             max_concurrent: 4,
             shutdown: shutdown.clone(),
+            peers: peers.clone(),
         });
         let control = Arc::new(AgentControl {
             jobs: jobs.clone(),
             config: Arc::new(config.clone()),
+            subnet: peers.as_ref().map(|p| p.subnet.clone()),
+            listeners: listeners.clone(),
         });
         let server = ControlServer::start(&config.control_socket, control, shutdown.clone())?;
         let mut tasks = Vec::new();
@@ -110,7 +126,119 @@ impl Agent {
             shutdown,
             server,
             tasks,
+            subnet: peers.map(|p| p.subnet),
+            peer_server,
+            listeners,
         })
+    }
+}
+
+/// Start the peer-copy server (unless preboot) and the election driver, when peer
+/// copy is enabled and the subnet is not inhibited. Returns the job side's setup and
+/// the listener descriptions.
+fn start_subnet(
+    config: &Config,
+    cache: &Arc<Cache>,
+    shutdown: &CancellationToken,
+) -> Result<(Option<PeerSetup>, Option<PeerServer>, Vec<String>), AgentError> {
+    let protocols = config.peer_protocols();
+    if protocols.is_empty() {
+        tracing::info!(
+            "peer copy disabled (P2PEnabled has no protocol): every job downloads from the origin"
+        );
+        return Ok((None, None, Vec::new()));
+    }
+    let addr = advertised_address(config);
+    if config.is_inhibited(addr) {
+        tracing::info!(%addr, "subnet listed in NomadInhibitedSubnets: no election, every job downloads from the origin");
+        return Ok((None, None, Vec::new()));
+    }
+    let p2p_key: [u8; 32] = rand::random();
+    let mut listeners = Vec::new();
+    let mut http_port = config.p2p_http_port;
+    let mut peer_server = None;
+    if config.p2p_enabled.has_http() && !config.preboot {
+        let server = PeerServer::start(PeerServerOptions {
+            listen: SocketAddr::new(config.listen_address, config.p2p_http_port),
+            cache: Arc::clone(cache),
+            auth: Arc::new(PeerAuth {
+                p2p_key,
+                authenticated_users: config.effective_authenticated_users(),
+                machine_key: None,
+            }),
+            shutdown: shutdown.clone(),
+        })
+        .map_err(AgentError::Peer)?;
+        http_port = server.local_addr().port();
+        let url = format!("http://{}/content/", server.local_addr());
+        tracing::info!(%url, "peer-copy server listening (HTTP)");
+        listeners.push(url);
+        peer_server = Some(server);
+    }
+    let free = clean::disk_space(cache.root()).map(|(f, _)| f).unwrap_or(0);
+    let subnet = crate::subnet::start(SubnetOptions {
+        local: LocalInfo {
+            node_id: rand::random(),
+            addr,
+            weight: config.election_weight(),
+            preboot: config.preboot,
+            http_port,
+            https_port: config.p2p_https_port,
+            protocols,
+            p2p_key: P2pKey(p2p_key),
+            cert_fingerprint: None,
+            free_bytes: free,
+        },
+        timing: Timing::default(),
+        port: config.p2p_port,
+        broadcast: config.election_address,
+        site_key: config.site_key.as_ref().map(|k| SiteKey::new(k.as_bytes())),
+        shutdown: shutdown.clone(),
+    })
+    .map_err(AgentError::Subnet)?;
+    listeners.push(format!(
+        "udp://{} (elections, broadcast to {})",
+        subnet.local_addr(),
+        config.election_address
+    ));
+    // Content already complete in the cache: answer elections for it.
+    for key in cache.keys() {
+        if let Ok(Some(e)) = cache.get(&key) {
+            if e.is_complete() {
+                subnet.complete(&key);
+            }
+        }
+    }
+    let client = PeerClient::new(PeerClientOptions::default()).map_err(AgentError::Peer)?;
+    let weight = config.election_weight();
+    Ok((
+        Some(PeerSetup {
+            subnet,
+            client: Arc::new(client),
+            protocols,
+            can_be_master: !config.preboot && weight > 0,
+            fallback_after: Duration::from_secs(10),
+        }),
+        peer_server,
+        listeners,
+    ))
+}
+
+/// The address peers reach this agent at: `ListenAddress` when it names one, else
+/// the address this host uses towards `ElectionAddress`.
+pub fn advertised_address(config: &Config) -> IpAddr {
+    if !config.listen_address.is_unspecified() {
+        return config.listen_address;
+    }
+    let probe =
+        std::net::UdpSocket::bind(SocketAddr::new(config.listen_address, 0)).and_then(|s| {
+            s.set_broadcast(true)?;
+            s.connect(SocketAddr::new(config.election_address, 9))?;
+            s.local_addr()
+        });
+    match probe {
+        Ok(a) if !a.ip().is_unspecified() => a.ip(),
+        _ => config.listen_address,
     }
 }
 
@@ -143,6 +271,9 @@ pub struct AgentHandle {
     shutdown: CancellationToken,
     server: ControlServer,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    subnet: Option<SubnetHandle>,
+    peer_server: Option<PeerServer>,
+    listeners: Vec<String>,
 }
 
 impl AgentHandle {
@@ -156,12 +287,31 @@ impl AgentHandle {
         &self.jobs
     }
 
+    /// The elections this agent takes part in (empty without peer copy).
+    pub fn elections(&self) -> Vec<ElectionStatus> {
+        self.subnet.as_ref().map(|s| s.status()).unwrap_or_default()
+    }
+
+    /// What the agent listens on, as `contentdist status` shows it.
+    pub fn listeners(&self) -> &[String] {
+        &self.listeners
+    }
+
+    /// Stop at once, as a crash would: no resignation, no state written. The lab
+    /// uses it to show that losing the master costs nothing.
+    pub fn kill(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Stop everything and wait (bounded) for it: running jobs keep their state on
     /// disk and resume at the next start.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let wait = async {
             self.server.join().await;
+            if let Some(p) = self.peer_server {
+                p.join().await;
+            }
             for t in self.tasks {
                 let _ = t.await;
             }
@@ -187,6 +337,8 @@ impl AgentHandle {
 struct AgentControl {
     jobs: JobManager,
     config: Arc<Config>,
+    subnet: Option<SubnetHandle>,
+    listeners: Vec<String>,
 }
 
 impl JobControl for AgentControl {
@@ -215,8 +367,27 @@ impl JobControl for AgentControl {
         s["origin_url"] = c.origin_url.clone().unwrap_or_default().into();
         s["control_socket"] = c.control_socket.display().to_string().into();
         s["preboot"] = c.preboot.into();
-        s["listeners"] = serde_json::json!([]);
-        s["elections"] = serde_json::json!([]);
+        s["listeners"] = serde_json::json!(self.listeners);
+        let elections: Vec<serde_json::Value> = self
+            .subnet
+            .as_ref()
+            .map(|sub| sub.status())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "content": e.key.to_string(),
+                    "state": format!("{:?}", e.state).to_lowercase(),
+                    "master": e.master_addr.map(|a| a.to_string()),
+                    "term": e.term,
+                    "share_percent": f64::from(e.share_permille) / 10.0,
+                })
+            })
+            .collect();
+        s["elections"] = elections.into();
+        if let Some(sub) = &self.subnet {
+            s["election_datagrams_dropped"] = sub.dropped().into();
+        }
         s
     }
     fn cache_list(&self) -> Vec<CacheEntryInfo> {

@@ -13,6 +13,7 @@
 //! - [`peer`]: peer copy: the HTTP server, the client that copies from a master, the P2P account.
 //! - [`job`]: jobs, their states and the job manager.
 //! - [`control`]: the control socket (HTTP/JSON over a Unix socket) and its client.
+//! - [`subnet`]: the election driver (UDP) and each content's role for the jobs.
 //! - [`agent`]: `Agent::start(config)` wires it all together.
 
 pub mod agent;
@@ -26,3 +27,4 @@ pub mod manifest;
 pub mod origin;
 pub mod peer;
 pub mod publish;
+pub mod subnet;

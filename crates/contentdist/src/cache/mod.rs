@@ -4,7 +4,7 @@
 //! against the manifest first, so it does not matter whether it came from the origin
 //! or from a peer. See [`entry`] for the on-disk layout and why it survives `kill -9`.
 
-mod clean;
+pub mod clean;
 mod deliver;
 mod entry;
 

@@ -37,6 +37,9 @@ pub struct JobManagerOptions {
     pub max_concurrent: usize,
     /// Cancelled when the agent stops.
     pub shutdown: CancellationToken,
+    /// The subnet (elections and peer copy); `None`: every job downloads from the
+    /// origin itself (peer copy off, or an inhibited subnet).
+    pub peers: Option<super::fill::PeerSetup>,
 }
 
 /// Bytes by source, for the whole agent.

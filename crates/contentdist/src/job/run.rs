@@ -1,6 +1,5 @@
 //! One job's life: find or fetch the manifest, fill the cache, deliver.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +9,7 @@ use super::manager::Inner;
 use super::{JobId, JobState, Source};
 use crate::cache::{deliver, CacheError, ContentEntry, ContentKey, DeliveryError};
 use crate::codes::Code;
-use crate::origin::{check_manifest, DownloadCounters, OriginError};
+use crate::origin::{check_manifest, OriginError};
 
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +29,9 @@ pub enum JobError {
     /// The origin client could not be set up (not configured, bad CA file).
     #[error("{0}")]
     NoOrigin(Arc<OriginError>),
+    /// Copying from the master failed.
+    #[error(transparent)]
+    Peer(#[from] crate::peer::PeerError),
 }
 
 impl JobError {
@@ -43,11 +45,12 @@ impl JobError {
             JobError::Delivery(e) if crate::cache::is_disk_full(&e.source) => Code::DISK_FULL,
             JobError::Delivery(_) => Code::DELIVERY_FAILED,
             JobError::NoOrigin(e) => e.code(),
+            JobError::Peer(e) => e.code(),
         }
     }
 }
 
-fn set_state(inner: &Inner, id: JobId, state: JobState, source: Source) {
+pub(super) fn set_state(inner: &Inner, id: JobId, state: JobState, source: Source) {
     let mut jobs = inner.jobs.lock().expect("jobs lock");
     if let Some(s) = jobs.get_mut(&id) {
         // Never overwrite a pause or cancel that arrived meanwhile.
@@ -68,7 +71,7 @@ pub(super) async fn run_job(
         p = inner.permits.acquire() => p.expect("semaphore never closed"),
         _ = stop.cancelled() => return Err(JobError::Stopped),
     };
-    let (req, from_origin) = {
+    let (req, from_origin, from_peers) = {
         let mut jobs = inner.jobs.lock().expect("jobs lock");
         let slot = jobs.get_mut(&id).ok_or(JobError::Stopped)?;
         if matches!(slot.info.state, JobState::Paused | JobState::Cancelled) {
@@ -76,7 +79,11 @@ pub(super) async fn run_job(
         }
         slot.started = Some(Instant::now());
         slot.info.state = JobState::Downloading;
-        (slot.info.request.clone(), Arc::clone(&slot.from_origin))
+        (
+            slot.info.request.clone(),
+            Arc::clone(&slot.from_origin),
+            Arc::clone(&slot.from_peers),
+        )
     };
     let key = ContentKey::new(req.content_id.clone(), req.version);
     let entry =
@@ -108,26 +115,7 @@ pub(super) async fn run_job(
             .expect("reverify task")?;
     }
     if !entry.is_complete() {
-        let origin = origin(inner)?;
-        set_state(inner, id, JobState::Downloading, Source::Origin);
-        let before = from_origin.load(Ordering::Relaxed);
-        let r = origin
-            .download(
-                &entry,
-                &DownloadCounters {
-                    from_origin: &from_origin,
-                },
-                stop,
-            )
-            .await;
-        inner.counters.from_origin.fetch_add(
-            from_origin.load(Ordering::Relaxed) - before,
-            Ordering::Relaxed,
-        );
-        match r {
-            Err(OriginError::Stopped) => return Err(JobError::Stopped),
-            r => r?,
-        }
+        super::fill::fill(inner, id, &entry, &from_origin, &from_peers, stop).await?;
     }
     if let Some(dest) = req.dest.clone() {
         set_state(inner, id, JobState::Delivering, Source::None);
@@ -173,7 +161,7 @@ async fn find_or_create_entry(
     Ok(cache.get_or_create(manifest, priority)?)
 }
 
-fn origin(inner: &Inner) -> Result<&crate::origin::OriginClient, JobError> {
+pub(super) fn origin(inner: &Inner) -> Result<&crate::origin::OriginClient, JobError> {
     inner
         .opts
         .origin

@@ -1,0 +1,139 @@
+//! The agent on its subnet: runs the election state machine ([`crate::election`])
+//! behind a UDP socket and tells jobs, per content, what role this agent has: master
+//! (download from the origin), follower of a given master (copy from it), or still
+//! electing.
+//!
+//! Jobs talk to it through a [`SubnetHandle`]: `want` a content (which starts or
+//! joins its election) and watch its [`Role`]; report progress and completion. The
+//! driver task owns the socket and the state machine; nothing else touches them.
+
+mod driver;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+
+pub use driver::{start, SubnetOptions};
+
+use crate::cache::ContentKey;
+use crate::election::{ElectionStatus, Event, MasterInfo};
+
+/// What this agent is for one content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The election runs (or, preboot / weight 0, no eligible master exists yet).
+    Electing,
+    /// This agent is master: it downloads from the origin and serves peers.
+    Master,
+    /// Copy from this master.
+    Follow(MasterInfo),
+}
+
+/// Why the subnet layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SubnetError {
+    /// The election socket could not be set up.
+    #[error("election socket on UDP port {port}: {source}")]
+    Socket {
+        /// The port (`P2P_Port`).
+        port: u16,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl SubnetError {
+    /// The catalogue code.
+    pub fn code(&self) -> crate::codes::Code {
+        crate::codes::Code::CONFIG_INVALID
+    }
+}
+
+pub(crate) struct Shared {
+    roles: Mutex<HashMap<ContentKey, watch::Sender<Role>>>,
+    status: Mutex<Vec<ElectionStatus>>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn role_sender(&self, key: &ContentKey) -> watch::Sender<Role> {
+        let mut roles = self.roles.lock().expect("roles lock");
+        roles
+            .entry(key.clone())
+            .or_insert_with(|| watch::channel(Role::Electing).0)
+            .clone()
+    }
+}
+
+/// How jobs reach the subnet driver. Cheap to clone.
+#[derive(Clone)]
+pub struct SubnetHandle {
+    events: mpsc::UnboundedSender<Event>,
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    advertised: IpAddr,
+}
+
+impl SubnetHandle {
+    /// Join (or start) the election for `key`, holding `share_permille` of it;
+    /// returns a watch of this agent's role for it.
+    pub fn want(&self, key: &ContentKey, share_permille: u16) -> watch::Receiver<Role> {
+        let rx = self.shared.role_sender(key).subscribe();
+        let _ = self.events.send(Event::Want {
+            key: key.clone(),
+            share_permille,
+        });
+        rx
+    }
+
+    /// More of `key` is verified here.
+    pub fn progress(&self, key: &ContentKey, share_permille: u16) {
+        let _ = self.events.send(Event::Progress {
+            key: key.clone(),
+            share_permille,
+        });
+    }
+
+    /// All of `key` is verified here: answer elections for it from now on.
+    pub fn complete(&self, key: &ContentKey) {
+        let _ = self.events.send(Event::Complete { key: key.clone() });
+    }
+
+    /// Stop taking part in elections for `key` (a master resigns).
+    pub fn forget(&self, key: &ContentKey) {
+        let _ = self.events.send(Event::Forget { key: key.clone() });
+    }
+
+    /// The elections this agent takes part in.
+    pub fn status(&self) -> Vec<ElectionStatus> {
+        self.shared.status.lock().expect("status lock").clone()
+    }
+
+    /// Election datagrams dropped because they did not decode or authenticate.
+    pub fn dropped(&self) -> u64 {
+        self.shared
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The election socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address announced to peers.
+    pub fn advertised(&self) -> IpAddr {
+        self.advertised
+    }
+}
+
+/// Share of `verified` out of `total` bytes, in permille (1000 = all).
+pub fn share_permille(verified: u64, total: u64) -> u16 {
+    if total == 0 || verified >= total {
+        1000
+    } else {
+        ((verified as u128 * 1000) / total as u128) as u16
+    }
+}
