@@ -86,7 +86,11 @@ impl Agent {
         if let Err(e) = &origin {
             tracing::warn!(code = %e.code(), "origin unavailable: {e}; jobs that need it will fail");
         }
-        let (peers, peer_server, listeners) = start_subnet(&config, &cache, &shutdown)?;
+        let SubnetParts {
+            peers,
+            peer_server,
+            listeners,
+        } = start_subnet(&config, &cache, &shutdown)?;
         let jobs = JobManager::start(JobManagerOptions {
             cache: Arc::clone(&cache),
             origin,
@@ -133,6 +137,14 @@ impl Agent {
     }
 }
 
+/// What [`start_subnet`] started.
+#[derive(Default)]
+struct SubnetParts {
+    peers: Option<PeerSetup>,
+    peer_server: Option<PeerServer>,
+    listeners: Vec<String>,
+}
+
 /// Start the peer-copy server (unless preboot) and the election driver, when peer
 /// copy is enabled and the subnet is not inhibited. Returns the job side's setup and
 /// the listener descriptions.
@@ -140,18 +152,18 @@ fn start_subnet(
     config: &Config,
     cache: &Arc<Cache>,
     shutdown: &CancellationToken,
-) -> Result<(Option<PeerSetup>, Option<PeerServer>, Vec<String>), AgentError> {
+) -> Result<SubnetParts, AgentError> {
     let protocols = config.peer_protocols();
     if protocols.is_empty() {
         tracing::info!(
             "peer copy disabled (P2PEnabled has no protocol): every job downloads from the origin"
         );
-        return Ok((None, None, Vec::new()));
+        return Ok(SubnetParts::default());
     }
     let addr = advertised_address(config);
     if config.is_inhibited(addr) {
         tracing::info!(%addr, "subnet listed in NomadInhibitedSubnets: no election, every job downloads from the origin");
-        return Ok((None, None, Vec::new()));
+        return Ok(SubnetParts::default());
     }
     let p2p_key: [u8; 32] = rand::random();
     let mut listeners = Vec::new();
@@ -211,8 +223,8 @@ fn start_subnet(
     }
     let client = PeerClient::new(PeerClientOptions::default()).map_err(AgentError::Peer)?;
     let weight = config.election_weight();
-    Ok((
-        Some(PeerSetup {
+    Ok(SubnetParts {
+        peers: Some(PeerSetup {
             subnet,
             client: Arc::new(client),
             protocols,
@@ -221,7 +233,7 @@ fn start_subnet(
         }),
         peer_server,
         listeners,
-    ))
+    })
 }
 
 /// The address peers reach this agent at: `ListenAddress` when it names one, else
