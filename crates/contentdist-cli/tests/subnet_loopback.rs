@@ -1,0 +1,286 @@
+//! A subnet of real agents on 127.0.0.x: one master per content, peers copying
+//! from it while it downloads, failover when it dies, preboot and protocol rules.
+//! Every agent binds the same UDP port (with address/port reuse) and broadcasts to
+//! 127.255.255.255; each test picks its own free port, so tests run side by side.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::agent::AgentProc;
+use support::nginx::{Nginx, NginxOptions};
+use support::{
+    assert_trees_equal, contentdist_bin, random_file, wait_until, with_timeout, TestDir,
+};
+
+const MIB: u64 = 1024 * 1024;
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn publish(t: &TestDir, size: u64) -> u64 {
+    let src = t.subdir("src");
+    random_file(src.join("os/image.wim"), size, 7);
+    random_file(src.join("os/boot.cfg"), 3000, 8);
+    let out = Command::new(contentdist_bin())
+        .arg("publish")
+        .arg(&src)
+        .args(["--id", "OSD00001", "--version", "1", "--out"])
+        .arg(t.subdir("origin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    size + 3000
+}
+
+/// Agents sharing one election port, each on its own loopback address.
+struct Subnet {
+    agents: Vec<AgentProc>,
+}
+
+impl Subnet {
+    fn start(t: &TestDir, origin: &str, settings: &[&str]) -> Subnet {
+        let port = free_udp_port();
+        // 127.0.X.(i+1) with X from the port: addresses differ between tests too,
+        // which keeps their logs apart (ports already keep their traffic apart).
+        let agents = settings
+            .iter()
+            .enumerate()
+            .map(|(i, extra)| {
+                let extra = format!(
+                    "P2P_Port = {port}\nP2PHttpPort = 0\nListenAddress = \"127.0.{}.{}\"\n\
+                     ElectionAddress = \"127.255.255.255\"\n{extra}",
+                    port % 250,
+                    i + 1
+                );
+                AgentProc::start(&t.join(format!("agent{i}")), origin, &extra)
+            })
+            .collect();
+        Subnet { agents }
+    }
+
+    fn status(&self, i: usize) -> serde_json::Value {
+        let out = self.agents[i].cli(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Index of the agent that says it is master of the content.
+    fn master(&self) -> Option<usize> {
+        (0..self.agents.len()).find(|&i| {
+            let s = self.status(i);
+            s["elections"]
+                .as_array()
+                .is_some_and(|es| es.iter().any(|e| e["state"] == "master"))
+        })
+    }
+
+    fn submit_all(&self, t: &TestDir, which: impl Iterator<Item = usize>) {
+        for i in which {
+            let dest = t.join(format!("dest{i}")).display().to_string();
+            let out = self.agents[i].cli(&[
+                "get",
+                "OSD00001",
+                "--version",
+                "1",
+                "--no-wait",
+                "--dest",
+                &dest,
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    fn job(&self, i: usize) -> serde_json::Value {
+        self.agents[i].jobs().first().cloned().unwrap_or_default()
+    }
+
+    fn wait_done(&self, which: &[usize], timeout: Duration) {
+        let ok = wait_until(timeout, || {
+            which.iter().all(|&i| {
+                let j = self.job(i);
+                assert_ne!(
+                    j["state"],
+                    "failed",
+                    "agent {i} failed: {j}\n{}",
+                    self.agents[i].log()
+                );
+                j["state"] == "done"
+            })
+        });
+        let states: Vec<_> = which.iter().map(|&i| self.job(i)).collect();
+        assert!(ok, "not all done: {states:#?}");
+    }
+}
+
+fn content_bytes(nginx: &Nginx) -> u64 {
+    nginx
+        .access_log()
+        .iter()
+        .filter(|e| e.path.contains("/content/"))
+        .map(|e| e.bytes_sent)
+        .sum()
+}
+
+fn slow_origin(t: &TestDir, rate: u64) -> Nginx {
+    Nginx::start(NginxOptions {
+        root: t.join("origin"),
+        rate_limit_bytes_per_sec: Some(rate),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn eight_agents_one_master_every_block_crosses_the_wan_once() {
+    with_timeout(Duration::from_secs(180), || {
+        let t = TestDir::new();
+        let size = publish(&t, 16 * MIB);
+        let nginx = slow_origin(&t, 8 * MIB);
+        let net = Subnet::start(&t, &nginx.url(), &["P2PEnabled = 0x28"; 8]);
+        net.submit_all(&t, 0..8);
+        net.wait_done(&(0..8).collect::<Vec<_>>(), Duration::from_secs(120));
+        for i in 0..8 {
+            assert_trees_equal(t.join("src"), t.join(format!("dest{i}")));
+        }
+        let jobs: Vec<_> = (0..8).map(|i| net.job(i)).collect();
+        let from_origin: Vec<u64> = jobs
+            .iter()
+            .map(|j| j["bytes_from_origin"].as_u64().unwrap())
+            .collect();
+        let masters = from_origin.iter().filter(|&&b| b > 0).count();
+        assert_eq!(masters, 1, "exactly one agent downloads: {from_origin:?}");
+        for j in &jobs {
+            let o = j["bytes_from_origin"].as_u64().unwrap();
+            let p = j["bytes_from_peers"].as_u64().unwrap();
+            assert!(o == size && p == 0 || o == 0 && p == size, "{j}");
+        }
+        let wan = nginx.wait_access_log(2, Duration::from_secs(5));
+        assert!(!wan.is_empty());
+        let served = content_bytes(&nginx);
+        assert_eq!(
+            served, size,
+            "the origin served each byte once (manifests aside)"
+        );
+        assert!(net.master().is_some());
+    });
+}
+
+#[test]
+fn killing_the_master_half_way_costs_at_most_five_percent_more_wan() {
+    with_timeout(Duration::from_secs(240), || {
+        let t = TestDir::new();
+        let size = publish(&t, 24 * MIB);
+        let nginx = slow_origin(&t, 4 * MIB);
+        let mut net = Subnet::start(&t, &nginx.url(), &["P2PEnabled = 0x28"; 6]);
+        net.submit_all(&t, 0..6);
+        let mut master = None;
+        assert!(wait_until(Duration::from_secs(60), || {
+            master = net.master();
+            master.is_some_and(|m| net.job(m)["bytes_verified"].as_u64().unwrap_or(0) >= size / 2)
+        }));
+        let m = master.unwrap();
+        net.agents[m].kill9();
+        let rest: Vec<usize> = (0..6).filter(|&i| i != m).collect();
+        net.wait_done(&rest, Duration::from_secs(150));
+        for &i in &rest {
+            assert_trees_equal(t.join("src"), t.join(format!("dest{i}")));
+        }
+        let served = content_bytes(&nginx);
+        assert!(
+            served as f64 <= size as f64 * 1.05,
+            "origin served {served} for {size}: more than 5% extra"
+        );
+        let new_master = net.master().expect("a new master");
+        assert_ne!(new_master, m);
+    });
+}
+
+#[test]
+fn a_preboot_agent_never_becomes_master_and_copies_from_peers() {
+    with_timeout(Duration::from_secs(120), || {
+        let t = TestDir::new();
+        let size = publish(&t, 4 * MIB);
+        let nginx = slow_origin(&t, 8 * MIB);
+        // The preboot agent asks first, holds nothing, yet must not win.
+        let net = Subnet::start(
+            &t,
+            &nginx.url(),
+            &[
+                "P2PEnabled = 0x28\nPreboot = true",
+                "P2PEnabled = 0x28",
+                "P2PEnabled = 0x28",
+            ],
+        );
+        net.submit_all(&t, 0..1);
+        std::thread::sleep(Duration::from_millis(300));
+        net.submit_all(&t, 1..3);
+        net.wait_done(&[0, 1, 2], Duration::from_secs(90));
+        let pre = net.job(0);
+        assert_eq!(pre["bytes_from_origin"], 0, "{pre}");
+        assert_eq!(pre["bytes_from_peers"].as_u64().unwrap(), size, "{pre}");
+        assert_ne!(net.master(), Some(0));
+        // It serves nobody: no peer-copy listener at all.
+        let listeners = net.status(0)["listeners"].to_string();
+        assert!(!listeners.contains("http://"), "{listeners}");
+        assert_trees_equal(t.join("src"), t.join("dest0"));
+    });
+}
+
+#[test]
+fn a_protocol_mismatch_is_reported_by_name_and_code() {
+    with_timeout(Duration::from_secs(90), || {
+        let t = TestDir::new();
+        publish(&t, MIB);
+        let nginx = slow_origin(&t, 64 * MIB);
+        let net = Subnet::start(
+            &t,
+            &nginx.url(),
+            &["P2PEnabled = 0x20", "P2PEnabled = 0x40"],
+        );
+        net.submit_all(&t, 0..1);
+        net.wait_done(&[0], Duration::from_secs(30));
+        let r = net.agents[1].get("OSD00001", 1, &t.join("dest1"), &[]);
+        assert_eq!(r.code(), 0xCD0B, "{r:?}");
+        let msg = r.json["message"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains("HTTPS") && msg.contains("HTTP"), "{msg}");
+        assert!(r.stderr.contains("PROTOCOL_MISMATCH"), "{}", r.stderr);
+    });
+}
+
+#[test]
+fn status_shows_elections_and_listeners() {
+    with_timeout(Duration::from_secs(60), || {
+        let t = TestDir::new();
+        publish(&t, MIB);
+        let nginx = slow_origin(&t, 64 * MIB);
+        let net = Subnet::start(&t, &nginx.url(), &["P2PEnabled = 0x28"]);
+        net.submit_all(&t, 0..1);
+        net.wait_done(&[0], Duration::from_secs(30));
+        let s = net.status(0);
+        let e = &s["elections"][0];
+        assert_eq!(e["content"], "OSD00001/1", "{s}");
+        assert_eq!(e["state"], "master", "{s}");
+        let listeners = s["listeners"].to_string();
+        assert!(
+            listeners.contains("http://127.0.") && listeners.contains("udp://"),
+            "{listeners}"
+        );
+        let text = net.agents[0].cli(&["status"]);
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("OSD00001/1"), "{text}");
+    });
+}
