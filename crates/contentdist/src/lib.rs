@@ -13,6 +13,7 @@
 //! - [`job`]: jobs, their states and the job manager.
 //! - [`control`]: the control socket (HTTP/JSON over a Unix socket) and its client.
 //! - [`agent`]: `Agent::start(config)` wires it all together.
+//! - [`lab`]: a branch office simulated in one process: the rate-limited lab origin.
 
 pub mod agent;
 pub mod cache;
@@ -20,6 +21,7 @@ pub mod codes;
 pub mod config;
 pub mod control;
 pub mod job;
+pub mod lab;
 pub mod manifest;
 pub mod origin;
 pub mod peer;
