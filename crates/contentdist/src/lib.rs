@@ -15,6 +15,7 @@
 //! - [`control`]: the control socket (HTTP/JSON over a Unix socket) and its client.
 //! - [`subnet`]: the election driver (UDP) and each content's role for the jobs.
 //! - [`agent`]: `Agent::start(config)` wires it all together.
+//! - [`lab`]: a branch office simulated in one process: the rate-limited lab origin.
 
 pub mod agent;
 pub mod cache;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod election;
 pub mod job;
+pub mod lab;
 pub mod manifest;
 pub mod origin;
 pub mod peer;
