@@ -10,6 +10,7 @@ mod explain;
 mod format;
 mod get;
 mod jobs;
+mod lab;
 mod progress;
 mod publish;
 mod settings;
@@ -52,6 +53,8 @@ enum Command {
     /// List or clean the agent's content cache
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Simulate a branch office on loopback: an origin behind a slow WAN, N agents
+    Lab(lab::LabArgs),
 }
 
 #[tokio::main]
@@ -71,6 +74,7 @@ async fn main() -> ExitCode {
         Command::Jobs(args) => (jobs::run(args, settings).await, true),
         Command::Status(args) => (status::run(args, settings).await, true),
         Command::Cache(command) => (cache::run(command, settings).await, true),
+        Command::Lab(args) => (lab::run_lab(args).await, false),
     };
     result
         .unwrap_or_else(|e| exit::report_error(&e, control))

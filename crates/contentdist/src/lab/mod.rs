@@ -3,7 +3,10 @@
 //! Layout:
 //! - [`origin`]: [`origin::LabOrigin`], an in-process origin web server whose total
 //!   egress is capped by one shared token bucket, like a thin WAN link.
+//! - [`office`]: [`office::run`], N agents on 127.0.0.x fetching generated content
+//!   through it, and the report `contentdist lab` prints.
 
+pub mod office;
 pub mod origin;
 
 use std::net::SocketAddr;
