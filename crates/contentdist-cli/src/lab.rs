@@ -30,6 +30,11 @@ pub struct LabArgs {
     #[arg(long, value_name = "DIR")]
     work_dir: Option<std::path::PathBuf>,
 
+    /// First run the same office with peer copy off (every agent downloads directly
+    /// through the same WAN link), then with it on, and compare
+    #[arg(long)]
+    baseline: bool,
+
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
@@ -100,21 +105,52 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<Exit> {
         ..LabOptions::default()
     };
     let json = args.json;
-    let report = run(opts, |line| {
+    let say = |line: &str| {
         if !json {
             eprintln!("{line}");
         }
-    })
-    .await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    };
+    let baseline = if args.baseline {
+        let direct = LabOptions {
+            peer_copy: false,
+            kill_master_at: None,
+            ..opts.clone()
+        };
+        let b = run(direct, say).await?;
+        if !json {
+            print!("baseline, peer copy off:\n{}\n", render(&b));
+        }
+        Some(b)
     } else {
+        None
+    };
+    let report = run(opts, say).await?;
+    if json {
+        let v = serde_json::json!({ "lab": report, "baseline": baseline });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        if baseline.is_some() {
+            println!("peer copy on:");
+        }
         print!("{}", render(&report));
+        if let Some(b) = &baseline {
+            println!(
+                "\nagainst the baseline in this run: time {:.1} s vs {:.1} s ({:.2}x faster), WAN {} vs {} ({:.2}x less)",
+                report.seconds,
+                b.seconds,
+                b.seconds / report.seconds,
+                format::bytes(report.wan_bytes),
+                format::bytes(b.wan_bytes),
+                b.wan_bytes as f64 / report.wan_bytes as f64
+            );
+        }
     }
-    let all_good = report
-        .agents
-        .iter()
-        .all(|a| a.identical || a.role.contains("killed"));
+    let good = |r: &LabReport| {
+        r.agents
+            .iter()
+            .all(|a| a.identical || a.role.contains("killed"))
+    };
+    let all_good = good(&report) && baseline.as_ref().is_none_or(good);
     Ok(if all_good {
         Exit::Success
     } else {

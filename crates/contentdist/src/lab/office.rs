@@ -32,6 +32,9 @@ pub struct LabOptions {
     pub work_dir: Option<PathBuf>,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Peer copy on (the product); off gives the baseline: every agent downloads
+    /// directly from the origin through the same WAN link.
+    pub peer_copy: bool,
 }
 
 impl Default for LabOptions {
@@ -45,6 +48,7 @@ impl Default for LabOptions {
             kill_master_at: None,
             work_dir: None,
             timeout: Duration::from_secs(600),
+            peer_copy: true,
         }
     }
 }
@@ -163,13 +167,24 @@ fn free_udp_port() -> Result<u16, LabRunError> {
 }
 
 /// The settings of lab agent `i`.
-fn agent_config(work: &Path, i: usize, origin: &str, election_port: u16) -> Config {
+fn agent_config(
+    work: &Path,
+    i: usize,
+    origin: &str,
+    election_port: u16,
+    peer_copy: bool,
+) -> Config {
     let dir = work.join(format!("agent{i:02}"));
+    let p2p = if peer_copy {
+        P2PEnabled::HTTP | P2PEnabled::NET_LITERAL_NAMES
+    } else {
+        0
+    };
     Config {
         cache_dir: dir.join("cache"),
         control_socket: dir.join("control.sock"),
         origin_url: Some(origin.to_string()),
-        p2p_enabled: P2PEnabled(P2PEnabled::HTTP | P2PEnabled::NET_LITERAL_NAMES),
+        p2p_enabled: P2PEnabled(p2p),
         p2p_http_port: 0,
         p2p_port: election_port,
         listen_address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + i as u8)),
@@ -226,7 +241,7 @@ pub async fn run(
     let mut agents: Vec<Option<AgentHandle>> = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..opts.agents {
-        let config = agent_config(&work, i, &origin.url(), port);
+        let config = agent_config(&work, i, &origin.url(), port, opts.peer_copy);
         let addr = config.listen_address;
         let a = Agent::start(config)
             .await
@@ -235,9 +250,14 @@ pub async fn run(
         addrs.push(addr);
     }
     progress(&format!(
-        "{} agents on 127.0.0.10-{}, origin {} behind a {:.0} Mbit/s WAN, content {:.1} MiB",
+        "{} agents on 127.0.0.10-{}{}, origin {} behind a {:.0} Mbit/s WAN, content {:.1} MiB",
         opts.agents,
         9 + opts.agents,
+        if opts.peer_copy {
+            ""
+        } else {
+            " (baseline: peer copy off, each downloads directly)"
+        },
         origin.url(),
         opts.wan_rate as f64 * 8.0 / 1e6,
         content_bytes as f64 / 1048576.0
@@ -335,6 +355,7 @@ pub async fn run(
                 .iter()
                 .all(|f| same_file(&src.join(f), &dest.join(f)));
         let role = match (Some(i) == killed, j.bytes_from_origin > 0) {
+            _ if !opts.peer_copy => "direct".to_string(),
             (true, _) => "master (killed)".to_string(),
             (false, true) if killed.is_some() => "new master".to_string(),
             (false, true) => "master".to_string(),
