@@ -284,3 +284,31 @@ fn status_shows_elections_and_listeners() {
         assert!(text.contains("OSD00001/1"), "{text}");
     });
 }
+
+#[test]
+fn agents_without_the_site_key_are_ignored() {
+    with_timeout(Duration::from_secs(90), || {
+        let t = TestDir::new();
+        let size = publish(&t, 2 * MIB);
+        let nginx = slow_origin(&t, 32 * MIB);
+        let net = Subnet::start(
+            &t,
+            &nginx.url(),
+            &[
+                "P2PEnabled = 0x28\nSiteKey = \"branch-office-key-0001\"",
+                "P2PEnabled = 0x28\nSiteKey = \"another-site-key-9999\"",
+            ],
+        );
+        net.submit_all(&t, 0..1);
+        net.wait_done(&[0], Duration::from_secs(30));
+        net.submit_all(&t, 1..2);
+        net.wait_done(&[1], Duration::from_secs(60));
+        // B could not authenticate A's messages: it elected itself and went to the origin.
+        assert_eq!(net.job(1)["bytes_from_origin"].as_u64().unwrap(), size);
+        assert_eq!(net.job(1)["bytes_from_peers"], 0);
+        let dropped = net.status(1)["election_datagrams_dropped"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(dropped > 0, "{}", net.status(1));
+    });
+}

@@ -1,0 +1,96 @@
+//! `contentdist lab`, the README's main job, end to end.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{contentdist_bin, with_timeout};
+
+fn lab(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(contentdist_bin())
+        .arg("lab")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lab failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_lab_crosses_the_wan_once_and_beats_its_baseline() {
+    with_timeout(Duration::from_secs(180), || {
+        let v = lab(&[
+            "--agents",
+            "4",
+            "--size",
+            "8M",
+            "--wan-rate",
+            "100Mbit",
+            "--baseline",
+        ]);
+        let r = &v["lab"];
+        let b = &v["baseline"];
+        let agents = r["agents"].as_array().unwrap();
+        assert_eq!(agents.len(), 4);
+        assert!(agents.iter().all(|a| a["identical"] == true), "{r}");
+        let masters = agents.iter().filter(|a| a["role"] == "master").count();
+        assert_eq!(masters, 1, "{r}");
+        let content = r["content_bytes"].as_u64().unwrap();
+        let wan = r["wan_bytes"].as_u64().unwrap();
+        // The content once, plus one manifest per agent.
+        assert!(wan < content + content / 20, "wan {wan} content {content}");
+        let direct = b["wan_bytes"].as_u64().unwrap();
+        assert!(direct >= 4 * content, "baseline {direct}");
+        assert!(r["seconds"].as_f64().unwrap() < b["seconds"].as_f64().unwrap());
+    });
+}
+
+#[test]
+fn the_lab_survives_killing_its_master_half_way() {
+    with_timeout(Duration::from_secs(180), || {
+        let v = lab(&[
+            "--agents",
+            "5",
+            "--size",
+            "16M",
+            "--wan-rate",
+            "50Mbit",
+            "--kill-master-at",
+            "50%",
+        ]);
+        let r = &v["lab"];
+        let agents = r["agents"].as_array().unwrap();
+        let killed = agents
+            .iter()
+            .filter(|a| a["role"] == "master (killed)")
+            .count();
+        assert_eq!(killed, 1, "{r}");
+        assert!(agents.iter().any(|a| a["role"] == "new master"), "{r}");
+        for a in agents.iter().filter(|a| a["role"] != "master (killed)") {
+            assert_eq!(a["identical"], true, "{a}");
+        }
+        let content = r["content_bytes"].as_u64().unwrap() as f64;
+        let wan = r["wan_bytes"].as_u64().unwrap() as f64;
+        assert!(
+            wan <= content * 1.05,
+            "losing the master cost {wan} for {content}"
+        );
+    });
+}
+
+#[test]
+fn the_lab_refuses_bad_arguments_with_a_clear_message() {
+    let out = Command::new(contentdist_bin())
+        .args(["lab", "--kill-master-at", "150%"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("below 100%"));
+}
