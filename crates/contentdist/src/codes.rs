@@ -53,7 +53,7 @@ impl Code {
     pub const MANIFEST_MISMATCH: Code = Code(0xCD02);
     /// contentdist: the origin answered with a server error (5xx) on every retry.
     pub const ORIGIN_SERVER_ERROR: Code = Code(0xCD03);
-    /// contentdist: the origin refused the request (401/403 or another 4xx).
+    /// contentdist: the origin or the master refused the request (401/403 or another 4xx).
     pub const ORIGIN_REFUSED: Code = Code(0xCD04);
     /// contentdist: the settings file is invalid.
     pub const CONFIG_INVALID: Code = Code(0xCD05);
@@ -207,8 +207,8 @@ pub static CATALOGUE: &[CodeInfo] = &[
     ),
     entry!(
         ORIGIN_REFUSED,
-        "The origin refused the request (HTTP 401, 403 or another client error).",
-        "Check the origin's access rules for this agent."
+        "The origin, or the master during peer copy, refused the request (HTTP 401, 403 or another client error).",
+        "For the origin: check its access rules for this agent. For a master: its log names the reason (credentials, AuthenticatedUsers)."
     ),
     entry!(
         CONFIG_INVALID,
