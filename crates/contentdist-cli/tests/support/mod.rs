@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod faulty_origin;
 mod faulty_origin_http;
+pub mod netns;
 pub mod nginx;
 pub mod pki;
 mod procs;
