@@ -6,12 +6,21 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use support::netns::{self, list_namespaces, NetLab, NetLabOptions};
 use support::{random_file, wait_until, with_timeout, TestDir};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Taken for writing by the test that plants a stale namespace: any other test's
+/// `NetLab::create` would remove it (as it should) before that test could look.
+static PLANTING: RwLock<()> = RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    PLANTING.read().unwrap_or_else(|e| e.into_inner())
+}
 
 fn ok(out: Output, what: &str) -> String {
     assert!(
@@ -50,6 +59,7 @@ fn hosts_reach_each_other_and_the_origin() {
         return;
     }
     with_timeout(TIMEOUT, || {
+        let _shared = shared();
         let lab = NetLab::create(NetLabOptions {
             hosts: 3,
             wan_rate_kbit: None,
@@ -113,6 +123,7 @@ fn a_broadcast_from_one_host_reaches_the_others() {
         return;
     }
     with_timeout(TIMEOUT, || {
+        let _shared = shared();
         let lab = NetLab::create(NetLabOptions {
             hosts: 3,
             wan_rate_kbit: None,
@@ -153,6 +164,7 @@ fn origin_downloads_are_shaped_but_lan_copies_are_not() {
         return;
     }
     with_timeout(TIMEOUT, || {
+        let _shared = shared();
         const SIZE: u64 = 4 << 20;
         let lab = NetLab::create(NetLabOptions {
             hosts: 2,
@@ -220,6 +232,7 @@ fn dropping_the_lab_kills_its_processes_and_deletes_its_namespaces() {
         return;
     }
     with_timeout(TIMEOUT, || {
+        let _shared = shared();
         let lab = NetLab::create(NetLabOptions {
             hosts: 2,
             wan_rate_kbit: Some(8000),
@@ -273,6 +286,7 @@ fn namespaces_left_by_a_dead_test_process_are_removed_at_create() {
         return;
     }
     with_timeout(TIMEOUT, || {
+        let _planting = PLANTING.write().unwrap_or_else(|e| e.into_inner());
         // No process can have a pid above pid_max: this one is surely dead.
         let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
             .unwrap()
