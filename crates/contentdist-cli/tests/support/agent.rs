@@ -12,6 +12,8 @@ pub struct AgentProc {
     dir: PathBuf,
     config: PathBuf,
     child: Option<Child>,
+    /// The network namespace the agent runs in, if any.
+    netns: Option<String>,
 }
 
 /// The result of `contentdist get ... --json`.
@@ -44,6 +46,13 @@ impl AgentProc {
     /// Write `dir/contentdist.toml` (cache and socket under `dir`, `origin` as
     /// OriginUrl, short timeouts, then `extra` lines) and start the agent.
     pub fn start(dir: &Path, origin: &str, extra: &str) -> AgentProc {
+        Self::start_in(None, dir, origin, extra)
+    }
+
+    /// Like [`start`](Self::start), inside network namespace `netns` (`ip netns
+    /// exec`, which execs the agent: its pid is the agent's, so `kill9` is real).
+    /// The CLI still reaches it from here: the control socket is a file.
+    pub fn start_in(netns: Option<&str>, dir: &Path, origin: &str, extra: &str) -> AgentProc {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("contentdist.toml");
         let toml = format!(
@@ -58,6 +67,7 @@ impl AgentProc {
             dir: dir.to_path_buf(),
             config,
             child: None,
+            netns: netns.map(str::to_string),
         };
         a.launch();
         a
@@ -69,7 +79,14 @@ impl AgentProc {
             .append(true)
             .open(self.dir.join("agent.log"))
             .unwrap();
-        let mut cmd = Command::new(contentdist_bin());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(contentdist_bin());
+                c
+            }
+            None => Command::new(contentdist_bin()),
+        };
         cmd.arg("agent")
             .arg("--config")
             .arg(&self.config)
