@@ -312,3 +312,49 @@ fn agents_without_the_site_key_are_ignored() {
         assert!(dropped > 0, "{}", net.status(1));
     });
 }
+
+#[test]
+fn machine_accounts_are_accepted_with_authenticated_users_1_and_refused_with_2() {
+    with_timeout(Duration::from_secs(120), || {
+        let t = TestDir::new();
+        let size = publish(&t, 2 * MIB);
+        let nginx = slow_origin(&t, 32 * MIB);
+        let key = "MachineKey = \"site machine secret 0042\"";
+        let machine = format!("P2PEnabled = 0x28\nSpecialNetShare = 0x20F0\n{key}");
+        let net = Subnet::start(
+            &t,
+            &nginx.url(),
+            &[
+                &format!("P2PEnabled = 0x28\nAuthenticatedUsers = 1\n{key}"),
+                &machine,
+            ],
+        );
+        net.submit_all(&t, 0..1);
+        net.wait_done(&[0], Duration::from_secs(30));
+        net.submit_all(&t, 1..2);
+        net.wait_done(&[1], Duration::from_secs(60));
+        assert_eq!(net.job(1)["bytes_from_peers"].as_u64().unwrap(), size);
+
+        // A master that takes the P2P account only refuses the machine account.
+        let t2 = TestDir::new();
+        publish(&t2, MIB);
+        let nginx2 = slow_origin(&t2, 32 * MIB);
+        let net2 = Subnet::start(
+            &t2,
+            &nginx2.url(),
+            &[
+                &format!("P2PEnabled = 0x28\nAuthenticatedUsers = 2\n{key}"),
+                &machine,
+            ],
+        );
+        net2.submit_all(&t2, 0..1);
+        net2.wait_done(&[0], Duration::from_secs(30));
+        let r = net2.agents[1].get("OSD00001", 1, &t2.join("dest1"), &[]);
+        assert_eq!(r.code(), 0xCD04, "{r:?}");
+        assert!(
+            net2.agents[0].log().contains("403") || net2.agents[0].log().contains("refus"),
+            "{}",
+            net2.agents[0].log()
+        );
+    });
+}

@@ -176,7 +176,7 @@ fn start_subnet(
             auth: Arc::new(PeerAuth {
                 p2p_key,
                 authenticated_users: config.effective_authenticated_users(),
-                machine_key: None,
+                machine_key: config.machine_key.as_ref().map(|k| k.as_bytes().to_vec()),
             }),
             shutdown: shutdown.clone(),
         })
@@ -221,7 +221,23 @@ fn start_subnet(
             }
         }
     }
-    let client = PeerClient::new(PeerClientOptions::default()).map_err(AgentError::Peer)?;
+    // SpecialNetShare 0x80: prove to masters that this is one of the site's
+    // machines, instead of using their P2P account (the settings ensure a key).
+    let credentials = match (
+        &config.machine_key,
+        config.special_net_share.machine_account(),
+    ) {
+        (Some(key), true) => Some(crate::peer::machine_credentials(
+            key.as_bytes(),
+            &hostname(),
+        )),
+        _ => None,
+    };
+    let client = PeerClient::new(PeerClientOptions {
+        credentials,
+        ..PeerClientOptions::default()
+    })
+    .map_err(AgentError::Peer)?;
     let weight = config.election_weight();
     Ok(SubnetParts {
         peers: Some(PeerSetup {
@@ -234,6 +250,13 @@ fn start_subnet(
         peer_server,
         listeners,
     })
+}
+
+/// This host's name (the machine account is `NAME$`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// The address peers reach this agent at: `ListenAddress` when it names one, else

@@ -76,6 +76,7 @@ pub const KEYS: &[&str] = &[
     "Preboot",
     "MachineType",
     "SiteKey",
+    "MachineKey",
     "LogLevel",
     "Platform",
 ];
@@ -157,6 +158,9 @@ pub struct Config {
     pub machine_type: MachineType,
     /// `SiteKey`: secret authenticating election messages; `None` = not set.
     pub site_key: Option<SiteKey>,
+    /// `MachineKey`: the site's machine-account secret (the analogue of a domain:
+    /// every machine holding it can prove it is one of the site's); `None` = not set.
+    pub machine_key: Option<SiteKey>,
     /// `LogLevel`: the most detailed level logged (info).
     pub log_level: LogLevel,
 }
@@ -203,6 +207,7 @@ impl Default for Config {
             preboot: false,
             machine_type: MachineType::Default,
             site_key: None,
+            machine_key: None,
             log_level: LogLevel::Info,
         }
     }

@@ -187,6 +187,13 @@ impl Reader<'_> {
                     _ => Some(SiteKey::new(text).map_err(|m| self.invalid(key, m))?),
                 };
             }
+            "MachineKey" => {
+                let text = self.string(key, v)?;
+                c.machine_key = match text {
+                    "" => None,
+                    _ => Some(SiteKey::new(text).map_err(|m| self.invalid(key, m))?),
+                };
+            }
             "LogLevel" => {
                 c.log_level = self
                     .string(key, v)?
@@ -229,6 +236,15 @@ impl Reader<'_> {
                     c.p2p_enabled.0,
                     c.p2p_enabled.describe()
                 ),
+            });
+        }
+        if c.special_net_share.machine_account() && c.machine_key.is_none() {
+            return Err(ConfigError::Conflict {
+                file: self.file.to_path_buf(),
+                key: "SpecialNetShare".into(),
+                other: "MachineKey".into(),
+                message: "0x80 (authenticate with the machine account) needs the site's MachineKey"
+                    .into(),
             });
         }
         let both = c.p2p_enabled.has_http() && c.p2p_enabled.has_https();

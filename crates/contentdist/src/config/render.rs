@@ -224,6 +224,14 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
                 "election messages are authenticated".into(),
             ),
         },
+        "MachineKey" => match (&c.machine_key, mode) {
+            (None, _) => (quote(""), "not set: no machine accounts".into()),
+            (Some(k), Mode::Toml) => (quote(k.as_str()), "machine accounts can be checked".into()),
+            (Some(k), Mode::Describe) => (
+                format!("(hidden, {} characters)", k.as_str().chars().count()),
+                "machine accounts can be checked".into(),
+            ),
+        },
         "LogLevel" => (
             quote(c.log_level.as_str()),
             "most detailed level logged".into(),
@@ -419,6 +427,7 @@ mod tests {
             Preboot = true
             MachineType = "wireless"
             SiteKey = "0123456789abcdef\\x"
+            MachineKey = "machine secret of the site"
             LogLevel = "trace"
             [Platform]
             thumbprint = "a94a8f7b2c0d1e3f4a5b6c7d8e9fa0b1c2d3e4f5"

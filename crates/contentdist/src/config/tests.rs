@@ -499,3 +499,23 @@ fn log_level_is_one_of_five() {
     let msg = message_for("LogLevel", "LogLevel = \"loud\"");
     assert!(msg.contains("error, warn, info, debug, trace"), "{msg}");
 }
+
+#[test]
+fn machine_account_needs_the_machine_key() {
+    let err =
+        Config::from_toml_str("SpecialNetShare = 0x20F0\n", Path::new("/etc/x.toml")).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("SpecialNetShare") && text.contains("MachineKey"),
+        "{text}"
+    );
+    let c = load("SpecialNetShare = 0x20F0\nMachineKey = \"site machine secret 42\"");
+    assert!(c.special_net_share.machine_account());
+    assert_eq!(
+        c.machine_key.as_ref().map(SiteKey::as_str),
+        Some("site machine secret 42")
+    );
+    assert!(c
+        .describe()
+        .contains("MachineKey = (hidden, 22 characters)"));
+}
