@@ -387,6 +387,10 @@ async fn shutdown_ends_serve_despite_an_idle_connection_and_removes_the_socket()
     within(served.stop()).await;
     assert!(!path.exists());
     let mut rest = Vec::new();
-    let read = within(idle.read_to_end(&mut rest)).await.unwrap();
-    assert_eq!(read, 0, "the idle connection was closed without an answer");
+    // Closed without an answer: EOF if the server had accepted it, a reset if it was
+    // still in the listen queue when the listener closed. Both are right.
+    match within(idle.read_to_end(&mut rest)).await {
+        Ok(read) => assert_eq!(read, 0, "the idle connection got an answer: {rest:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
 }

@@ -239,7 +239,9 @@ async fn a_block_changed_on_disk_is_never_sent() {
         drop(f);
         let url = format!("{FILES}/a.bin");
         let r = get(m.addr(), &url, &[]).await;
-        assert_eq!(r.status, 200, "headers go before the block is read");
+        // Blocks 0 and 1 are read in one batch: the response is aborted either after
+        // its head (200, a short body) or before it (nothing at all).
+        assert!(r.status == 200 || r.status == 0, "status {}", r.status);
         assert!(
             r.body.len() <= BS,
             "only block 0 may be sent, got {} bytes",
