@@ -290,6 +290,35 @@ impl ContentEntry {
         self.have.lock().expect("have lock").get(index)
     }
 
+    /// Runs of consecutive blocks of one file that this entry lacks and `wanted`
+    /// accepts, in file order: each becomes one Range request, whoever serves it.
+    pub fn missing_runs(&self, wanted: impl Fn(usize) -> bool) -> Vec<BlockRun> {
+        let m = &self.manifest;
+        let have = self.have.lock().expect("have lock");
+        let mut runs = Vec::new();
+        for file in 0..m.files.len() {
+            let mut current: Option<BlockRun> = None;
+            for i in m.file_blocks(file) {
+                if !have.get(i) && wanted(i) {
+                    match &mut current {
+                        Some(r) => r.last = i,
+                        None => {
+                            current = Some(BlockRun {
+                                file,
+                                first: i,
+                                last: i,
+                            })
+                        }
+                    }
+                } else {
+                    runs.extend(current.take());
+                }
+            }
+            runs.extend(current);
+        }
+        runs
+    }
+
     /// The verified blocks, as a bitmap (bit i of byte i/8).
     pub fn have_bitmap(&self) -> Vec<u8> {
         self.have.lock().expect("have lock").bits.clone()
@@ -504,6 +533,17 @@ impl ContentEntry {
     pub fn in_use(&self) -> bool {
         self.users.load(Ordering::SeqCst) > 0
     }
+}
+
+/// Consecutive blocks of one file: `first..=last` (global indices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockRun {
+    /// The file (index into the manifest's files).
+    pub file: usize,
+    /// First block.
+    pub first: usize,
+    /// Last block (inclusive).
+    pub last: usize,
 }
 
 /// Holds an entry in use; dropping it releases it.

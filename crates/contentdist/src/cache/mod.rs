@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 pub use clean::CleanPolicy;
 pub use deliver::{deliver, DeliveryError, DeliveryReport};
-pub use entry::{now_unix, ContentEntry, EntryLease, EntryMeta};
+pub use entry::{now_unix, BlockRun, ContentEntry, EntryLease, EntryMeta};
 
 use crate::codes::Code;
 use crate::job::CacheEntryInfo;

@@ -17,41 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::writer::BlockWriter;
 use super::{check_status, OriginClient, OriginError};
-use crate::cache::ContentEntry;
-
-/// Consecutive missing blocks of one file: `first..=last` (global indices).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Run {
-    file: usize,
-    first: usize,
-    last: usize,
-}
-
-fn missing_runs(entry: &ContentEntry) -> Vec<Run> {
-    let m = entry.manifest();
-    let mut runs = Vec::new();
-    for file in 0..m.files.len() {
-        let mut current: Option<Run> = None;
-        for i in m.file_blocks(file) {
-            if entry.has_block(i) {
-                runs.extend(current.take());
-            } else {
-                match &mut current {
-                    Some(r) => r.last = i,
-                    None => {
-                        current = Some(Run {
-                            file,
-                            first: i,
-                            last: i,
-                        })
-                    }
-                }
-            }
-        }
-        runs.extend(current);
-    }
-    runs
-}
+use crate::cache::{BlockRun, ContentEntry};
 
 /// What one job wants told while it downloads.
 pub struct DownloadCounters<'a> {
@@ -70,7 +36,7 @@ impl OriginClient {
         let mut failures = 0u32;
         let mut bad: HashMap<usize, u32> = HashMap::new();
         loop {
-            let runs = missing_runs(entry);
+            let runs = entry.missing_runs(|_| true);
             if runs.is_empty() {
                 entry.flush()?;
                 return Ok(());
@@ -126,7 +92,7 @@ impl OriginClient {
     async fn fetch_run(
         &self,
         entry: &Arc<ContentEntry>,
-        run: Run,
+        run: BlockRun,
         counters: &DownloadCounters<'_>,
         bad: &mut HashMap<usize, u32>,
     ) -> Result<(), OriginError> {
@@ -149,7 +115,7 @@ impl OriginClient {
     async fn receive_run(
         &self,
         entry: &ContentEntry,
-        run: Run,
+        run: BlockRun,
         counters: &DownloadCounters<'_>,
         writer: &BlockWriter,
     ) -> Result<(), OriginError> {

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::client::{check_status, classify, ContentUrls, MasterTarget, PeerClient};
 use super::{HaveDoc, PeerError};
-use crate::cache::ContentEntry;
+use crate::cache::{BlockRun, ContentEntry};
 use crate::codes::Code;
 use crate::config::Protocols;
 
@@ -30,41 +30,6 @@ const MAX_BAD: u32 = 3;
 pub enum CopyOutcome {
     /// Every block is verified in the local cache.
     Complete,
-}
-
-/// Consecutive wanted blocks of one file: `first..=last` (global indices).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Run {
-    file: usize,
-    first: usize,
-    last: usize,
-}
-
-/// Runs of blocks the master holds (`bitmap`) and `entry` lacks.
-fn wanted_runs(entry: &ContentEntry, bitmap: &[u8]) -> Vec<Run> {
-    let m = entry.manifest();
-    let mut runs = Vec::new();
-    for file in 0..m.files.len() {
-        let mut current: Option<Run> = None;
-        for i in m.file_blocks(file) {
-            if HaveDoc::bit(bitmap, i) && !entry.has_block(i) {
-                match &mut current {
-                    Some(r) => r.last = i,
-                    None => {
-                        current = Some(Run {
-                            file,
-                            first: i,
-                            last: i,
-                        })
-                    }
-                }
-            } else {
-                runs.extend(current.take());
-            }
-        }
-        runs.extend(current);
-    }
-    runs
 }
 
 /// How fetching one run went, short of an error that ends the copy.
@@ -122,7 +87,7 @@ impl PeerClient {
                     m.block_count()
                 )));
             }
-            let runs = wanted_runs(entry, &bitmap);
+            let runs = entry.missing_runs(|i| HaveDoc::bit(&bitmap, i));
             // Nothing new on the master: next time, wait until it verifies more.
             after = Some(doc.verified);
             let mut error = None;
@@ -172,7 +137,7 @@ impl PeerClient {
         &self,
         urls: &ContentUrls,
         entry: &ContentEntry,
-        run: Run,
+        run: BlockRun,
         from_peers: &AtomicU64,
         bad: &mut HashMap<usize, u32>,
     ) -> Result<RunResult, PeerError> {
