@@ -57,6 +57,8 @@ cat > "$W/agent.toml" <<TOML
 CacheDir = "$W/cache"
 ControlSocket = "$W/control.sock"
 OriginUrl = "$URL"
+# One agent: no peer copy, so no election broadcasts leave this host.
+P2PEnabled = 0
 LogLevel = "warn"
 TOML
 start_agent() {

@@ -48,6 +48,8 @@ cat > "$W/contentdist.toml" <<TOML
 CacheDir = "$W/cache"
 ControlSocket = "$W/control.sock"
 OriginUrl = "http://127.0.0.1:$PORT"
+# One agent: no peer copy, so no election broadcasts leave this host.
+P2PEnabled = 0
 # A 400 Mbit/s WAN link, of which the agent may use 80% (MaxWorkRate default).
 WanRateKbps = 400000
 TOML

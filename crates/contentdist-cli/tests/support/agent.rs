@@ -55,10 +55,20 @@ impl AgentProc {
     pub fn start_in(netns: Option<&str>, dir: &Path, origin: &str, extra: &str) -> AgentProc {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("contentdist.toml");
+        // Never the product's defaults for elections here (SMB on, broadcast to
+        // 255.255.255.255): tests send nothing beyond loopback and their own
+        // namespaces. A test that wants peer copy says so in `extra`.
+        let mut safe = String::new();
+        if !extra.contains("P2PEnabled") {
+            safe.push_str("P2PEnabled = 0\n");
+        }
+        if !extra.contains("ElectionAddress") {
+            safe.push_str("ElectionAddress = \"127.255.255.255\"\n");
+        }
         let toml = format!(
             "CacheDir = \"{cache}\"\nControlSocket = \"{sock}\"\nOriginUrl = \"{origin}\"\n\
              OriginStallTimeoutSecs = 2\nOriginRetries = 3\nOriginConnectTimeoutSecs = 2\n\
-             LogLevel = \"debug\"\n{extra}\n",
+             LogLevel = \"debug\"\n{safe}{extra}\n",
             cache = dir.join("cache").display(),
             sock = dir.join("control.sock").display(),
         );
