@@ -43,6 +43,11 @@ pub struct PeerSetup {
 /// the master's peer-copy server is off or on another port).
 const COPY_ATTEMPTS: u32 = 3;
 
+/// How long a master keeps announcing a content after it holds all of it: peers
+/// still copying need it; after that it resigns and stays a plain holder (it still
+/// answers elections, so a late peer elects it again at once).
+const MASTER_LINGER: Duration = Duration::from_secs(600);
+
 /// After a failed copy, how long to wait for the election to notice a dead master
 /// (its heartbeats stop: `master_timeout`, 3.5 s) before counting the failure.
 const MASTER_GRACE: Duration = Duration::from_secs(5);
@@ -157,6 +162,19 @@ pub(super) async fn fill(
         .fetch_add(copied, Ordering::Relaxed);
     if result.is_ok() {
         peers.subnet.complete(&key);
+        if *role.borrow() == Role::Master {
+            let subnet = peers.subnet.clone();
+            let agent_stop = inner.opts.shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(MASTER_LINGER) => {
+                        subnet.forget(&key);
+                        subnet.complete(&key);
+                    }
+                    _ = agent_stop.cancelled() => {}
+                }
+            });
+        }
     }
     result
 }
