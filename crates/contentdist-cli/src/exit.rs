@@ -66,15 +66,37 @@ impl From<Exit> for ExitCode {
 /// Print a command's error, with the catalogue's fix line when the error carries a
 /// code, and return the exit status.
 pub fn report_error(error: &anyhow::Error, control: bool) -> Exit {
-    eprintln!("error: {}", chain_text(error));
-    let code = error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<ClientError>())
-        .map(ClientError::code);
-    if let Some(info) = code.and_then(Code::info) {
+    match error_code(error) {
+        Some(code) => eprintln!("error: {code} {}: {}", code.name(), chain_text(error)),
+        None => eprintln!("error: {}", chain_text(error)),
+    }
+    if let Some(info) = error_code(error).and_then(Code::info) {
         eprintln!("fix: {}", info.fix);
     }
     Exit::for_error(control)
+}
+
+/// The catalogue code of the first library error in the chain, so every failure
+/// prints its number as job failures do.
+fn error_code(error: &anyhow::Error) -> Option<Code> {
+    error.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<ClientError>() {
+            return Some(e.code());
+        }
+        if let Some(e) = cause.downcast_ref::<contentdist::config::ConfigError>() {
+            return Some(e.code());
+        }
+        if let Some(e) = cause.downcast_ref::<contentdist::publish::PublishError>() {
+            return Some(e.code());
+        }
+        if let Some(e) = cause.downcast_ref::<contentdist::agent::AgentError>() {
+            return Some(e.code());
+        }
+        if let Some(e) = cause.downcast_ref::<contentdist::lab::office::LabRunError>() {
+            return Some(e.code());
+        }
+        None
+    })
 }
 
 /// The error and its causes joined by `: `, leaving out a cause whose text the

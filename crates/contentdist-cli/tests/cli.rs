@@ -1,0 +1,171 @@
+//! The commands that need no agent, through the real binary: what an administrator
+//! sees for good and bad settings, codes and publishing.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{contentdist_bin, TestDir};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(contentdist_bin())
+        .args(args)
+        .env_remove("CONTENTDIST_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn config_show_decodes_masks_and_bad_settings_name_file_and_key() {
+    let t = TestDir::new();
+    let good = t.write("good.toml", "P2PEnabled = 0x61\nP2PSslSettings = 0x3\n");
+    let o = run(&["config", "show", "--config", good.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("HTTPS + HTTP + SMB"), "{}", text(&o));
+
+    let bad = t.write("bad.toml", "P2PHttpPort = 5080\nP2PEnabld = 0x20\n");
+    let o = run(&["config", "show", "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let msg = text(&o);
+    assert!(
+        msg.contains("bad.toml") && msg.contains("P2PEnabld") && msg.contains("P2PEnabled"),
+        "{msg}"
+    );
+
+    let wrong = t.write("wrong.toml", "BlockSize = 1000\n");
+    let msg = text(&run(&[
+        "config",
+        "show",
+        "--config",
+        wrong.to_str().unwrap(),
+    ]));
+    assert!(
+        msg.contains("wrong.toml") && msg.contains("BlockSize"),
+        "{msg}"
+    );
+
+    let missing = run(&[
+        "config",
+        "show",
+        "--config",
+        "/nonexistent/contentdist.toml",
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing).contains("/nonexistent/contentdist.toml"));
+}
+
+#[test]
+fn explain_prints_meaning_fix_and_success_code_membership() {
+    let o = run(&["explain", "0x205D"]);
+    assert!(o.status.success());
+    let msg = text(&o);
+    assert!(
+        msg.contains("ORIGIN_NOT_FOUND") && msg.contains("8285"),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("successcodes"), "{msg}");
+    let o = run(&["explain", "12029"]);
+    assert!(text(&o).contains("CANNOT_CONNECT"), "{}", text(&o));
+    let o = run(&["explain", "0xBEEF"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!text(&o).is_empty());
+    let all = text(&run(&["explain", "--all"]));
+    for name in [
+        "CLIENT_CERT_MISSING",
+        "SECURE_FAILURE",
+        "PROTOCOL_MISMATCH",
+        "DISK_FULL",
+    ] {
+        assert!(all.contains(name), "{name} missing from explain --all");
+    }
+}
+
+#[test]
+fn publish_refuses_bad_input_with_a_clear_message_and_writes_nothing() {
+    let t = TestDir::new();
+    let src = t.subdir("src");
+    t.write("src/a.txt", "hello");
+    let out = t.join("origin");
+    let o = run(&[
+        "publish",
+        src.to_str().unwrap(),
+        "--id",
+        "../evil",
+        "--version",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("../evil"), "{}", text(&o));
+    assert!(!out.join("evil").exists());
+    std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+    let o = run(&[
+        "publish",
+        src.to_str().unwrap(),
+        "--id",
+        "PKG1",
+        "--version",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("link"), "{}", text(&o));
+    assert!(!out.join("PKG1/1").exists());
+    std::fs::remove_file(src.join("link")).unwrap();
+    let ok = run(&[
+        "publish",
+        src.to_str().unwrap(),
+        "--id",
+        "PKG1",
+        "--version",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let again = run(&[
+        "publish",
+        src.to_str().unwrap(),
+        "--id",
+        "PKG1",
+        "--version",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("force"), "{}", text(&again));
+}
+
+#[test]
+fn get_without_an_agent_says_so_and_exits_4() {
+    let t = TestDir::new();
+    let cfg = t.write(
+        "c.toml",
+        format!("ControlSocket = \"{}\"\n", t.join("none.sock").display()),
+    );
+    let o = run(&[
+        "get",
+        "PKG1",
+        "--version",
+        "1",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains("0xCD06") || text(&o).contains("AGENT_UNREACHABLE"),
+        "{}",
+        text(&o)
+    );
+}
