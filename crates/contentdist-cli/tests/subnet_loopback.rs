@@ -358,3 +358,26 @@ fn machine_accounts_are_accepted_with_authenticated_users_1_and_refused_with_2()
         );
     });
 }
+
+#[test]
+fn in_an_inhibited_subnet_every_agent_is_its_own_master() {
+    with_timeout(Duration::from_secs(90), || {
+        let t = TestDir::new();
+        let size = publish(&t, 2 * MIB);
+        let nginx = slow_origin(&t, 32 * MIB);
+        let inhibited = "P2PEnabled = 0x28\nNomadInhibitedSubnets = \"127.0.0.0/8\"";
+        let net = Subnet::start(&t, &nginx.url(), &[inhibited, inhibited]);
+        net.submit_all(&t, 0..2);
+        net.wait_done(&[0, 1], Duration::from_secs(60));
+        for i in 0..2 {
+            let j = net.job(i);
+            assert_eq!(j["bytes_from_origin"].as_u64().unwrap(), size, "{j}");
+            assert_eq!(j["bytes_from_peers"], 0, "{j}");
+            let s = net.status(i);
+            assert_eq!(s["elections"], serde_json::json!([]), "no election: {s}");
+            assert_eq!(s["listeners"], serde_json::json!([]), "no listener: {s}");
+        }
+        nginx.wait_access_log(4, Duration::from_secs(5));
+        assert_eq!(content_bytes(&nginx), 2 * size);
+    });
+}
