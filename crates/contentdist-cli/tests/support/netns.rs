@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::nginx::{AccessEntry, NGINX_BIN};
+use super::nginx::{read_access_log, AccessEntry, LOG_FORMAT, NGINX_BIN};
 use super::procs;
 
 /// Start of every namespace name this module creates.
@@ -418,14 +418,7 @@ impl NsNginx {
     /// The requests logged so far, oldest first (nginx logs a request once its
     /// response is finished: see [`NsNginx::wait_access_log`]).
     pub fn access_log(&self) -> Vec<AccessEntry> {
-        let text =
-            std::fs::read_to_string(self.prefix.path().join("logs/access.log")).unwrap_or_default();
-        text.lines()
-            .filter(|line| line.ends_with('}'))
-            .map(|line| {
-                parse_access_line(line).unwrap_or_else(|e| panic!("access log line {line:?}: {e}"))
-            })
-            .collect()
+        read_access_log(self.prefix.path())
     }
 
     /// Waits up to `timeout` for at least `count` access-log entries and returns them.
@@ -469,8 +462,7 @@ fn config(prefix: &Path, root: &Path, addr: SocketAddrV4) -> String {
          \x20 fastcgi_temp_path {p}/tmp/fastcgi;\n\
          \x20 uwsgi_temp_path {p}/tmp/uwsgi;\n\
          \x20 scgi_temp_path {p}/tmp/scgi;\n\
-         \x20 log_format contentdist escape=json '{{\"method\":\"$request_method\",\"path\":\"$uri\",\
-         \"request\":\"$request\",\"status\":$status,\"bytes\":$body_bytes_sent,\"range\":\"$http_range\"}}';\n\
+         \x20 {LOG_FORMAT}\n\
          \x20 access_log {p}/logs/access.log contentdist;\n\
          \x20 server {{\n\
          \x20   listen {addr};\n\
@@ -481,24 +473,4 @@ fn config(prefix: &Path, root: &Path, addr: SocketAddrV4) -> String {
         root = root.display()
     );
     c
-}
-
-fn parse_access_line(line: &str) -> Result<AccessEntry, String> {
-    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let text = |key: &str| {
-        v[key]
-            .as_str()
-            .map(str::to_string)
-            .ok_or(format!("no {key}"))
-    };
-    let number = |key: &str| v[key].as_u64().ok_or(format!("no {key}"));
-    let range = text("range")?;
-    Ok(AccessEntry {
-        method: text("method")?,
-        path: text("path")?,
-        request: text("request")?,
-        status: number("status")? as u16,
-        bytes_sent: number("bytes")?,
-        range: (!range.is_empty()).then_some(range),
-    })
 }

@@ -154,14 +154,7 @@ impl Nginx {
     /// response is finished, which can be a moment after the client saw the last
     /// byte: use [`Nginx::wait_access_log`] right after a request.
     pub fn access_log(&self) -> Vec<AccessEntry> {
-        let path = self.prefix.path().join("logs/access.log");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        text.lines()
-            .filter(|line| line.ends_with('}'))
-            .map(|line| {
-                parse_access_line(line).unwrap_or_else(|e| panic!("access log line {line:?}: {e}"))
-            })
-            .collect()
+        read_access_log(self.prefix.path())
     }
 
     /// Waits up to `timeout` for at least `count` access-log entries and returns them.
@@ -290,8 +283,7 @@ fn config(options: &NginxOptions, root: &Path, prefix: &Path, port: u16) -> Stri
          \x20 fastcgi_temp_path {p}/tmp/fastcgi;\n\
          \x20 uwsgi_temp_path {p}/tmp/uwsgi;\n\
          \x20 scgi_temp_path {p}/tmp/scgi;\n\
-         \x20 log_format contentdist escape=json '{{\"method\":\"$request_method\",\"path\":\"$uri\",\
-         \"request\":\"$request\",\"status\":$status,\"bytes\":$body_bytes_sent,\"range\":\"$http_range\"}}';\n\
+         \x20 {LOG_FORMAT}\n\
          \x20 access_log {p}/logs/access.log contentdist;\n\
          \x20 server {{\n"
     );
@@ -324,6 +316,21 @@ fn config(options: &NginxOptions, root: &Path, prefix: &Path, port: u16) -> Stri
     }
     c.push_str("  }\n}\n");
     c
+}
+
+/// The `log_format` line every test nginx uses: one JSON object per request, read
+/// back by [`read_access_log`].
+pub(super) const LOG_FORMAT: &str = r#"log_format contentdist escape=json '{"method":"$request_method","path":"$uri","request":"$request","status":$status,"bytes":$body_bytes_sent,"range":"$http_range"}';"#;
+
+/// The requests logged so far in `prefix/logs/access.log`, oldest first.
+pub(super) fn read_access_log(prefix: &Path) -> Vec<AccessEntry> {
+    let text = std::fs::read_to_string(prefix.join("logs/access.log")).unwrap_or_default();
+    text.lines()
+        .filter(|line| line.ends_with('}'))
+        .map(|line| {
+            parse_access_line(line).unwrap_or_else(|e| panic!("access log line {line:?}: {e}"))
+        })
+        .collect()
 }
 
 fn parse_access_line(line: &str) -> Result<AccessEntry, String> {
