@@ -10,7 +10,7 @@ use std::time::Duration;
 use support::agent::AgentProc;
 use support::faulty_origin::{Fault, FaultyOrigin};
 use support::nginx::{Nginx, NginxOptions};
-use support::{assert_trees_equal, contentdist_bin, random_file, with_timeout, TestDir};
+use support::{assert_trees_equal, publish, random_file, with_timeout, TestDir};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -26,30 +26,6 @@ fn make_tree(root: &Path, big: u64) {
     let mut p = std::fs::metadata(&sh).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
     std::fs::set_permissions(&sh, p).unwrap();
-}
-
-fn publish(src: &Path, out: &Path, id: &str, version: u32) -> String {
-    let o = Command::new(contentdist_bin())
-        .args(["publish"])
-        .arg(src)
-        .args([
-            "--id",
-            id,
-            "--version",
-            &version.to_string(),
-            "--json",
-            "--out",
-        ])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "publish failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["content_hash"].as_str().unwrap().to_string()
 }
 
 /// A published tree in `t/origin` from `t/src`.

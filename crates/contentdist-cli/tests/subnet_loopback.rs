@@ -5,14 +5,11 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::agent::AgentProc;
 use support::nginx::{Nginx, NginxOptions};
-use support::{
-    assert_trees_equal, contentdist_bin, random_file, wait_until, with_timeout, TestDir,
-};
+use support::{assert_trees_equal, random_file, wait_until, with_timeout, TestDir};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -28,18 +25,7 @@ fn publish(t: &TestDir, size: u64) -> u64 {
     let src = t.subdir("src");
     random_file(src.join("os/image.wim"), size, 7);
     random_file(src.join("os/boot.cfg"), 3000, 8);
-    let out = Command::new(contentdist_bin())
-        .arg("publish")
-        .arg(&src)
-        .args(["--id", "OSD00001", "--version", "1", "--out"])
-        .arg(t.subdir("origin"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::publish(&src, &t.subdir("origin"), "OSD00001", 1);
     size + 3000
 }
 

@@ -4,14 +4,11 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::agent::AgentProc;
 use support::netns::{skip_unless_root, NetLab, NetLabOptions};
-use support::{
-    assert_trees_equal, contentdist_bin, random_file, wait_until, with_timeout, TestDir,
-};
+use support::{assert_trees_equal, random_file, wait_until, with_timeout, TestDir};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -30,18 +27,7 @@ impl Office {
         let src = t.subdir("src");
         random_file(src.join("pkg/app.msi"), size, 11);
         random_file(src.join("pkg/setup.ini"), 700, 12);
-        let out = Command::new(contentdist_bin())
-            .arg("publish")
-            .arg(&src)
-            .args(["--id", "APP00001", "--version", "2", "--out"])
-            .arg(t.subdir("origin"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        support::publish(&src, &t.subdir("origin"), "APP00001", 2);
         let net = NetLab::create(NetLabOptions {
             hosts,
             wan_rate_kbit: Some(wan_kbit),

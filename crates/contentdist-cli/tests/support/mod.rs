@@ -325,3 +325,29 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
+
+/// `contentdist publish SRC --id ID --version V --out OUT` with the real binary;
+/// panics with its message if it fails. Returns the content hash.
+pub fn publish(src: &Path, out: &Path, id: &str, version: u32) -> String {
+    let o = std::process::Command::new(contentdist_bin())
+        .args(["publish"])
+        .arg(src)
+        .args([
+            "--id",
+            id,
+            "--version",
+            &version.to_string(),
+            "--json",
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "publish failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["content_hash"].as_str().unwrap().to_string()
+}
