@@ -9,7 +9,7 @@ use super::manager::Inner;
 use super::{JobId, JobState, Source};
 use crate::cache::{deliver, CacheError, ContentEntry, ContentKey, DeliveryError};
 use crate::codes::Code;
-use crate::origin::{check_manifest, OriginError};
+use crate::origin::OriginError;
 
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +146,10 @@ async fn find_or_create_entry(
 ) -> Result<Arc<ContentEntry>, JobError> {
     let cache = &inner.opts.cache;
     if let Some(e) = cache.get(key)? {
-        if check_manifest(e.manifest(), &key.id, key.version, expect_hash).is_ok() {
+        if e.manifest()
+            .check_is(&key.id, key.version, expect_hash)
+            .is_ok()
+        {
             return Ok(e);
         }
     }

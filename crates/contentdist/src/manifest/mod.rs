@@ -238,6 +238,30 @@ impl Manifest {
         h.finalize().to_hex().to_string()
     }
 
+    /// Whether this is the content asked for: `id`, `version` and, when given, the
+    /// content hash. `Err` says what differs, in words; callers wrap it in their own
+    /// mismatch error.
+    pub fn check_is(
+        &self,
+        id: &str,
+        version: u32,
+        expect_hash: Option<&str>,
+    ) -> Result<(), String> {
+        if self.content_id != id || self.version != version {
+            return Err(format!(
+                "asked for {id}/{version}, the manifest is for {}/{}",
+                self.content_id, self.version
+            ));
+        }
+        match expect_hash {
+            Some(h) if !self.content_hash.eq_ignore_ascii_case(h) => Err(format!(
+                "the job expects content hash {h}, the manifest has {}",
+                self.content_hash
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Total size of all files in bytes.
     pub fn total_size(&self) -> u64 {
         // Cannot overflow for a validated manifest: `check` refuses sums above u64::MAX.

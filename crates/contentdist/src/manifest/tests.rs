@@ -411,3 +411,20 @@ fn find_file_returns_the_index() {
     assert_eq!(m.find_file("dir/c"), Some(3));
     assert_eq!(m.find_file("dir"), None);
 }
+
+#[test]
+fn check_is_names_what_differs_from_the_content_asked_for() {
+    let m = sample();
+    let (id, v, h) = (m.content_id.clone(), m.version, m.content_hash.clone());
+    assert_eq!(m.check_is(&id, v, None), Ok(()));
+    assert_eq!(m.check_is(&id, v, Some(&h.to_uppercase())), Ok(()));
+    let other = m.check_is("OTHER", v, None).unwrap_err();
+    assert!(other.contains("OTHER") && other.contains(&id), "{other}");
+    assert!(m
+        .check_is(&id, v + 1, None)
+        .unwrap_err()
+        .contains(&(v + 1).to_string()));
+    let wrong = "0".repeat(64);
+    let e = m.check_is(&id, v, Some(&wrong)).unwrap_err();
+    assert!(e.contains(&wrong) && e.contains(&h), "{e}");
+}

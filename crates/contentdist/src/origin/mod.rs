@@ -320,7 +320,9 @@ impl OriginClient {
             url: url.to_string(),
             source,
         })?;
-        check_manifest(&manifest, id, version, expect_hash)?;
+        manifest
+            .check_is(id, version, expect_hash)
+            .map_err(OriginError::ManifestMismatch)?;
         Ok(manifest)
     }
 
@@ -342,30 +344,6 @@ impl OriginClient {
     fn backoff(&self, attempt: u32) -> Duration {
         self.opts.backoff * 2u32.pow(attempt.min(4))
     }
-}
-
-/// The manifest must be for the content asked for.
-pub fn check_manifest(
-    m: &Manifest,
-    id: &str,
-    version: u32,
-    expect_hash: Option<&str>,
-) -> Result<(), OriginError> {
-    if m.content_id != id || m.version != version {
-        return Err(OriginError::ManifestMismatch(format!(
-            "asked for {id}/{version}, the manifest is for {}/{}",
-            m.content_id, m.version
-        )));
-    }
-    if let Some(h) = expect_hash {
-        if !m.content_hash.eq_ignore_ascii_case(h) {
-            return Err(OriginError::ManifestMismatch(format!(
-                "the job expects content hash {h}, the manifest has {}",
-                m.content_hash
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn check_status(url: &Url, status: StatusCode) -> Result<(), OriginError> {

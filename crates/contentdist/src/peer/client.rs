@@ -269,12 +269,8 @@ impl PeerClient {
             url: url.to_string(),
             source,
         })?;
-        if m.content_id != id || m.version != version {
-            return Err(PeerError::ManifestMismatch(format!(
-                "asked {url} for {id}/{version}, the manifest is for {}/{}",
-                m.content_id, m.version
-            )));
-        }
+        m.check_is(id, version, None)
+            .map_err(|e| PeerError::ManifestMismatch(format!("{url}: {e}")))?;
         Ok(m)
     }
 
