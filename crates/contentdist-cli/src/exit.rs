@@ -119,13 +119,7 @@ fn chain_text(error: &anyhow::Error) -> String {
 mod tests {
     use super::*;
 
-    fn job(state: JobState, code: Code, in_success_codes: bool) -> JobInfo {
-        JobInfo {
-            code: code.0,
-            code_in_success_codes: in_success_codes,
-            ..crate::test_support::job(state)
-        }
-    }
+    use crate::test_support::job_with_code as job;
 
     #[test]
     fn done_job_exits_0() {

@@ -216,13 +216,7 @@ fn failure_text(job: &JobInfo) -> String {
 mod tests {
     use super::*;
 
-    fn job(state: JobState, code: Code, in_success_codes: bool) -> JobInfo {
-        JobInfo {
-            code: code.0,
-            code_in_success_codes: in_success_codes,
-            ..crate::test_support::job(state)
-        }
-    }
+    use crate::test_support::job_with_code as job;
 
     #[test]
     fn failure_names_code_name_message_and_fix() {

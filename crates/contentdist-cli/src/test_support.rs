@@ -1,5 +1,6 @@
 //! What the command modules' unit tests share.
 
+use contentdist::codes::Code;
 use contentdist::job::{JobInfo, JobRequest, JobState, Source};
 
 const MIB: u64 = 1024 * 1024;
@@ -26,5 +27,14 @@ pub fn job(state: JobState) -> JobInfo {
         bytes_from_peers: MIB,
         source: Source::None,
         elapsed_ms: 1500,
+    }
+}
+
+/// [`job`] finished with `code`, in SuccessCodes or not.
+pub fn job_with_code(state: JobState, code: Code, in_success_codes: bool) -> JobInfo {
+    JobInfo {
+        code: code.0,
+        code_in_success_codes: in_success_codes,
+        ..job(state)
     }
 }
