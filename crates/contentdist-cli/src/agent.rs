@@ -29,7 +29,10 @@ pub async fn run(settings: &SettingsArgs) -> anyhow::Result<Exit> {
         _ = sigterm.recv() => info!("SIGTERM: shutting down"),
         _ = sigint.recv() => info!("SIGINT: shutting down"),
     }
-    handle.shutdown().await;
+    handle.shutdown();
+    if let Err(left) = handle.join().await {
+        tracing::warn!(?left, "stopped without waiting for these");
+    }
     info!("agent stopped");
     Ok(Exit::Success)
 }

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
-use contentdist::job::{CacheEntryInfo, CleanReport};
+use contentdist::cache::{CacheEntryInfo, CleanReport};
 
 use crate::exit::Exit;
 use crate::format;

@@ -66,7 +66,10 @@ fn table(jobs: &[JobInfo]) -> String {
                 job.id.to_string(),
                 job.request.content_id.clone(),
                 job.request.version.to_string(),
-                format::state(job.state),
+                match job.waiting_for {
+                    Some(other) => format!("{} (after job {other})", format::state(job.state)),
+                    None => format::state(job.state),
+                },
                 format::code(job.code),
                 format::percent(job.bytes_verified, job.bytes_total),
                 format::bytes(job.bytes_from_origin),

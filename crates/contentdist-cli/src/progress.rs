@@ -85,7 +85,10 @@ fn activity(job: &JobInfo) -> String {
         (JobState::Downloading, Source::Peer) => "from peer".into(),
         (JobState::Downloading, Source::Cache) => "from cache".into(),
         (JobState::Downloading, Source::None) => "starting".into(),
-        (JobState::Queued, _) => "queued".into(),
+        (JobState::Queued, _) => match job.waiting_for {
+            Some(other) => format!("waiting for job {other}, which fetches the same content"),
+            None => "queued".into(),
+        },
         (JobState::Delivering, _) => "delivering".into(),
         (JobState::Paused, _) => "paused (contentdist jobs resume ID)".into(),
         (JobState::Done, _) => "done".into(),
@@ -127,6 +130,19 @@ mod tests {
         );
         let from_peer = job(JobState::Downloading, Source::Peer, 10, 100);
         assert_eq!(line(&from_peer, 0.0), "PKG00001 3: 10% 0 B/s from peer");
+    }
+
+    #[test]
+    fn a_job_behind_another_says_which_it_waits_for() {
+        let waiting = JobInfo {
+            waiting_for: Some(7),
+            ..job(JobState::Queued, Source::None, 0, 100)
+        };
+        assert!(
+            line(&waiting, 0.0).ends_with("waiting for job 7, which fetches the same content"),
+            "{}",
+            line(&waiting, 0.0)
+        );
     }
 
     #[test]

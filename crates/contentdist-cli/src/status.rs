@@ -17,7 +17,7 @@ pub struct StatusArgs {
 
 /// Ask the agent for its status and print it.
 pub async fn run(args: StatusArgs, settings: &SettingsArgs) -> anyhow::Result<Exit> {
-    let status = settings.client()?.status().await?;
+    let status = serde_json::to_value(settings.client()?.status().await?)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -29,7 +29,7 @@ pub async fn run(args: StatusArgs, settings: &SettingsArgs) -> anyhow::Result<Ex
 }
 
 /// Indented `key: value` lines (keys sorted, as serde_json keeps them); lists of plain values on one line, lists of objects
-/// as `-` items. The agent's status has no fixed shape, so this renders any JSON.
+/// as `-` items. Any JSON renders, so a field added to the status shows without a change here.
 fn render(value: &Value, indent: usize, out: &mut String) {
     let pad = "  ".repeat(indent);
     match value {

@@ -26,6 +26,7 @@ pub fn job(state: JobState) -> JobInfo {
         bytes_from_origin: 2 * MIB,
         bytes_from_peers: MIB,
         source: Source::None,
+        waiting_for: None,
         elapsed_ms: 1500,
     }
 }

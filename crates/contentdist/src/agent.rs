@@ -4,24 +4,27 @@
 //! lab) and `shutdown()` stops exactly one of them.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{clean, Cache, CacheError, CleanPolicy};
+use crate::cache::{clean, Cache, CacheEntryInfo, CacheError, CleanPolicy, CleanReport};
 use crate::codes::Code;
 use crate::config::Config;
-use crate::control::{ControlServer, ControlSocketError};
+use crate::control::{AgentAddrs, AgentStatus, ControlServer, ControlSocketError, ElectionReport};
 use crate::election::{ElectionStatus, LocalInfo, P2pKey, SiteKey, Timing};
 use crate::job::{
-    CacheEntryInfo, CleanReport, ControlError, JobControl, JobId, JobInfo, JobManager,
-    JobManagerOptions, JobRequest, PeerSetup,
+    ControlError, JobControl, JobId, JobInfo, JobManager, JobManagerOptions, JobRequest, PeerSetup,
 };
 use crate::origin::{OriginClient, OriginOptions};
 use crate::peer::{PeerAuth, PeerClient, PeerClientOptions, PeerServer, PeerServerOptions};
-use crate::subnet::{SubnetHandle, SubnetOptions};
+use crate::subnet::{RolePolicy, SubnetHandle, SubnetOptions};
+use crate::tasks::Tasks;
+
+/// How long `join` waits for the agent's tasks, then for background flushes.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +83,7 @@ pub struct Agent;
 impl Agent {
     /// Start an agent with `config`. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<AgentHandle, AgentError> {
-        let shutdown = CancellationToken::new();
+        let tasks = Tasks::new(CancellationToken::new());
         let cache = Arc::new(Cache::open(&config.cache_dir)?);
         let origin = OriginClient::new(origin_options(&config)).map_err(Arc::new);
         if let Err(e) = &origin {
@@ -90,7 +93,7 @@ impl Agent {
             peers,
             peer_server,
             listeners,
-        } = start_subnet(&config, &cache, &shutdown)?;
+        } = start_subnet(&config, &cache, &tasks)?;
         let jobs = JobManager::start(JobManagerOptions {
             cache: Arc::clone(&cache),
             origin,
@@ -98,25 +101,34 @@ impl Agent {
             clean_policy: clean_policy(&config),
             state_file: config.cache_dir.join("jobs.json"),
             max_concurrent: 4,
-            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
             peers: peers.clone(),
         });
-        let control = Arc::new(AgentControl {
+        let subnet = peers.map(|p| p.subnet);
+        let addrs = AgentAddrs {
+            control_socket: config.control_socket.clone(),
+            peer_http: peer_server.as_ref().map(PeerServer::local_addr),
+            peer_https: None,
+            election: subnet.as_ref().map(SubnetHandle::local_addr),
+        };
+        let view = Arc::new(AgentView {
             jobs: jobs.clone(),
             config: Arc::new(config.clone()),
-            subnet: peers.as_ref().map(|p| p.subnet.clone()),
-            listeners: listeners.clone(),
+            subnet: subnet.clone(),
+            listeners,
         });
-        let server = ControlServer::start(&config.control_socket, control, shutdown.clone())?;
-        let mut tasks = Vec::new();
+        let server = ControlServer::start(
+            &config.control_socket,
+            Arc::clone(&view) as Arc<dyn JobControl>,
+            tasks.token().child_token(),
+        )?;
         if config.cache_clean_cycle_hrs > 0 {
             let period = Duration::from_secs(u64::from(config.cache_clean_cycle_hrs) * 3600);
-            tasks.push(tokio::spawn(clean_cycle(
-                Arc::clone(&cache),
-                clean_policy(&config),
-                period,
-                shutdown.clone(),
-            )));
+            let (c, policy) = (Arc::clone(&cache), clean_policy(&config));
+            let t = tasks.clone();
+            tasks.spawn("cache clean-up cycle", move |stop| {
+                clean_cycle(c, policy, period, t, stop)
+            });
         }
         tracing::info!(
             cache = %config.cache_dir.display(),
@@ -125,14 +137,12 @@ impl Agent {
             "agent started"
         );
         Ok(AgentHandle {
-            control_socket: config.control_socket.clone(),
-            jobs,
-            shutdown,
-            server,
+            addrs,
+            view,
             tasks,
-            subnet: peers.map(|p| p.subnet),
+            server,
             peer_server,
-            listeners,
+            cache,
         })
     }
 }
@@ -151,7 +161,7 @@ struct SubnetParts {
 fn start_subnet(
     config: &Config,
     cache: &Arc<Cache>,
-    shutdown: &CancellationToken,
+    tasks: &Tasks,
 ) -> Result<SubnetParts, AgentError> {
     let protocols = config.peer_protocols();
     if protocols.is_empty() {
@@ -178,7 +188,7 @@ fn start_subnet(
                 authenticated_users: config.effective_authenticated_users(),
                 machine_key: config.machine_key.as_ref().map(|k| k.as_bytes().to_vec()),
             }),
-            shutdown: shutdown.clone(),
+            shutdown: tasks.token().child_token(),
         })
         .map_err(AgentError::Peer)?;
         http_port = server.local_addr().port();
@@ -205,7 +215,12 @@ fn start_subnet(
         port: config.p2p_port,
         broadcast: config.election_address,
         site_key: config.site_key.as_ref().map(|k| SiteKey::new(k.as_bytes())),
-        shutdown: shutdown.clone(),
+        policy: RolePolicy {
+            can_be_master: !config.preboot && config.election_weight() > 0,
+            ..RolePolicy::default()
+        },
+        cache_dir: Some(cache.root().to_path_buf()),
+        tasks: tasks.clone(),
     })
     .map_err(AgentError::Subnet)?;
     listeners.push(format!(
@@ -238,14 +253,11 @@ fn start_subnet(
         ..PeerClientOptions::default()
     })
     .map_err(AgentError::Peer)?;
-    let weight = config.election_weight();
     Ok(SubnetParts {
         peers: Some(PeerSetup {
             subnet,
             client: Arc::new(client),
             protocols,
-            can_be_master: !config.preboot && weight > 0,
-            fallback_after: Duration::from_secs(10),
         }),
         peer_server,
         listeners,
@@ -281,6 +293,7 @@ async fn clean_cycle(
     cache: Arc<Cache>,
     policy: CleanPolicy,
     period: Duration,
+    tasks: Tasks,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(period);
@@ -291,7 +304,10 @@ async fn clean_cycle(
             _ = stop.cancelled() => return,
         }
         let c = Arc::clone(&cache);
-        match tokio::task::spawn_blocking(move || c.clean(policy, 0)).await {
+        match tasks
+            .spawn_blocking("cache clean-up", move || c.clean(policy, 0))
+            .await
+        {
             Ok(Err(e)) => tracing::warn!(error = %e, "periodic cache clean-up failed"),
             Err(e) => tracing::warn!(error = %e, "periodic cache clean-up panicked"),
             Ok(Ok(_)) => {}
@@ -301,82 +317,138 @@ async fn clean_cycle(
 
 /// A running agent.
 pub struct AgentHandle {
-    control_socket: PathBuf,
-    jobs: JobManager,
-    shutdown: CancellationToken,
+    addrs: AgentAddrs,
+    view: Arc<AgentView>,
+    tasks: Tasks,
     server: ControlServer,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    subnet: Option<SubnetHandle>,
     peer_server: Option<PeerServer>,
-    listeners: Vec<String>,
+    cache: Arc<Cache>,
 }
 
 impl AgentHandle {
+    /// The addresses the agent really bound.
+    pub fn addrs(&self) -> &AgentAddrs {
+        &self.addrs
+    }
+
     /// Where the control socket listens.
     pub fn control_socket(&self) -> &Path {
-        &self.control_socket
+        &self.addrs.control_socket
     }
 
     /// The job manager (tests and the lab read counters from it).
     pub fn jobs(&self) -> &JobManager {
-        &self.jobs
+        &self.view.jobs
     }
 
     /// The elections this agent takes part in (empty without peer copy).
     pub fn elections(&self) -> Vec<ElectionStatus> {
-        self.subnet.as_ref().map(|s| s.status()).unwrap_or_default()
+        self.view
+            .subnet
+            .as_ref()
+            .map(|s| s.status())
+            .unwrap_or_default()
     }
 
     /// What the agent listens on, as `contentdist status` shows it.
     pub fn listeners(&self) -> &[String] {
-        &self.listeners
+        &self.view.listeners
     }
 
-    /// Stop at once, as a crash would: no resignation, no state written. The lab
-    /// uses it to show that losing the master costs nothing.
+    /// The agent's status, as `contentdist status` shows it.
+    pub fn status(&self) -> AgentStatus {
+        self.view.status()
+    }
+
+    /// The names of the agent's background tasks still running.
+    pub fn tasks_live(&self) -> Vec<String> {
+        self.tasks.live()
+    }
+
+    /// Stop at once, as a crash would: no resignation and no wait. The lab uses it
+    /// to show that losing the master costs nothing.
     pub fn kill(&self) {
-        self.shutdown.cancel();
+        self.tasks.shutdown();
     }
 
-    /// Stop everything and wait (bounded) for it: running jobs keep their state on
-    /// disk and resume at the next start.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        let wait = async {
+    /// Ask everything to stop; [`AgentHandle::join`] waits for it.
+    pub fn shutdown(&self) {
+        self.tasks.shutdown();
+    }
+
+    /// Wait (bounded) for everything the agent started to end: the listeners, every
+    /// task (jobs keep their state on disk and resume at the next start), then the
+    /// cache's background flushes. `Err` names what was still running.
+    pub async fn join(self) -> Result<(), Vec<String>> {
+        self.tasks.shutdown();
+        let servers = async {
             self.server.join().await;
             if let Some(p) = self.peer_server {
                 p.join().await;
             }
-            for t in self.tasks {
-                let _ = t.await;
-            }
         };
-        if tokio::time::timeout(Duration::from_secs(10), wait)
+        let mut left = Vec::new();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, servers)
             .await
             .is_err()
         {
-            tracing::warn!("agent tasks did not stop within 10 s");
+            left.push("listeners".to_string());
         }
-        // Job tasks record their state as they wind down; wait for them, then persist.
-        if tokio::time::timeout(Duration::from_secs(10), self.jobs.wait_stopped())
-            .await
-            .is_err()
-        {
-            tracing::warn!("jobs did not stop within 10 s");
+        if let Err(names) = self.tasks.join(SHUTDOWN_DEADLINE).await {
+            left.extend(names);
         }
-        self.jobs.persist();
+        self.view.jobs.persist();
+        if !self.cache.wait_background(SHUTDOWN_DEADLINE).await {
+            left.push("cache flush".to_string());
+        }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            tracing::warn!(left = ?left, "agent tasks did not stop within the deadline");
+            Err(left)
+        }
     }
 }
 
-/// The control socket's view of the agent: the job manager plus agent-wide status.
-struct AgentControl {
+/// The agent as the control socket and the handle see it: the job manager plus
+/// agent-wide status.
+struct AgentView {
     jobs: JobManager,
     config: Arc<Config>,
     subnet: Option<SubnetHandle>,
     listeners: Vec<String>,
 }
 
-impl JobControl for AgentControl {
+impl AgentView {
+    fn status(&self) -> AgentStatus {
+        let stats = self.jobs.stats();
+        let c = &self.config;
+        AgentStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            origin_url: c.origin_url.clone().unwrap_or_default(),
+            control_socket: c.control_socket.clone(),
+            cache_dir: self.jobs.cache().root().to_path_buf(),
+            preboot: c.preboot,
+            listeners: self.listeners.clone(),
+            jobs_total: stats.total,
+            jobs_active: stats.active,
+            bytes_from_origin: stats.from_origin,
+            bytes_from_peers: stats.from_peers,
+            elections: self
+                .subnet
+                .as_ref()
+                .map(|s| s.status())
+                .unwrap_or_default()
+                .iter()
+                .map(ElectionReport::from)
+                .collect(),
+            election_datagrams_dropped: self.subnet.as_ref().map(SubnetHandle::dropped),
+            election_free_bytes: self.subnet.as_ref().map(SubnetHandle::free_bytes),
+        }
+    }
+}
+
+impl JobControl for AgentView {
     fn submit(&self, req: JobRequest) -> Result<JobInfo, ControlError> {
         self.jobs.submit(req)
     }
@@ -395,35 +467,8 @@ impl JobControl for AgentControl {
     fn cancel(&self, id: JobId) -> Result<JobInfo, ControlError> {
         self.jobs.cancel(id)
     }
-    fn status(&self) -> serde_json::Value {
-        let mut s = self.jobs.status();
-        let c = &self.config;
-        s["version"] = env!("CARGO_PKG_VERSION").into();
-        s["origin_url"] = c.origin_url.clone().unwrap_or_default().into();
-        s["control_socket"] = c.control_socket.display().to_string().into();
-        s["preboot"] = c.preboot.into();
-        s["listeners"] = serde_json::json!(self.listeners);
-        let elections: Vec<serde_json::Value> = self
-            .subnet
-            .as_ref()
-            .map(|sub| sub.status())
-            .unwrap_or_default()
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "content": e.key.to_string(),
-                    "state": format!("{:?}", e.state).to_lowercase(),
-                    "master": e.master_addr.map(|a| a.to_string()),
-                    "term": e.term,
-                    "share_percent": f64::from(e.share_permille) / 10.0,
-                })
-            })
-            .collect();
-        s["elections"] = elections.into();
-        if let Some(sub) = &self.subnet {
-            s["election_datagrams_dropped"] = sub.dropped().into();
-        }
-        s
+    fn status(&self) -> AgentStatus {
+        AgentView::status(self)
     }
     fn cache_list(&self) -> Vec<CacheEntryInfo> {
         self.jobs.cache_list()

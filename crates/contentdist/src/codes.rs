@@ -71,6 +71,8 @@ impl Code {
     pub const PROTOCOL_MISMATCH: Code = Code(0xCD0B);
     /// contentdist: the control request was invalid (unknown job, bad argument).
     pub const BAD_REQUEST: Code = Code(0xCD0C);
+    /// contentdist: an internal error (a bug) stopped the job.
+    pub const INTERNAL_ERROR: Code = Code(0xCD0D);
 
     /// The catalogue entry, if this code is one of ours.
     pub fn info(self) -> Option<&'static CodeInfo> {
@@ -249,6 +251,11 @@ pub static CATALOGUE: &[CodeInfo] = &[
         BAD_REQUEST,
         "The control request was invalid: unknown job, or a bad argument.",
         "The message names the problem; `contentdist jobs` lists the jobs."
+    ),
+    entry!(
+        INTERNAL_ERROR,
+        "An internal error (a bug in contentdist) stopped the job: one of its steps panicked. Blocks already verified are kept.",
+        "Run the job again: it resumes from the verified blocks. Report the agent's log lines around the job's failure to the developers."
     ),
 ];
 

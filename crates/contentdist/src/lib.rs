@@ -14,7 +14,9 @@
 //! - [`job`]: jobs, their states and the job manager.
 //! - [`control`]: the control socket (HTTP/JSON over a Unix socket) and its client.
 //! - [`subnet`]: the election driver (UDP) and each content's role for the jobs.
-//! - [`agent`]: `Agent::start(config)` wires it all together.
+//! - [`tasks`]: accounted background tasks: named, spanned, cancellable, joined at shutdown.
+//! - [`agent`]: `Agent::start(config)` wires it all together; its handle has the bound
+//!   addresses, a typed status, `shutdown()` and `join()`.
 //! - [`lab`]: a branch office simulated in one process: the rate-limited lab origin.
 
 pub mod agent;
@@ -30,3 +32,4 @@ pub mod origin;
 pub mod peer;
 pub mod publish;
 pub mod subnet;
+pub mod tasks;

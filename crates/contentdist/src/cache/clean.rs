@@ -8,8 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::entry::now_unix;
+use super::CleanReport;
 use super::{Cache, CacheError};
-use crate::job::CleanReport;
 
 /// The clean-up limits; 0 switches a limit off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

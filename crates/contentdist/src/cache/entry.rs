@@ -89,6 +89,9 @@ pub struct ContentEntry {
     me: Weak<ContentEntry>,
     /// A background flush is running.
     flushing: AtomicBool,
+    /// The cache's record of background flush threads, so that an agent's
+    /// shutdown can wait for them (see [`super::Cache::wait_background`]).
+    background: tokio_util::task::TaskTracker,
     /// Flushes replace the same files: one at a time.
     flush_lock: Mutex<()>,
 }
@@ -128,6 +131,7 @@ impl ContentEntry {
         dir: &Path,
         manifest: Manifest,
         priority: u8,
+        background: tokio_util::task::TaskTracker,
     ) -> Result<Arc<ContentEntry>, CacheError> {
         // Build in a sibling temporary directory and rename it into place, so a crash
         // half-way never leaves an entry without its manifest.
@@ -162,11 +166,15 @@ impl ContentEntry {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        Self::open(key, dir)
+        Self::open(key, dir, background)
     }
 
     /// Open an existing entry, recovering blocks verified but not yet recorded.
-    pub(super) fn open(key: ContentKey, dir: &Path) -> Result<Arc<ContentEntry>, CacheError> {
+    pub(super) fn open(
+        key: ContentKey,
+        dir: &Path,
+        background: tokio_util::task::TaskTracker,
+    ) -> Result<Arc<ContentEntry>, CacheError> {
         let mpath = dir.join(MANIFEST_FILE);
         let bytes = fs::read(&mpath).map_err(io_err(&mpath))?;
         let manifest = Manifest::parse(&bytes).map_err(|e| CacheError::Corrupt {
@@ -209,6 +217,7 @@ impl ContentEntry {
             changed: tx,
             me: me.clone(),
             flushing: AtomicBool::new(false),
+            background,
             flush_lock: Mutex::new(()),
         });
         if complete {
@@ -420,9 +429,12 @@ impl ContentEntry {
             self.flushing.store(false, Ordering::SeqCst);
             return;
         };
+        // The token counts this thread among the cache's background work until it ends.
+        let token = self.background.token();
         let spawned = std::thread::Builder::new()
             .name("cache-flush".into())
             .spawn(move || {
+                let _counted = token;
                 if let Err(e) = me.flush() {
                     tracing::warn!(content = %me.key, error = %e, "background flush failed; the next one retries");
                 }

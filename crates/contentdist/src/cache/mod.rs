@@ -7,6 +7,7 @@
 pub mod clean;
 mod deliver;
 mod entry;
+mod info;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,9 +18,9 @@ use std::sync::{Arc, Mutex};
 pub use clean::CleanPolicy;
 pub use deliver::{deliver, DeliveryError, DeliveryReport};
 pub use entry::{now_unix, BlockRun, ContentEntry, EntryLease, EntryMeta};
+pub use info::{CacheEntryInfo, CleanReport};
 
 use crate::codes::Code;
-use crate::job::CacheEntryInfo;
 use crate::manifest::{validate_content_id, Manifest};
 
 /// A content id and version.
@@ -96,6 +97,8 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
 pub struct Cache {
     root: PathBuf,
     open: Mutex<HashMap<ContentKey, Arc<ContentEntry>>>,
+    /// Background flush threads of the entries (see [`Cache::wait_background`]).
+    background: tokio_util::task::TaskTracker,
 }
 
 impl Cache {
@@ -109,9 +112,26 @@ impl Cache {
         let cache = Cache {
             root: root.to_path_buf(),
             open: Mutex::new(HashMap::new()),
+            background: tokio_util::task::TaskTracker::new(),
         };
         cache.remove_leftovers();
         Ok(cache)
+    }
+
+    /// Wait up to `deadline` for the entries' background flushes to end; true when
+    /// none is left. An agent's shutdown calls it last, so no thread outlives it.
+    pub async fn wait_background(&self, deadline: std::time::Duration) -> bool {
+        self.background.close();
+        let done = tokio::time::timeout(deadline, self.background.wait())
+            .await
+            .is_ok();
+        self.background.reopen();
+        done
+    }
+
+    /// Background flushes running now.
+    pub fn background_flushes(&self) -> usize {
+        self.background.len()
     }
 
     /// The cache's root directory.
@@ -155,7 +175,7 @@ impl Cache {
         if !dir.join(crate::manifest::MANIFEST_FILE).exists() {
             return Ok(None);
         }
-        match ContentEntry::open(key.clone(), &dir) {
+        match ContentEntry::open(key.clone(), &dir, self.background.clone()) {
             Ok(e) => {
                 open.insert(key.clone(), Arc::clone(&e));
                 Ok(Some(e))
@@ -193,7 +213,13 @@ impl Cache {
         if let Some(e) = open.get(&key) {
             return Ok(Arc::clone(e));
         }
-        let e = ContentEntry::create(key.clone(), &self.entry_dir(&key), manifest, priority)?;
+        let e = ContentEntry::create(
+            key.clone(),
+            &self.entry_dir(&key),
+            manifest,
+            priority,
+            self.background.clone(),
+        )?;
         open.insert(key, Arc::clone(&e));
         Ok(e)
     }

@@ -12,8 +12,9 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 use tracing::debug;
 
+use crate::cache::{CacheEntryInfo, CleanReport};
 use crate::codes::Code;
-use crate::job::{CacheEntryInfo, CleanReport, ControlError, JobId, JobInfo, JobRequest};
+use crate::job::{ControlError, JobId, JobInfo, JobRequest};
 
 /// How long a request may take before the agent is reported as not answering.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -133,8 +134,8 @@ impl ControlClient {
         self.post_empty(&format!("/v1/jobs/{id}/cancel")).await
     }
 
-    /// The agent's status object (`GET /v1/status`).
-    pub async fn status(&self) -> Result<serde_json::Value, ClientError> {
+    /// The agent's status (`GET /v1/status`).
+    pub async fn status(&self) -> Result<super::AgentStatus, ClientError> {
         self.get_json("/v1/status").await
     }
 

@@ -11,9 +11,9 @@
 //! | `GET /v1/jobs` | 200 `[JobInfo]`, oldest first |
 //! | `GET /v1/jobs/{id}` | 200 `JobInfo` |
 //! | `POST /v1/jobs/{id}/pause`, `.../resume`, `.../cancel` | 200 `JobInfo` |
-//! | `GET /v1/status` | 200 the agent's status object |
+//! | `GET /v1/status` | 200 [`AgentStatus`] |
 //! | `GET /v1/cache` | 200 `[CacheEntryInfo]` |
-//! | `POST /v1/cache/clean` | 200 [`CleanReport`](crate::job::CleanReport) |
+//! | `POST /v1/cache/clean` | 200 [`CleanReport`](crate::cache::CleanReport) |
 //!
 //! Every refusal is a [`ControlError`](crate::job::ControlError) body (`{"code": 52492,
 //! "message": "..."}`) with 400 (bad JSON or argument), 404 (unknown job or route),
@@ -25,12 +25,14 @@
 
 pub mod client;
 pub mod server;
+mod status;
 
 #[cfg(test)]
 mod tests;
 
 pub use client::{ClientError, ControlClient};
 pub use server::{bind, serve, ControlServer, ControlSocketError};
+pub use status::{AgentAddrs, AgentStatus, ElectionReport, ElectionRole};
 
 /// The largest request body the server reads; a job request is a few hundred bytes.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;

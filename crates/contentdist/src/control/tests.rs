@@ -6,16 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::cache::{CacheEntryInfo, CleanReport};
 use crate::codes::Code;
-use crate::job::{
-    CacheEntryInfo, CleanReport, ControlError, JobControl, JobId, JobInfo, JobRequest, JobState,
-    Source,
-};
+use crate::job::{ControlError, JobControl, JobId, JobInfo, JobRequest, JobState, Source};
 
 /// Fails the test instead of hanging it.
 async fn within<F: Future>(f: F) -> F::Output {
@@ -72,6 +69,7 @@ impl JobControl for FakeJobs {
             bytes_from_origin: 250,
             bytes_from_peers: 0,
             source: Source::Origin,
+            waiting_for: None,
             elapsed_ms: 12,
         };
         jobs.push(info.clone());
@@ -105,8 +103,12 @@ impl JobControl for FakeJobs {
         )
     }
 
-    fn status(&self) -> serde_json::Value {
-        json!({"node": "fake", "jobs": self.jobs.lock().unwrap().len()})
+    fn status(&self) -> AgentStatus {
+        AgentStatus {
+            version: "fake".into(),
+            jobs_total: self.jobs.lock().unwrap().len(),
+            ..AgentStatus::default()
+        }
     }
 
     fn cache_list(&self) -> Vec<CacheEntryInfo> {
@@ -211,10 +213,8 @@ async fn every_route_round_trips_through_a_real_socket() {
         assert_eq!(client.cancel(1).await.unwrap().state, JobState::Cancelled);
         assert_eq!(client.get(1).await.unwrap().state, JobState::Cancelled);
 
-        assert_eq!(
-            client.status().await.unwrap(),
-            json!({"node": "fake", "jobs": 2})
-        );
+        let status = client.status().await.unwrap();
+        assert_eq!((status.version.as_str(), status.jobs_total), ("fake", 2));
         assert_eq!(
             client.cache_list().await.unwrap(),
             FakeJobs::default().cache_list()

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{JobId, JobInfo, JobRequest};
+use crate::cache::{CacheEntryInfo, CleanReport};
 use crate::codes::Code;
 
 /// A refused control request: a catalogue code and a message naming the problem.
@@ -26,36 +27,6 @@ impl ControlError {
     }
 }
 
-/// One content version held in the cache.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct CacheEntryInfo {
-    /// Content id.
-    pub content_id: String,
-    /// Content version.
-    pub version: u32,
-    /// Size of the whole content.
-    pub bytes_total: u64,
-    /// Bytes verified so far.
-    pub bytes_verified: u64,
-    /// True when every block is verified.
-    pub complete: bool,
-    /// Cache priority 1 (evicted first) to 9.
-    pub priority: u8,
-    /// Seconds since the Unix epoch of the last use.
-    pub last_used_unix: u64,
-    /// True while a job uses it (never evicted then).
-    pub in_use: bool,
-}
-
-/// What a cache clean-up removed.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct CleanReport {
-    /// `id/version` of each removed entry, with the reason.
-    pub removed: Vec<String>,
-    /// Bytes freed.
-    pub bytes_freed: u64,
-}
-
 /// The agent's operations, as the control socket offers them.
 pub trait JobControl: Send + Sync {
     /// Queue a job; returns it as first reported.
@@ -70,8 +41,8 @@ pub trait JobControl: Send + Sync {
     fn resume(&self, id: JobId) -> Result<JobInfo, ControlError>;
     /// Cancel a job that has not finished.
     fn cancel(&self, id: JobId) -> Result<JobInfo, ControlError>;
-    /// The agent's status (listeners, counters, elections), as JSON.
-    fn status(&self) -> serde_json::Value;
+    /// The agent's status (listeners, counters, elections).
+    fn status(&self) -> crate::control::AgentStatus;
     /// The cache's entries.
     fn cache_list(&self) -> Vec<CacheEntryInfo>;
     /// Run the cache clean-up now.

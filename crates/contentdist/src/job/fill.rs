@@ -5,227 +5,167 @@
 //! as they are verified); as follower it copies from the master while the master is
 //! still downloading. When the role changes (master lost, a better master, this agent
 //! elected) the current transfer is dropped and the next one starts from the blocks
-//! already verified, so nothing verified is fetched twice.
+//! already verified, so nothing verified is fetched twice. What to do when no master
+//! appears or a master fails is the subnet's policy ([`crate::subnet::Membership`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::manager::Inner;
-use super::run::{origin, set_state, JobError};
-use super::{JobId, JobState, Source};
+use super::context::{JobContext, PeerSetup};
+use super::run::{origin, JobError, JobRun, Outcome};
+use super::{JobState, Source};
 use crate::cache::ContentEntry;
-use crate::codes::Code;
-use crate::origin::{DownloadCounters, OriginError};
-use crate::peer::MasterTarget;
-use crate::subnet::{share_permille, Role, SubnetHandle};
-
-/// How a job reaches its peers, when it has any.
-#[derive(Clone)]
-pub struct PeerSetup {
-    /// The election driver.
-    pub subnet: SubnetHandle,
-    /// The peer-copy client.
-    pub client: Arc<crate::peer::PeerClient>,
-    /// The protocols this agent accepts (`P2PEnabled`).
-    pub protocols: crate::config::Protocols,
-    /// False for preboot agents and weight 0: they never become master, so when no
-    /// master appears they download from the origin themselves, serving nobody.
-    pub can_be_master: bool,
-    /// How long to wait for a master before that fallback.
-    pub fallback_after: Duration,
-}
-
-/// Consecutive failed copies from one master that the election still reports alive
-/// before the job gives up with the failure's code (the product's 0x2EFD / 0x4CF:
-/// the master's peer-copy server is off or on another port).
-const COPY_ATTEMPTS: u32 = 3;
-
-/// How long a master keeps announcing a content after it holds all of it: peers
-/// still copying need it; after that it resigns and stays a plain holder (it still
-/// answers elections, so a late peer elects it again at once).
-const MASTER_LINGER: Duration = Duration::from_secs(600);
-
-/// After a failed copy, how long to wait for the election to notice a dead master
-/// (its heartbeats stop: `master_timeout`, 3.5 s) before counting the failure.
-const MASTER_GRACE: Duration = Duration::from_secs(5);
+use crate::origin::DownloadCounters;
+use crate::peer::{MasterTarget, PeerError};
+use crate::subnet::{share_permille, AfterFailure, Membership, Role, Waited};
 
 /// Fill `entry` with every block.
 pub(super) async fn fill(
-    inner: &Arc<Inner>,
-    id: JobId,
+    ctx: &JobContext,
+    job: &JobRun,
     entry: &Arc<ContentEntry>,
-    from_origin: &Arc<AtomicU64>,
-    from_peers: &Arc<AtomicU64>,
-    stop: &CancellationToken,
-) -> Result<(), JobError> {
-    let Some(peers) = inner.opts.peers.clone() else {
-        return download(inner, id, entry, from_origin, stop).await;
+) -> Result<Outcome, JobError> {
+    let Some(peers) = &ctx.peers else {
+        return download(ctx, job, entry).await;
     };
-    let key = entry.key().clone();
     let total = entry.manifest().total_size();
-    let mut role = peers
+    let mut member = peers
         .subnet
-        .want(&key, share_permille(entry.verified_bytes(), total));
-    let reporter = tokio::spawn(report_progress(
-        peers.subnet.clone(),
-        Arc::clone(entry),
-        stop.child_token(),
-    ));
-    let _stop_reporter = AbortOnDrop(reporter);
-    let mut failures = 0u32;
-    let peers_before = from_peers.load(Ordering::Relaxed);
-    let result = loop {
-        if entry.is_complete() {
-            break Ok(());
-        }
-        let current = role.borrow_and_update().clone();
-        match current {
-            Role::Electing => {
-                set_state(inner, id, JobState::Downloading, Source::None);
-                let fallback = async {
-                    if peers.can_be_master {
-                        std::future::pending::<()>().await
-                    } else {
-                        tokio::time::sleep(peers.fallback_after).await
-                    }
-                };
-                tokio::select! {
-                    _ = role.changed() => {}
-                    _ = fallback => {
-                        tracing::info!(job = id, content = %key, "no master on the subnet: downloading from the origin without serving");
-                        break download(inner, id, entry, from_origin, stop).await;
-                    }
-                    _ = stop.cancelled() => break Err(JobError::Stopped),
-                }
-            }
-            Role::Master => {
-                let r = tokio::select! {
-                    r = download(inner, id, entry, from_origin, stop) => Some(r),
-                    _ = role.changed() => None,
-                };
-                if let Some(r) = r {
-                    break r;
-                }
-            }
-            Role::Follow(m) => {
-                set_state(inner, id, JobState::Downloading, Source::Peer);
-                let target = MasterTarget {
-                    addr: m.addr,
-                    http_port: m.http_port,
-                    https_port: m.https_port,
-                    protocols: m.protocols,
-                    p2p_key: m.p2p_key.0,
-                };
-                let copy = peers
-                    .client
-                    .copy(entry, &target, peers.protocols, from_peers, stop);
-                let r = tokio::select! {
-                    r = copy => Some(r),
-                    _ = role.changed() => None,
-                };
-                match r {
-                    None => {}
-                    Some(Ok(_)) => break Ok(()),
-                    Some(Err(e)) if e.code() == Code::CANCELLED => break Err(JobError::Stopped),
-                    Some(Err(e @ crate::peer::PeerError::ProtocolNotImplemented { .. })) => {
-                        // A protocol in common exists but is not implemented here yet
-                        // (SMB, HTTPS): the content still has to arrive.
-                        tracing::warn!(job = id, error = %e, "downloading from the origin instead");
-                        break download(inner, id, entry, from_origin, stop).await;
-                    }
-                    Some(Err(e)) if e.is_master_lost() => {
-                        tracing::warn!(job = id, master = %m.addr, error = %e, "copy from master failed; waiting for the election");
-                        tokio::select! {
-                            // A new master (or this agent): the blocks verified so far stay.
-                            _ = role.changed() => failures = 0,
-                            _ = tokio::time::sleep(MASTER_GRACE) => {
-                                failures += 1;
-                                if failures >= COPY_ATTEMPTS {
-                                    break Err(JobError::Peer(e));
-                                }
-                            }
-                            _ = stop.cancelled() => break Err(JobError::Stopped),
-                        }
-                    }
-                    Some(Err(e)) => break Err(JobError::Peer(e)),
-                }
-            }
-        }
-    };
-    let copied = from_peers.load(Ordering::Relaxed) - peers_before;
-    inner
-        .counters
+        .join(entry.key(), share_permille(entry.verified_bytes(), total));
+    let peers_before = job.live.peer_bytes();
+    let result = follow_roles(ctx, job, peers, &mut member, entry).await;
+    ctx.counters
         .from_peers
-        .fetch_add(copied, Ordering::Relaxed);
-    if result.is_ok() {
-        peers.subnet.complete(&key);
-        if *role.borrow() == Role::Master {
-            let subnet = peers.subnet.clone();
-            let agent_stop = inner.opts.shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = tokio::time::sleep(MASTER_LINGER) => {
-                        subnet.forget(&key);
-                        subnet.complete(&key);
-                    }
-                    _ = agent_stop.cancelled() => {}
-                }
-            });
-        }
+        .fetch_add(job.live.peer_bytes() - peers_before, Ordering::Relaxed);
+    if matches!(result, Ok(Outcome::Done)) {
+        member.complete(&ctx.tasks);
     }
     result
 }
 
+async fn follow_roles(
+    ctx: &JobContext,
+    job: &JobRun,
+    peers: &PeerSetup,
+    member: &mut Membership,
+    entry: &Arc<ContentEntry>,
+) -> Result<Outcome, JobError> {
+    // Tell the election how much is verified as it grows, so a half-done peer can
+    // win; the reporter stops with this function (its token is dropped-cancelled).
+    let reporter_stop = job.stop.child_token();
+    let _stop_reporter = reporter_stop.clone().drop_guard();
+    let subnet = peers.subnet.clone();
+    let e = Arc::clone(entry);
+    ctx.tasks.spawn("progress reporter", move |agent_stop| {
+        report_progress(subnet, e, agent_stop, reporter_stop)
+    });
+    let stop = &job.stop;
+    loop {
+        if entry.is_complete() {
+            return Ok(Outcome::Done);
+        }
+        match member.role() {
+            Role::Electing => {
+                job.live.report(JobState::Downloading, Source::None);
+                tokio::select! {
+                    w = member.wait_electing() => if w == Waited::FallBack {
+                        tracing::info!(job = job.id, content = %entry.key(), "no master on the subnet: downloading from the origin without serving");
+                        return download(ctx, job, entry).await;
+                    },
+                    _ = stop.cancelled() => return Ok(Outcome::Stopped),
+                }
+            }
+            Role::Master => {
+                tokio::select! {
+                    r = download(ctx, job, entry) => return r,
+                    _ = member.changed() => {}
+                }
+            }
+            Role::Follow(m) => {
+                job.live.report(JobState::Downloading, Source::Peer);
+                let target = MasterTarget::from_master(&m);
+                let copy =
+                    peers
+                        .client
+                        .copy(entry, &target, peers.protocols, &job.live.from_peers, stop);
+                let r = tokio::select! {
+                    r = copy => r,
+                    _ = member.changed() => {
+                        member.reset_failures();
+                        continue;
+                    }
+                };
+                match r {
+                    Ok(_) => return Ok(Outcome::Done),
+                    Err(_) if stop.is_cancelled() => return Ok(Outcome::Stopped),
+                    Err(e @ PeerError::ProtocolNotImplemented { .. }) => {
+                        // A protocol in common exists but is not implemented here yet
+                        // (SMB): the content still has to arrive.
+                        tracing::warn!(job = job.id, error = %e, "downloading from the origin instead");
+                        return download(ctx, job, entry).await;
+                    }
+                    Err(e) if e.is_master_lost() => {
+                        tracing::warn!(job = job.id, master = %m.addr, error = %e, "copy from master failed; waiting for the election");
+                        tokio::select! {
+                            a = member.after_copy_failure() => if a == AfterFailure::GiveUp {
+                                return Err(JobError::Peer(e));
+                            },
+                            _ = stop.cancelled() => return Ok(Outcome::Stopped),
+                        }
+                    }
+                    Err(e) => return Err(JobError::Peer(e)),
+                }
+            }
+        }
+    }
+}
+
 /// Download every missing block from the origin.
 async fn download(
-    inner: &Arc<Inner>,
-    id: JobId,
+    ctx: &JobContext,
+    job: &JobRun,
     entry: &Arc<ContentEntry>,
-    from_origin: &Arc<AtomicU64>,
-    stop: &CancellationToken,
-) -> Result<(), JobError> {
-    let origin = origin(inner)?;
-    set_state(inner, id, JobState::Downloading, Source::Origin);
-    let before = from_origin.load(Ordering::Relaxed);
-    let r = origin
-        .download(entry, &DownloadCounters { from_origin }, stop)
-        .await;
-    inner.counters.from_origin.fetch_add(
-        from_origin.load(Ordering::Relaxed) - before,
-        Ordering::Relaxed,
-    );
+) -> Result<Outcome, JobError> {
+    let origin = origin(ctx)?;
+    job.live.report(JobState::Downloading, Source::Origin);
+    let before = job.live.origin_bytes();
+    let counters = DownloadCounters {
+        from_origin: &job.live.from_origin,
+    };
+    let r = origin.download(entry, &counters, &job.stop).await;
+    ctx.counters
+        .from_origin
+        .fetch_add(job.live.origin_bytes() - before, Ordering::Relaxed);
     match r {
-        Err(OriginError::Stopped) => Err(JobError::Stopped),
-        r => Ok(r?),
+        Ok(()) => Ok(Outcome::Done),
+        Err(_) if job.stop.is_cancelled() => Ok(Outcome::Stopped),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Tell the election how much of the content is verified, each time it grows by a
-/// permille: candidates and heartbeats carry it, so a half-done peer can win.
-async fn report_progress(subnet: SubnetHandle, entry: Arc<ContentEntry>, stop: CancellationToken) {
+/// permille: candidates and heartbeats carry it.
+async fn report_progress(
+    subnet: crate::subnet::SubnetHandle,
+    entry: Arc<ContentEntry>,
+    agent_stop: CancellationToken,
+    job_stop: CancellationToken,
+) {
     let total = entry.manifest().total_size();
     let mut changes = entry.subscribe();
     let mut last = share_permille(entry.verified_bytes(), total);
     loop {
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
-            _ = stop.cancelled() => return,
+            _ = agent_stop.cancelled() => return,
+            _ = job_stop.cancelled() => return,
         }
         let now = share_permille(entry.verified_bytes(), total);
         if now != last {
             last = now;
             subnet.progress(entry.key(), now);
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

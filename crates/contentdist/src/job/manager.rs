@@ -6,17 +6,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::run::{run_job, JobError};
-use super::{CacheEntryInfo, CleanReport, ControlError, JobControl, JobId, JobInfo, JobRequest};
-use super::{JobState, Source};
-use crate::cache::{Cache, CleanPolicy, ContentKey};
+use super::context::{Counters, JobContext, PeerSetup};
+use super::live::Live;
+use super::run::{run_job, JobError, JobRun, Outcome};
+use super::{ControlError, JobId, JobInfo, JobRequest, JobState, Source};
+use crate::cache::{Cache, CacheEntryInfo, CleanPolicy, CleanReport};
 use crate::codes::{Code, SuccessCodes};
 use crate::origin::{OriginClient, OriginError};
+use crate::tasks::Tasks;
 
 /// Finished jobs kept for `contentdist jobs`; older ones are forgotten.
 const KEEP_FINISHED: usize = 200;
@@ -35,56 +37,46 @@ pub struct JobManagerOptions {
     pub state_file: PathBuf,
     /// Jobs that transfer at once; others wait queued.
     pub max_concurrent: usize,
-    /// Cancelled when the agent stops.
-    pub shutdown: CancellationToken,
+    /// Where job tasks run; stopping it stops every job (they stay resumable).
+    pub tasks: Tasks,
     /// The subnet (elections and peer copy); `None`: every job downloads from the
     /// origin itself (peer copy off, or an inhibited subnet).
-    pub peers: Option<super::fill::PeerSetup>,
+    pub peers: Option<PeerSetup>,
 }
 
-/// Bytes by source, for the whole agent.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Bytes received from the origin.
-    pub from_origin: AtomicU64,
-    /// Bytes received from peers.
-    pub from_peers: AtomicU64,
-}
-
-pub(super) struct Slot {
-    pub info: JobInfo,
-    pub from_origin: Arc<AtomicU64>,
-    pub from_peers: Arc<AtomicU64>,
-    pub stop: Option<CancellationToken>,
-    pub started: Option<Instant>,
-    pub elapsed_before_ms: u64,
-    pub entry: Option<Arc<crate::cache::ContentEntry>>,
+/// The manager's record of one job: the request and result, and the live part
+/// the job's task writes.
+struct Slot {
+    info: JobInfo,
+    live: Arc<Live>,
+    /// Set while a task runs the job.
+    stop: Option<CancellationToken>,
 }
 
 impl Slot {
     fn snapshot(&self) -> JobInfo {
         let mut info = self.info.clone();
-        info.bytes_from_origin = self.from_origin.load(Ordering::Relaxed);
-        info.bytes_from_peers = self.from_peers.load(Ordering::Relaxed);
-        if let Some(e) = &self.entry {
-            info.bytes_total = e.manifest().total_size();
-            info.bytes_verified = e.verified_bytes();
+        let now = self.live.now();
+        info.state = now.state;
+        info.source = now.source;
+        info.waiting_for = now.waiting_for;
+        info.bytes_from_origin = self.live.origin_bytes();
+        info.bytes_from_peers = self.live.peer_bytes();
+        if let Some((total, verified)) = self.live.progress() {
+            info.bytes_total = total;
+            info.bytes_verified = verified;
         }
-        info.elapsed_ms =
-            self.elapsed_before_ms + self.started.map_or(0, |s| s.elapsed().as_millis() as u64);
+        info.elapsed_ms = self.live.elapsed_ms();
         info
     }
 }
 
-pub(super) struct Inner {
-    pub opts: JobManagerOptions,
-    pub jobs: Mutex<BTreeMap<JobId, Slot>>,
+struct Inner {
+    ctx: JobContext,
+    success_codes: SuccessCodes,
+    state_file: PathBuf,
+    jobs: Mutex<BTreeMap<JobId, Slot>>,
     next_id: AtomicU64,
-    pub content_locks: Mutex<HashMap<ContentKey, Arc<tokio::sync::Mutex<()>>>>,
-    pub counters: Counters,
-    pub permits: tokio::sync::Semaphore,
-    runtime: tokio::runtime::Handle,
-    tasks: tokio_util::task::TaskTracker,
     persist_lock: Mutex<()>,
 }
 
@@ -100,6 +92,19 @@ struct Persisted {
     jobs: Vec<JobInfo>,
 }
 
+/// Job counts and bytes by source, for the agent's status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobStats {
+    /// Jobs known (finished ones included).
+    pub total: usize,
+    /// Jobs not finished.
+    pub active: usize,
+    /// Bytes received from the origin since the agent started.
+    pub from_origin: u64,
+    /// Bytes received from peers since the agent started.
+    pub from_peers: u64,
+}
+
 impl JobManager {
     /// Load persisted jobs and restart those that were running. Must be called
     /// inside a tokio runtime.
@@ -109,14 +114,20 @@ impl JobManager {
             .and_then(|b| serde_json::from_slice(&b).ok());
         let max = opts.max_concurrent.max(1);
         let inner = Arc::new(Inner {
-            opts,
+            ctx: JobContext {
+                cache: opts.cache,
+                origin: opts.origin,
+                peers: opts.peers,
+                counters: Counters::default(),
+                clean_policy: opts.clean_policy,
+                permits: tokio::sync::Semaphore::new(max),
+                content_locks: Mutex::new(HashMap::new()),
+                tasks: opts.tasks,
+            },
+            success_codes: opts.success_codes,
+            state_file: opts.state_file,
             jobs: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
-            content_locks: Mutex::new(HashMap::new()),
-            counters: Counters::default(),
-            permits: tokio::sync::Semaphore::new(max),
-            runtime: tokio::runtime::Handle::current(),
-            tasks: tokio_util::task::TaskTracker::new(),
             persist_lock: Mutex::new(()),
         });
         let mgr = JobManager { inner };
@@ -131,6 +142,7 @@ impl JobManager {
                         restart.push(info.id);
                     }
                     info.source = Source::None;
+                    info.waiting_for = None;
                     jobs.insert(info.id, slot_from(info));
                 }
             }
@@ -142,88 +154,108 @@ impl JobManager {
         mgr
     }
 
-    /// Wait until every job task has ended (after the shutdown token fired).
-    pub async fn wait_stopped(&self) {
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
+    /// Job counts and bytes by source.
+    pub fn stats(&self) -> JobStats {
+        let jobs = self.inner.jobs.lock().expect("jobs lock");
+        JobStats {
+            total: jobs.len(),
+            active: jobs
+                .values()
+                .filter(|s| !s.live.now().state.is_final())
+                .count(),
+            from_origin: self.inner.ctx.counters.from_origin.load(Ordering::Relaxed),
+            from_peers: self.inner.ctx.counters.from_peers.load(Ordering::Relaxed),
+        }
     }
 
     /// Bytes by source for the whole agent.
     pub fn counters(&self) -> &Counters {
-        &self.inner.counters
+        &self.inner.ctx.counters
     }
 
     /// The cache the jobs fill.
     pub fn cache(&self) -> &Arc<Cache> {
-        &self.inner.opts.cache
+        &self.inner.ctx.cache
     }
 
     fn spawn(&self, id: JobId) {
-        let stop = self.inner.opts.shutdown.child_token();
-        {
+        let stop = self.inner.ctx.tasks.token().child_token();
+        let (request, live) = {
             let mut jobs = self.inner.jobs.lock().expect("jobs lock");
             let Some(slot) = jobs.get_mut(&id) else {
                 return;
             };
             slot.stop = Some(stop.clone());
-        }
-        let inner = Arc::clone(&self.inner);
+            (slot.info.request.clone(), Arc::clone(&slot.live))
+        };
+        let job = JobRun {
+            id,
+            request,
+            live,
+            stop,
+        };
         let mgr = self.clone();
-        self.inner.tasks.spawn_on(
-            async move {
-                let result = run_job(&inner, id, &stop).await;
+        self.inner
+            .ctx
+            .tasks
+            .spawn(&format!("job {id}"), move |_agent_stop| async move {
+                // A panic anywhere in the job fails the job with a code instead of
+                // leaving it "downloading" until a restart.
+                let run = std::panic::AssertUnwindSafe(run_job(&mgr.inner.ctx, &job));
+                let result = match run.catch_unwind().await {
+                    Ok(r) => r,
+                    Err(payload) => Err(JobError::panicked("the job task", payload.as_ref())),
+                };
+                job.live.end();
                 mgr.finish(id, result);
-            },
-            &self.inner.runtime,
-        );
+            });
     }
 
-    fn finish(&self, id: JobId, result: Result<(), JobError>) {
+    fn finish(&self, id: JobId, result: Result<Outcome, JobError>) {
+        let agent_stopping = self.inner.ctx.tasks.token().is_cancelled();
         {
             let mut jobs = self.inner.jobs.lock().expect("jobs lock");
             let Some(slot) = jobs.get_mut(&id) else {
                 return;
             };
-            // Freeze the live counters into the record before the entry is let go.
-            let snap = slot.snapshot();
-            slot.info.bytes_total = snap.bytes_total;
-            slot.info.bytes_verified = snap.bytes_verified;
-            slot.info.bytes_from_origin = snap.bytes_from_origin;
-            slot.info.bytes_from_peers = snap.bytes_from_peers;
-            if let Some(s) = slot.started.take() {
-                slot.elapsed_before_ms += s.elapsed().as_millis() as u64;
-            }
             slot.stop = None;
-            slot.info.source = Source::None;
+            let live = Arc::clone(&slot.live);
             match result {
-                Ok(()) => {
-                    slot.info.state = JobState::Done;
+                Ok(Outcome::Done) => {
+                    live.force(JobState::Done);
                     slot.info.code = 0;
                     tracing::info!(job = id, content = %slot.info.request.content_id, version = slot.info.request.version,
-                        from_origin = slot.from_origin.load(Ordering::Relaxed), "job done");
+                        from_origin = live.origin_bytes(), "job done");
                 }
-                // Paused or cancelled: pause()/cancel() already set the state.
-                Err(JobError::Stopped) => {}
-                Err(e)
-                    if self.inner.opts.shutdown.is_cancelled() && e.code() == Code::CANCELLED => {}
+                // Paused or cancelled: pause()/cancel() already set the state. While
+                // the agent stops, a running job goes back to the queue so it
+                // restarts with the agent.
+                Ok(Outcome::Stopped) => {
+                    if agent_stopping && !live.now().state.is_final() {
+                        live.force_if(
+                            &[
+                                JobState::Queued,
+                                JobState::Downloading,
+                                JobState::Delivering,
+                            ],
+                            JobState::Queued,
+                        );
+                    }
+                }
                 Err(e) => {
                     let code = e.code();
-                    slot.info.state = JobState::Failed;
+                    live.force(JobState::Failed);
                     slot.info.code = code.0;
                     slot.info.message = Some(e.to_string());
-                    slot.info.code_in_success_codes = self.inner.opts.success_codes.contains(code);
+                    slot.info.code_in_success_codes = self.inner.success_codes.contains(code);
                     let fix = code.info().map_or("", |i| i.fix);
                     tracing::error!(job = id, code = %code, name = code.name(), fix, "job failed: {e}");
                 }
             }
-            // While the agent stops, running jobs keep their state so they restart.
-            if self.inner.opts.shutdown.is_cancelled()
-                && !slot.info.state.is_final()
-                && slot.info.state != JobState::Paused
-            {
-                slot.info.state = JobState::Queued;
-            }
-            slot.entry = None;
+            // Freeze the progress into the record, then let the entry go.
+            let snap = slot.snapshot();
+            slot.info = snap;
+            live.attach(None);
         }
         self.persist();
     }
@@ -235,7 +267,7 @@ impl JobManager {
             let mut jobs = self.inner.jobs.lock().expect("jobs lock");
             let finished: Vec<JobId> = jobs
                 .iter()
-                .filter(|(_, s)| s.info.state.is_final())
+                .filter(|(_, s)| s.live.now().state.is_final())
                 .map(|(&id, _)| id)
                 .collect();
             for id in finished
@@ -249,7 +281,7 @@ impl JobManager {
                 jobs: jobs.values().map(Slot::snapshot).collect(),
             }
         };
-        let path = &self.inner.opts.state_file;
+        let path = &self.inner.state_file;
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(&p).expect("jobs serialize");
         let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
@@ -269,17 +301,36 @@ impl JobManager {
             .ok_or_else(|| ControlError::new(Code::BAD_REQUEST, format!("no job {id}")))?;
         f(slot)
     }
+
+    /// A job not finished that asks for exactly this (same content, version,
+    /// destination and hash): a second `get` attaches to it instead of running twice.
+    fn same_running(&self, req: &JobRequest) -> Option<JobInfo> {
+        let jobs = self.inner.jobs.lock().expect("jobs lock");
+        jobs.values()
+            .find(|s| {
+                let r = &s.info.request;
+                let state = s.live.now().state;
+                !state.is_final()
+                    && state != JobState::Paused
+                    && r.content_id == req.content_id
+                    && r.version == req.version
+                    && r.dest == req.dest
+                    && r.content_hash == req.content_hash
+            })
+            .map(Slot::snapshot)
+    }
 }
 
 fn slot_from(info: JobInfo) -> Slot {
     Slot {
-        from_origin: Arc::new(AtomicU64::new(info.bytes_from_origin)),
-        from_peers: Arc::new(AtomicU64::new(info.bytes_from_peers)),
-        elapsed_before_ms: info.elapsed_ms,
+        live: Arc::new(Live::new(
+            info.state,
+            info.bytes_from_origin,
+            info.bytes_from_peers,
+            info.elapsed_ms,
+        )),
         info,
         stop: None,
-        started: None,
-        entry: None,
     }
 }
 
@@ -311,9 +362,17 @@ fn validate(req: &JobRequest) -> Result<(), ControlError> {
     Ok(())
 }
 
-impl JobControl for JobManager {
-    fn submit(&self, req: JobRequest) -> Result<JobInfo, ControlError> {
+/// The job operations the control socket offers (the agent adds status).
+impl JobManager {
+    /// Queue a job; returns it as first reported. A request identical to a job
+    /// still running attaches to that job: the same job is returned.
+    pub fn submit(&self, req: JobRequest) -> Result<JobInfo, ControlError> {
         validate(&req)?;
+        if let Some(running) = self.same_running(&req) {
+            tracing::info!(job = running.id, content = %req.content_id, version = req.version,
+                "same request as a running job: attached to it");
+            return Ok(running);
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
         let info = JobInfo {
             id,
@@ -327,6 +386,7 @@ impl JobControl for JobManager {
             bytes_from_origin: 0,
             bytes_from_peers: 0,
             source: Source::None,
+            waiting_for: None,
             elapsed_ms: 0,
         };
         self.inner
@@ -339,28 +399,36 @@ impl JobControl for JobManager {
         self.get(id)
     }
 
-    fn list(&self) -> Vec<JobInfo> {
+    /// Every job this agent knows, oldest first.
+    pub fn list(&self) -> Vec<JobInfo> {
         let jobs = self.inner.jobs.lock().expect("jobs lock");
         jobs.values().map(Slot::snapshot).collect()
     }
 
-    fn get(&self, id: JobId) -> Result<JobInfo, ControlError> {
+    /// One job.
+    pub fn get(&self, id: JobId) -> Result<JobInfo, ControlError> {
         self.with_slot(id, |s| Ok(s.snapshot()))
     }
 
-    fn pause(&self, id: JobId) -> Result<JobInfo, ControlError> {
+    /// Pause a running or queued job.
+    pub fn pause(&self, id: JobId) -> Result<JobInfo, ControlError> {
         let info = self.with_slot(id, |s| {
-            match s.info.state {
-                JobState::Queued | JobState::Downloading | JobState::Delivering => {}
-                JobState::Paused => return Ok(s.snapshot()),
-                st => {
-                    return Err(ControlError::new(
-                        Code::BAD_REQUEST,
-                        format!("job {id} is {st:?} and cannot be paused"),
-                    ))
+            let running = [
+                JobState::Queued,
+                JobState::Downloading,
+                JobState::Delivering,
+            ];
+            if !s.live.force_if(&running, JobState::Paused) {
+                match s.live.now().state {
+                    JobState::Paused => return Ok(s.snapshot()),
+                    st => {
+                        return Err(ControlError::new(
+                            Code::BAD_REQUEST,
+                            format!("job {id} is {st:?} and cannot be paused"),
+                        ))
+                    }
                 }
             }
-            s.info.state = JobState::Paused;
             if let Some(stop) = s.stop.take() {
                 stop.cancel();
             }
@@ -370,12 +438,14 @@ impl JobControl for JobManager {
         Ok(info)
     }
 
-    fn resume(&self, id: JobId) -> Result<JobInfo, ControlError> {
+    /// Resume a paused job.
+    pub fn resume(&self, id: JobId) -> Result<JobInfo, ControlError> {
         self.with_slot(id, |s| {
-            if s.info.state != JobState::Paused {
+            let state = s.live.now().state;
+            if state != JobState::Paused {
                 return Err(ControlError::new(
                     Code::BAD_REQUEST,
-                    format!("job {id} is {:?}, not paused", s.info.state),
+                    format!("job {id} is {state:?}, not paused"),
                 ));
             }
             if s.stop.is_some() {
@@ -385,7 +455,7 @@ impl JobControl for JobManager {
                     format!("job {id} is still stopping; resume again in a moment"),
                 ));
             }
-            s.info.state = JobState::Queued;
+            s.live.force(JobState::Queued);
             Ok(())
         })?;
         self.spawn(id);
@@ -393,18 +463,20 @@ impl JobControl for JobManager {
         self.get(id)
     }
 
-    fn cancel(&self, id: JobId) -> Result<JobInfo, ControlError> {
+    /// Cancel a job that has not finished.
+    pub fn cancel(&self, id: JobId) -> Result<JobInfo, ControlError> {
         let info = self.with_slot(id, |s| {
-            if s.info.state.is_final() {
+            let state = s.live.now().state;
+            if state.is_final() {
                 return Err(ControlError::new(
                     Code::BAD_REQUEST,
-                    format!("job {id} has already finished ({:?})", s.info.state),
+                    format!("job {id} has already finished ({state:?})"),
                 ));
             }
-            s.info.state = JobState::Cancelled;
+            s.live.force(JobState::Cancelled);
             s.info.code = Code::CANCELLED.0;
             s.info.message = Some("cancelled by request".into());
-            s.info.code_in_success_codes = self.inner.opts.success_codes.contains(Code::CANCELLED);
+            s.info.code_in_success_codes = self.inner.success_codes.contains(Code::CANCELLED);
             if let Some(stop) = s.stop.take() {
                 stop.cancel();
             }
@@ -414,25 +486,15 @@ impl JobControl for JobManager {
         Ok(info)
     }
 
-    fn status(&self) -> serde_json::Value {
-        let jobs = self.list();
-        let active = jobs.iter().filter(|j| !j.state.is_final()).count();
-        serde_json::json!({
-            "cache_dir": self.cache().root(),
-            "jobs_total": jobs.len(),
-            "jobs_active": active,
-            "bytes_from_origin": self.inner.counters.from_origin.load(Ordering::Relaxed),
-            "bytes_from_peers": self.inner.counters.from_peers.load(Ordering::Relaxed),
-        })
-    }
-
-    fn cache_list(&self) -> Vec<CacheEntryInfo> {
+    /// The cache's entries.
+    pub fn cache_list(&self) -> Vec<CacheEntryInfo> {
         self.cache().list()
     }
 
-    fn cache_clean(&self) -> Result<CleanReport, ControlError> {
+    /// Run the cache clean-up now.
+    pub fn cache_clean(&self) -> Result<CleanReport, ControlError> {
         self.cache()
-            .clean(self.inner.opts.clean_policy, 0)
+            .clean(self.inner.ctx.clean_policy, 0)
             .map_err(|e| ControlError::new(e.code(), e.to_string()))
     }
 }

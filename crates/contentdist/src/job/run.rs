@@ -1,12 +1,12 @@
 //! One job's life: find or fetch the manifest, fill the cache, deliver.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::manager::Inner;
-use super::{JobId, JobState, Source};
+use super::context::JobContext;
+use super::live::Live;
+use super::{JobId, JobRequest, JobState, Source};
 use crate::cache::{deliver, CacheError, ContentEntry, ContentKey, DeliveryError};
 use crate::codes::Code;
 use crate::origin::OriginError;
@@ -14,9 +14,6 @@ use crate::origin::OriginError;
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// Paused or cancelled while running.
-    #[error("stopped")]
-    Stopped,
     /// Talking to the origin failed.
     #[error(transparent)]
     Origin(#[from] OriginError),
@@ -32,99 +29,137 @@ pub enum JobError {
     /// Copying from the master failed.
     #[error(transparent)]
     Peer(#[from] crate::peer::PeerError),
+    /// A step of the job panicked: a bug. The job fails instead of hanging.
+    #[error("internal error in {step}: {detail}")]
+    Internal {
+        /// The step that panicked.
+        step: &'static str,
+        /// The panic's message.
+        detail: String,
+    },
 }
 
 impl JobError {
     /// The catalogue code.
     pub fn code(&self) -> Code {
         match self {
-            JobError::Stopped => Code::CANCELLED,
-            JobError::Origin(OriginError::Stopped) => Code::CANCELLED,
             JobError::Origin(e) => e.code(),
             JobError::Cache(e) => e.code(),
             JobError::Delivery(e) if crate::cache::is_disk_full(&e.source) => Code::DISK_FULL,
             JobError::Delivery(_) => Code::DELIVERY_FAILED,
             JobError::NoOrigin(e) => e.code(),
             JobError::Peer(e) => e.code(),
+            JobError::Internal { .. } => Code::INTERNAL_ERROR,
         }
+    }
+
+    /// A panic caught in `step`.
+    pub(super) fn panicked(step: &'static str, payload: &(dyn std::any::Any + Send)) -> JobError {
+        let detail = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        JobError::Internal { step, detail }
     }
 }
 
-pub(super) fn set_state(inner: &Inner, id: JobId, state: JobState, source: Source) {
-    let mut jobs = inner.jobs.lock().expect("jobs lock");
-    if let Some(s) = jobs.get_mut(&id) {
-        // Never overwrite a pause or cancel that arrived meanwhile.
-        if !matches!(s.info.state, JobState::Paused | JobState::Cancelled) {
-            s.info.state = state;
-            s.info.source = source;
-        }
+/// How a run of a job ended, short of a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The content is verified (and delivered, when a destination was asked for).
+    Done,
+    /// The job's token fired (pause, cancel, agent shutdown): the blocks verified so
+    /// far stay, and the manager decides what state the job is left in.
+    Stopped,
+}
+
+/// One run of one job.
+pub(super) struct JobRun {
+    pub id: JobId,
+    pub request: JobRequest,
+    pub live: Arc<Live>,
+    pub stop: CancellationToken,
+}
+
+/// Run the job until it is done, fails, or its token fires. Whatever error a step
+/// returns after the token fired is the stop, not a failure.
+pub(super) async fn run_job(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
+    let r = run(ctx, job).await;
+    match r {
+        Err(_) if job.stop.is_cancelled() => Ok(Outcome::Stopped),
+        r => r,
     }
 }
 
-/// Run job `id` until it is done, fails, or `stop` fires.
-pub(super) async fn run_job(
-    inner: &Arc<Inner>,
-    id: JobId,
-    stop: &CancellationToken,
-) -> Result<(), JobError> {
+/// Wait for a blocking step; its panic fails the job.
+async fn joined<T>(
+    step: &'static str,
+    h: tokio::task::JoinHandle<Result<T, JobError>>,
+) -> Result<T, JobError> {
+    match h.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => Err(JobError::panicked(step, e.into_panic().as_ref())),
+        Err(e) => Err(JobError::Internal {
+            step,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
+    let stop = &job.stop;
     let _permit = tokio::select! {
-        p = inner.permits.acquire() => p.expect("semaphore never closed"),
-        _ = stop.cancelled() => return Err(JobError::Stopped),
+        p = ctx.permits.acquire() => p.expect("semaphore never closed"),
+        _ = stop.cancelled() => return Ok(Outcome::Stopped),
     };
-    let (req, from_origin, from_peers) = {
-        let mut jobs = inner.jobs.lock().expect("jobs lock");
-        let slot = jobs.get_mut(&id).ok_or(JobError::Stopped)?;
-        if matches!(slot.info.state, JobState::Paused | JobState::Cancelled) {
-            return Err(JobError::Stopped);
-        }
-        slot.started = Some(Instant::now());
-        slot.info.state = JobState::Downloading;
-        (
-            slot.info.request.clone(),
-            Arc::clone(&slot.from_origin),
-            Arc::clone(&slot.from_peers),
-        )
-    };
-    let key = ContentKey::new(req.content_id.clone(), req.version);
-    let entry =
-        find_or_create_entry(inner, &key, req.content_hash.as_deref(), req.priority).await?;
-    let lease = entry.lease();
-    {
-        let mut jobs = inner.jobs.lock().expect("jobs lock");
-        if let Some(s) = jobs.get_mut(&id) {
-            s.entry = Some(Arc::clone(lease.entry()));
-        }
+    if !job.live.begin() {
+        return Ok(Outcome::Stopped);
     }
-    // One transfer per content at a time: a second job for the same content waits
-    // and then finds the blocks verified.
-    let lock = {
-        let mut locks = inner.content_locks.lock().expect("locks lock");
-        Arc::clone(locks.entry(key.clone()).or_default())
+    let req = &job.request;
+    let key = ContentKey::new(req.content_id.clone(), req.version);
+    let entry = find_or_create_entry(ctx, &key, req.content_hash.as_deref(), req.priority).await?;
+    let lease = entry.lease();
+    let lock = ctx.content_lock(&key);
+    let _guard = match lock.lock.try_lock() {
+        Ok(g) => g,
+        Err(_) => {
+            // Another job fetches this content: say so, and wait for it.
+            if let Some(other) = *lock.holder.lock().expect("holder lock") {
+                job.live.report_waiting(other);
+            }
+            tokio::select! {
+                g = lock.lock.lock() => g,
+                _ = stop.cancelled() => return Ok(Outcome::Stopped),
+            }
+        }
     };
-    let _guard = tokio::select! {
-        g = lock.lock() => g,
-        _ = stop.cancelled() => return Err(JobError::Stopped),
-    };
+    *lock.holder.lock().expect("holder lock") = Some(job.id);
+    let _release = ReleaseHolder(&lock.holder);
+    job.live.report(JobState::Downloading, Source::None);
+    job.live.attach(Some(Arc::clone(lease.entry())));
     if entry.is_complete() {
         // A cache hit: the files may have been changed through a delivered hard link
         // since they were verified, so check them before handing them out again.
-        set_state(inner, id, JobState::Downloading, Source::Cache);
+        job.live.report(JobState::Downloading, Source::Cache);
         let e = Arc::clone(&entry);
-        tokio::task::spawn_blocking(move || e.reverify())
-            .await
-            .expect("reverify task")?;
+        let check = ctx
+            .tasks
+            .spawn_blocking("re-verify", move || Ok(e.reverify()?));
+        joined("re-verification", check).await?;
     }
-    if !entry.is_complete() {
-        super::fill::fill(inner, id, &entry, &from_origin, &from_peers, stop).await?;
+    if !entry.is_complete() && super::fill::fill(ctx, job, &entry).await? == Outcome::Stopped {
+        return Ok(Outcome::Stopped);
     }
     if let Some(dest) = req.dest.clone() {
-        set_state(inner, id, JobState::Delivering, Source::None);
+        job.live.report(JobState::Delivering, Source::None);
         let e = Arc::clone(&entry);
-        let report = tokio::task::spawn_blocking(move || deliver(&e, &dest))
-            .await
-            .expect("delivery task")?;
+        let delivery = ctx
+            .tasks
+            .spawn_blocking("delivery", move || Ok(deliver(&e, &dest)?));
+        let report = joined("delivery", delivery).await?;
         tracing::info!(
-            job = id,
+            job = job.id,
             linked = report.linked,
             copied = report.copied,
             "content delivered"
@@ -135,16 +170,25 @@ pub(super) async fn run_job(
         m.last_used_unix = crate::cache::now_unix();
         m.priority = m.priority.max(prio);
     })?;
-    Ok(())
+    Ok(Outcome::Done)
+}
+
+/// Clears the content lock's holder when the holding job's run ends.
+struct ReleaseHolder<'a>(&'a std::sync::Mutex<Option<JobId>>);
+
+impl Drop for ReleaseHolder<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().expect("holder lock") = None;
+    }
 }
 
 async fn find_or_create_entry(
-    inner: &Arc<Inner>,
+    ctx: &JobContext,
     key: &ContentKey,
     expect_hash: Option<&str>,
     priority: u8,
 ) -> Result<Arc<ContentEntry>, JobError> {
-    let cache = &inner.opts.cache;
+    let cache = &ctx.cache;
     if let Some(e) = cache.get(key)? {
         if e.manifest()
             .check_is(&key.id, key.version, expect_hash)
@@ -153,21 +197,19 @@ async fn find_or_create_entry(
             return Ok(e);
         }
     }
-    let origin = origin(inner)?;
+    let origin = origin(ctx)?;
     let manifest = origin
         .fetch_manifest(&key.id, key.version, expect_hash)
         .await?;
     let needed = manifest.total_size();
-    if let Err(e) = cache.clean(inner.opts.clean_policy, needed) {
+    if let Err(e) = cache.clean(ctx.clean_policy, needed) {
         tracing::warn!(error = %e, "cache clean-up before download failed");
     }
     Ok(cache.get_or_create(manifest, priority)?)
 }
 
-pub(super) fn origin(inner: &Inner) -> Result<&crate::origin::OriginClient, JobError> {
-    inner
-        .opts
-        .origin
+pub(super) fn origin(ctx: &JobContext) -> Result<&crate::origin::OriginClient, JobError> {
+    ctx.origin
         .as_ref()
         .map_err(|e| JobError::NoOrigin(Arc::clone(e)))
 }

@@ -100,6 +100,9 @@ pub struct JobInfo {
     pub bytes_from_peers: u64,
     /// Where bytes come from right now.
     pub source: Source,
+    /// While queued behind another job that fetches the same content: that job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<JobId>,
     /// Milliseconds since the job started running (frozen once final).
     pub elapsed_ms: u64,
 }

@@ -14,7 +14,7 @@ use super::origin::{LabOrigin, LabOriginOptions};
 use crate::agent::{Agent, AgentHandle};
 use crate::config::{Config, P2PEnabled};
 use crate::election::ElectionState;
-use crate::job::{JobControl, JobInfo, JobRequest, JobState};
+use crate::job::{JobInfo, JobRequest, JobState};
 use crate::publish::{publish, PublishOptions};
 
 /// What to simulate.
@@ -371,8 +371,12 @@ pub async fn run(
             identical,
         });
     }
-    for a in agents.into_iter().flatten() {
-        a.shutdown().await;
+    let agents: Vec<_> = agents.into_iter().flatten().collect();
+    for a in &agents {
+        a.shutdown();
+    }
+    for a in agents {
+        let _ = a.join().await;
     }
     stop.cancel();
     let direct_wan_bytes = content_bytes * opts.agents as u64;

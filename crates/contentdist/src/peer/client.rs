@@ -73,6 +73,23 @@ pub struct MasterTarget {
     pub protocols: Protocols,
     /// The key it shared, from which its P2P account's password derives.
     pub p2p_key: [u8; 32],
+    /// SHA-256 of its HTTPS certificate, as announced (to pin a self-signed one).
+    pub cert_fingerprint: Option<[u8; 32]>,
+}
+
+impl MasterTarget {
+    /// The master an election names: the one place a copy's target is built, so
+    /// nothing the announcement carries (the certificate fingerprint) is dropped.
+    pub fn from_master(m: &crate::election::MasterInfo) -> MasterTarget {
+        MasterTarget {
+            addr: m.addr,
+            http_port: m.http_port,
+            https_port: m.https_port,
+            protocols: m.protocols,
+            p2p_key: m.p2p_key.0,
+            cert_fingerprint: m.cert_fingerprint,
+        }
+    }
 }
 
 impl std::fmt::Debug for MasterTarget {
@@ -82,6 +99,7 @@ impl std::fmt::Debug for MasterTarget {
             .field("http_port", &self.http_port)
             .field("https_port", &self.https_port)
             .field("protocols", &self.protocols)
+            .field("cert_fingerprint", &self.cert_fingerprint.map(hex::encode))
             .finish_non_exhaustive()
     }
 }

@@ -7,17 +7,20 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Role, Shared, SubnetError, SubnetHandle};
+use super::{Role, RolePolicy, Shared, SubnetError, SubnetHandle};
 use crate::election::{
     decode, encode, Action, Elections, Event, Instant, LocalInfo, SiteKey, Timing,
 };
+use crate::tasks::Tasks;
 
 /// What the driver needs.
 pub struct SubnetOptions {
@@ -31,9 +34,18 @@ pub struct SubnetOptions {
     pub broadcast: IpAddr,
     /// Authenticates messages when set (`SiteKey`).
     pub site_key: Option<SiteKey>,
-    /// Stops the driver.
-    pub shutdown: CancellationToken,
+    /// The master policy jobs follow (fallback, grace, linger).
+    pub policy: RolePolicy,
+    /// The cache directory, whose free space the election ranks by; measured at
+    /// every new election and every [`FREE_SPACE_PERIOD`]. `None`: `local.free_bytes`
+    /// stays as given.
+    pub cache_dir: Option<PathBuf>,
+    /// Where the driver task runs (it stops with the agent).
+    pub tasks: Tasks,
 }
+
+/// How often the free cache space is measured again while nothing else asks.
+const FREE_SPACE_PERIOD: Duration = Duration::from_secs(60);
 
 fn bind(port: u16, broadcast: IpAddr) -> std::io::Result<UdpSocket> {
     let domain = if broadcast.is_ipv6() {
@@ -69,12 +81,14 @@ pub fn start(opts: SubnetOptions) -> Result<SubnetHandle, SubnetError> {
         roles: Mutex::new(HashMap::new()),
         status: Mutex::new(Vec::new()),
         dropped: Default::default(),
+        free_bytes: opts.local.free_bytes.into(),
     });
     let handle = SubnetHandle {
         events: tx,
         shared: Arc::clone(&shared),
         local_addr,
         advertised: opts.local.addr,
+        policy: Arc::new(opts.policy),
     };
     tracing::info!(
         socket = %local_addr,
@@ -86,15 +100,19 @@ pub fn start(opts: SubnetOptions) -> Result<SubnetHandle, SubnetError> {
     );
     let target = SocketAddr::new(opts.broadcast, local_addr.port());
     let machine = Elections::new(opts.local, opts.timing);
-    tokio::spawn(run(Driver {
-        sock,
-        target,
-        key: opts.site_key,
-        machine,
-        shared,
-        events: rx,
-        stop: opts.shutdown,
-    }));
+    let cache_dir = opts.cache_dir;
+    opts.tasks.spawn("election driver", move |stop| {
+        run(Driver {
+            sock,
+            target,
+            key: opts.site_key,
+            machine,
+            shared,
+            events: rx,
+            stop,
+            cache_dir,
+        })
+    });
     Ok(handle)
 }
 
@@ -106,10 +124,13 @@ struct Driver {
     shared: Arc<Shared>,
     events: mpsc::UnboundedReceiver<Event>,
     stop: CancellationToken,
+    cache_dir: Option<PathBuf>,
 }
 
 async fn run(mut d: Driver) {
     let mut buf = vec![0u8; 2048];
+    let mut measure = tokio::time::interval(FREE_SPACE_PERIOD);
+    measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = d.machine.next_deadline();
         let sleep = async {
@@ -141,17 +162,43 @@ async fn run(mut d: Driver) {
                 Some(e) => e,
                 None => return,
             },
+            _ = measure.tick() => {
+                d.measure_free_space();
+                continue;
+            }
             _ = sleep => Event::Tick,
+        };
+        if matches!(event, Event::Want { .. }) {
+            // A new election ranks by free space: measure it now, not at start.
+            d.measure_free_space();
+        }
+        let forgotten = match &event {
+            Event::Forget { key } => Some(key.clone()),
+            _ => None,
         };
         let actions = d.machine.handle(Instant::now(), event);
         for action in actions {
             d.act(action).await;
+        }
+        if let Some(key) = forgotten {
+            d.shared.drop_role(&key);
         }
         *d.shared.status.lock().expect("status lock") = d.machine.status();
     }
 }
 
 impl Driver {
+    fn measure_free_space(&mut self) {
+        let Some(dir) = &self.cache_dir else { return };
+        match crate::cache::clean::disk_space(dir) {
+            Ok((free, _)) => {
+                self.machine.set_free_bytes(free);
+                self.shared.free_bytes.store(free, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "free space not measured"),
+        }
+    }
+
     async fn act(&mut self, action: Action) {
         match action {
             Action::Broadcast(msg) => match encode(&msg, self.key.as_ref()) {

@@ -8,6 +8,7 @@
 //! driver task owns the socket and the state machine; nothing else touches them.
 
 mod driver;
+mod membership;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 pub use driver::{start, SubnetOptions};
+pub use membership::{AfterFailure, Membership, RolePolicy, Waited};
 
 use crate::cache::ContentKey;
 use crate::election::{ElectionStatus, Event, MasterInfo};
@@ -55,6 +57,7 @@ pub(crate) struct Shared {
     roles: Mutex<HashMap<ContentKey, watch::Sender<Role>>>,
     status: Mutex<Vec<ElectionStatus>>,
     dropped: std::sync::atomic::AtomicU64,
+    free_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -65,6 +68,21 @@ impl Shared {
             .or_insert_with(|| watch::channel(Role::Electing).0)
             .clone()
     }
+
+    /// Drop the role of a content this agent no longer takes part in, unless a job
+    /// still watches it (it joined again meanwhile): the map stays as large as the
+    /// contents in play, not every content ever seen.
+    fn drop_role(&self, key: &ContentKey) {
+        let mut roles = self.roles.lock().expect("roles lock");
+        if roles.get(key).is_some_and(|s| s.receiver_count() == 0) {
+            roles.remove(key);
+        }
+    }
+
+    /// Contents with a role (tests: the map shrinks on forget).
+    fn roles_len(&self) -> usize {
+        self.roles.lock().expect("roles lock").len()
+    }
 }
 
 /// How jobs reach the subnet driver. Cheap to clone.
@@ -74,6 +92,7 @@ pub struct SubnetHandle {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     advertised: IpAddr,
+    policy: Arc<RolePolicy>,
 }
 
 impl SubnetHandle {
@@ -126,6 +145,23 @@ impl SubnetHandle {
     /// The address announced to peers.
     pub fn advertised(&self) -> IpAddr {
         self.advertised
+    }
+
+    /// The master policy (fallback, grace, linger).
+    pub fn policy(&self) -> &RolePolicy {
+        &self.policy
+    }
+
+    /// How many contents have a role (one per content in play).
+    pub fn roles_held(&self) -> usize {
+        self.shared.roles_len()
+    }
+
+    /// The free cache space the election ranks this agent by, as last measured.
+    pub fn free_bytes(&self) -> u64 {
+        self.shared
+            .free_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

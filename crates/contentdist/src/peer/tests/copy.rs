@@ -180,6 +180,7 @@ async fn no_master_listening_is_reported_lost_with_cannot_connect() {
         let c = Content::standard();
         let peer = Node::new();
         let target = MasterTarget {
+            cert_fingerprint: None,
             addr: "127.0.0.1".parse().unwrap(),
             http_port: port,
             https_port: port,
@@ -422,6 +423,7 @@ async fn a_master_sending_bytes_that_do_not_verify_is_abandoned_with_data_error(
         let peer = Node::new();
         let entry = peer.entry(&c);
         let target = MasterTarget {
+            cert_fingerprint: None,
             addr: addr.ip(),
             http_port: addr.port(),
             https_port: 1,

@@ -142,6 +142,7 @@ impl Master {
 
     pub fn target(&self) -> MasterTarget {
         MasterTarget {
+            cert_fingerprint: None,
             addr: self.addr().ip(),
             http_port: self.addr().port(),
             https_port: 1,

@@ -1,0 +1,109 @@
+//! The agent's status as `GET /v1/status` reports it: typed here, so the agent,
+//! the control socket and the CLI agree on its fields.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// An agent's status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentStatus {
+    /// contentdist's version.
+    pub version: String,
+    /// `OriginUrl` (empty when none is configured).
+    pub origin_url: String,
+    /// The control socket's path.
+    pub control_socket: PathBuf,
+    /// The cache directory.
+    pub cache_dir: PathBuf,
+    /// True for a preboot agent (never master, never serves).
+    pub preboot: bool,
+    /// What the agent listens on, in words (`http://…/content/`, `udp://…`).
+    pub listeners: Vec<String>,
+    /// Jobs known (finished ones included).
+    pub jobs_total: usize,
+    /// Jobs not finished.
+    pub jobs_active: usize,
+    /// Bytes received from the origin since the agent started.
+    pub bytes_from_origin: u64,
+    /// Bytes received from peers since the agent started.
+    pub bytes_from_peers: u64,
+    /// The elections this agent takes part in.
+    pub elections: Vec<ElectionReport>,
+    /// Election datagrams dropped because they did not decode or authenticate
+    /// (absent without peer copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_datagrams_dropped: Option<u64>,
+    /// The free cache space elections rank this agent by, as last measured
+    /// (absent without peer copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_free_bytes: Option<u64>,
+}
+
+/// Where this agent stands in one content's election.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ElectionRole {
+    /// Collecting candidates or waiting for a master.
+    Electing,
+    /// This agent is master.
+    Master,
+    /// This agent copies from a master.
+    Following,
+    /// This agent holds the content and answers requests; no election runs.
+    Idle,
+}
+
+impl From<crate::election::ElectionState> for ElectionRole {
+    fn from(s: crate::election::ElectionState) -> Self {
+        use crate::election::ElectionState as S;
+        match s {
+            S::Electing => ElectionRole::Electing,
+            S::Master => ElectionRole::Master,
+            S::Following => ElectionRole::Following,
+            S::Idle => ElectionRole::Idle,
+        }
+    }
+}
+
+/// One election, as the status shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ElectionReport {
+    /// `ID/VERSION`.
+    pub content: String,
+    /// This agent's part.
+    pub state: ElectionRole,
+    /// The master's address, when there is one.
+    pub master: Option<String>,
+    /// The master's term, else the highest seen.
+    pub term: u64,
+    /// This agent's share of the content, in percent.
+    pub share_percent: f64,
+}
+
+impl From<&crate::election::ElectionStatus> for ElectionReport {
+    fn from(e: &crate::election::ElectionStatus) -> Self {
+        ElectionReport {
+            content: e.key.to_string(),
+            state: e.state.into(),
+            master: e.master_addr.map(|a| a.to_string()),
+            term: e.term,
+            share_percent: f64::from(e.share_permille) / 10.0,
+        }
+    }
+}
+
+/// The addresses an agent really bound (ports chosen by the system when 0 was
+/// asked for are filled in).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentAddrs {
+    /// The control socket.
+    pub control_socket: PathBuf,
+    /// The peer-copy server over HTTP, when it runs.
+    pub peer_http: Option<SocketAddr>,
+    /// The peer-copy server over HTTPS, when it runs.
+    pub peer_https: Option<SocketAddr>,
+    /// The election socket, when the agent takes part in elections.
+    pub election: Option<SocketAddr>,
+}

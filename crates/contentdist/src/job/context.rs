@@ -1,0 +1,67 @@
+//! What every running job of an agent shares: the cache, the origin, the subnet,
+//! the agent-wide counters and the task set. A job is handed this context and its
+//! own [`super::live::Live`]; it never sees the manager's table of jobs.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use super::JobId;
+use crate::cache::{Cache, CleanPolicy, ContentKey};
+use crate::config::Protocols;
+use crate::origin::{OriginClient, OriginError};
+use crate::peer::PeerClient;
+use crate::subnet::SubnetHandle;
+use crate::tasks::Tasks;
+
+/// How a job reaches its peers, when it has any.
+#[derive(Clone)]
+pub struct PeerSetup {
+    /// The election driver (which also holds the master policy: fallback, linger).
+    pub subnet: SubnetHandle,
+    /// The peer-copy client.
+    pub client: Arc<PeerClient>,
+    /// The protocols this agent accepts (`P2PEnabled`).
+    pub protocols: Protocols,
+}
+
+/// Bytes by source, for the whole agent.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bytes received from the origin.
+    pub from_origin: AtomicU64,
+    /// Bytes received from peers.
+    pub from_peers: AtomicU64,
+}
+
+/// One transfer per content at a time: a second job for the same content waits on
+/// this lock and then finds the blocks verified. `holder` names the job holding it,
+/// so the waiting one can say whom it waits for.
+#[derive(Default)]
+pub(super) struct ContentLock {
+    pub lock: tokio::sync::Mutex<()>,
+    pub holder: Mutex<Option<JobId>>,
+}
+
+/// The shared context of an agent's jobs.
+pub(super) struct JobContext {
+    pub cache: Arc<Cache>,
+    /// The origin client, or why there is none (jobs that need it fail with its code).
+    pub origin: Result<OriginClient, Arc<OriginError>>,
+    /// `None`: every job downloads from the origin itself.
+    pub peers: Option<PeerSetup>,
+    pub counters: Counters,
+    pub clean_policy: CleanPolicy,
+    /// Jobs that transfer at once.
+    pub permits: tokio::sync::Semaphore,
+    pub content_locks: Mutex<HashMap<ContentKey, Arc<ContentLock>>>,
+    /// Where blocking steps (re-verification, delivery) and helpers run, accounted.
+    pub tasks: Tasks,
+}
+
+impl JobContext {
+    pub fn content_lock(&self, key: &ContentKey) -> Arc<ContentLock> {
+        let mut locks = self.content_locks.lock().expect("locks lock");
+        Arc::clone(locks.entry(key.clone()).or_default())
+    }
+}

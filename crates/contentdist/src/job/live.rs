@@ -1,0 +1,150 @@
+//! What a running job reports about itself, and the only way it does: a job task
+//! holds an `Arc<Live>` and writes its state, source and byte counts there; the
+//! manager reads them for `contentdist jobs` and writes pauses and cancels. Neither
+//! reaches into the other's table.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::{JobId, JobState, Source};
+use crate::cache::ContentEntry;
+
+/// One job's live state.
+#[derive(Debug)]
+pub(super) struct Live {
+    state: Mutex<Now>,
+    /// Bytes this job received from the origin (all runs, also before a restart).
+    pub from_origin: AtomicU64,
+    /// Bytes this job received from peers.
+    pub from_peers: AtomicU64,
+    entry: Mutex<Option<Arc<ContentEntry>>>,
+    /// Milliseconds the job ran in earlier runs (before a pause or restart).
+    elapsed_before_ms: AtomicU64,
+    /// When the current run started, while one runs.
+    started: Mutex<Option<Instant>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Now {
+    pub state: JobState,
+    pub source: Source,
+    /// The job that fetches the same content while this one waits for it.
+    pub waiting_for: Option<JobId>,
+}
+
+impl Live {
+    pub fn new(state: JobState, from_origin: u64, from_peers: u64, elapsed_ms: u64) -> Live {
+        Live {
+            state: Mutex::new(Now {
+                state,
+                source: Source::None,
+                waiting_for: None,
+            }),
+            from_origin: AtomicU64::new(from_origin),
+            from_peers: AtomicU64::new(from_peers),
+            entry: Mutex::new(None),
+            elapsed_before_ms: AtomicU64::new(elapsed_ms),
+            started: Mutex::new(None),
+        }
+    }
+
+    /// A run starts: unless the job was paused or cancelled meanwhile (then false),
+    /// it is downloading and its clock runs.
+    pub fn begin(&self) -> bool {
+        let mut now = self.state.lock().expect("job state lock");
+        if matches!(now.state, JobState::Paused | JobState::Cancelled) {
+            return false;
+        }
+        now.state = JobState::Downloading;
+        now.source = Source::None;
+        now.waiting_for = None;
+        *self.started.lock().expect("job clock lock") = Some(Instant::now());
+        true
+    }
+
+    /// A run ended: stop the clock.
+    pub fn end(&self) {
+        if let Some(s) = self.started.lock().expect("job clock lock").take() {
+            self.elapsed_before_ms
+                .fetch_add(s.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Milliseconds the job has run, over all its runs.
+    pub fn elapsed_ms(&self) -> u64 {
+        let running = self
+            .started
+            .lock()
+            .expect("job clock lock")
+            .map_or(0, |s| s.elapsed().as_millis() as u64);
+        self.elapsed_before_ms.load(Ordering::Relaxed) + running
+    }
+
+    /// What the job does now.
+    pub fn now(&self) -> Now {
+        *self.state.lock().expect("job state lock")
+    }
+
+    /// Report a step of the job. A pause or cancel that arrived meanwhile wins: the
+    /// task is winding down and must not make the job look running again.
+    pub fn report(&self, state: JobState, source: Source) {
+        let mut now = self.state.lock().expect("job state lock");
+        if !matches!(now.state, JobState::Paused | JobState::Cancelled) {
+            now.state = state;
+            now.source = source;
+            now.waiting_for = None;
+        }
+    }
+
+    /// The job waits for job `other`, which fetches the same content.
+    pub fn report_waiting(&self, other: JobId) {
+        let mut now = self.state.lock().expect("job state lock");
+        if !matches!(now.state, JobState::Paused | JobState::Cancelled) {
+            now.state = JobState::Queued;
+            now.source = Source::None;
+            now.waiting_for = Some(other);
+        }
+    }
+
+    /// Set the state whatever it was (the manager: pause, cancel, final states).
+    pub fn force(&self, state: JobState) {
+        let mut now = self.state.lock().expect("job state lock");
+        now.state = state;
+        now.source = Source::None;
+        now.waiting_for = None;
+    }
+
+    /// Change the state only if it is `from` (one atomic step for pause/resume).
+    pub fn force_if(&self, from: &[JobState], state: JobState) -> bool {
+        let mut now = self.state.lock().expect("job state lock");
+        if from.contains(&now.state) {
+            now.state = state;
+            now.source = Source::None;
+            now.waiting_for = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The cache entry the job fills, for its progress.
+    pub fn attach(&self, entry: Option<Arc<ContentEntry>>) {
+        *self.entry.lock().expect("job entry lock") = entry;
+    }
+
+    /// (total, verified) bytes of the entry, when the job has one.
+    pub fn progress(&self) -> Option<(u64, u64)> {
+        let e = self.entry.lock().expect("job entry lock");
+        e.as_ref()
+            .map(|e| (e.manifest().total_size(), e.verified_bytes()))
+    }
+
+    pub fn origin_bytes(&self) -> u64 {
+        self.from_origin.load(Ordering::Relaxed)
+    }
+
+    pub fn peer_bytes(&self) -> u64 {
+        self.from_peers.load(Ordering::Relaxed)
+    }
+}
