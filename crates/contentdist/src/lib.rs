@@ -33,3 +33,6 @@ pub mod peer;
 pub mod publish;
 pub mod subnet;
 pub mod tasks;
+
+#[cfg(test)]
+mod test_util;

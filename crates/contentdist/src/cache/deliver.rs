@@ -57,6 +57,12 @@ pub fn deliver(entry: &ContentEntry, dest: &Path) -> Result<DeliveryReport, Deli
             let _ = fs::remove_file(&tmp);
             return Err(err(&dst)(e));
         }
+        // rename(2) between two hard links of one inode (the same content delivered
+        // again into the same place) does nothing and succeeds: the temporary name
+        // is still there, and must go.
+        if tmp.symlink_metadata().is_ok() {
+            fs::remove_file(&tmp).map_err(err(&tmp))?;
+        }
     }
     Ok(report)
 }

@@ -135,6 +135,36 @@ fn delivery_hard_links_every_file_and_replaces_old_ones() {
     assert_eq!(fs::metadata(dest.join("d/e/a.bin")).unwrap().ino(), ino);
 }
 
+/// Every name under `dir`, recursively, relative to it.
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(names(&e.path()).into_iter().map(|n| format!("{name}/{n}")));
+        }
+        out.push(name);
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn delivering_the_same_content_twice_leaves_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&dir.path().join("cache")).unwrap();
+    let a = data(BS + 1, 6);
+    let files = [("d/a.bin", &a[..]), ("b", &b"bee"[..])];
+    let e = cache.get_or_create(manifest(&files), 5).unwrap();
+    fill(&e, &files, 0..3);
+    let dest = dir.path().join("dest");
+    deliver(&e, &dest).unwrap();
+    let r = deliver(&e, &dest).unwrap();
+    assert_eq!(r.linked, 2);
+    assert_eq!(names(&dest), ["b", "d", "d/a.bin"]);
+    assert_eq!(fs::read(dest.join("d/a.bin")).unwrap(), a);
+}
+
 #[test]
 fn clean_up_evicts_low_priority_first_and_never_an_entry_in_use() {
     let dir = tempfile::tempdir().unwrap();

@@ -57,9 +57,25 @@ pub(super) struct JobContext {
     pub content_locks: Mutex<HashMap<ContentKey, Arc<ContentLock>>>,
     /// Where blocking steps (re-verification, delivery) and helpers run, accounted.
     pub tasks: Tasks,
+    /// Tests: the step that panics, to show a panic fails the job with a code.
+    #[cfg(test)]
+    pub panic_at: Mutex<Option<&'static str>>,
 }
 
 impl JobContext {
+    /// Whether `step` must panic (only ever true in this crate's tests).
+    pub fn injected_panic(&self, step: &str) -> bool {
+        #[cfg(test)]
+        {
+            *self.panic_at.lock().expect("panic_at lock") == Some(step)
+        }
+        #[cfg(not(test))]
+        {
+            let _ = step;
+            false
+        }
+    }
+
     pub fn content_lock(&self, key: &ContentKey) -> Arc<ContentLock> {
         let mut locks = self.content_locks.lock().expect("locks lock");
         Arc::clone(locks.entry(key.clone()).or_default())

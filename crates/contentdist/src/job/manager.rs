@@ -123,6 +123,8 @@ impl JobManager {
                 permits: tokio::sync::Semaphore::new(max),
                 content_locks: Mutex::new(HashMap::new()),
                 tasks: opts.tasks,
+                #[cfg(test)]
+                panic_at: Mutex::new(None),
             },
             success_codes: opts.success_codes,
             state_file: opts.state_file,
@@ -166,6 +168,12 @@ impl JobManager {
             from_origin: self.inner.ctx.counters.from_origin.load(Ordering::Relaxed),
             from_peers: self.inner.ctx.counters.from_peers.load(Ordering::Relaxed),
         }
+    }
+
+    /// Tests: make `step` of every job panic from now on (`None`: none).
+    #[cfg(test)]
+    pub(crate) fn inject_panic(&self, step: Option<&'static str>) {
+        *self.inner.ctx.panic_at.lock().expect("panic_at lock") = step;
     }
 
     /// Bytes by source for the whole agent.

@@ -15,6 +15,9 @@ mod manager;
 mod run;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use context::{Counters, PeerSetup};
 pub use control::*;
 pub use manager::{JobManager, JobManagerOptions, JobStats};

@@ -148,15 +148,20 @@ async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
             .spawn_blocking("re-verify", move || Ok(e.reverify()?));
         joined("re-verification", check).await?;
     }
+    if ctx.injected_panic("fill") {
+        panic!("injected panic before filling the cache");
+    }
     if !entry.is_complete() && super::fill::fill(ctx, job, &entry).await? == Outcome::Stopped {
         return Ok(Outcome::Stopped);
     }
     if let Some(dest) = req.dest.clone() {
         job.live.report(JobState::Delivering, Source::None);
         let e = Arc::clone(&entry);
-        let delivery = ctx
-            .tasks
-            .spawn_blocking("delivery", move || Ok(deliver(&e, &dest)?));
+        let boom = ctx.injected_panic("delivery");
+        let delivery = ctx.tasks.spawn_blocking("delivery", move || {
+            assert!(!boom, "injected panic in delivery");
+            Ok(deliver(&e, &dest)?)
+        });
         let report = joined("delivery", delivery).await?;
         tracing::info!(
             job = job.id,

@@ -173,3 +173,6 @@ pub fn share_permille(verified: u64, total: u64) -> u16 {
         ((verified as u128 * 1000) / total as u128) as u16
     }
 }
+
+#[cfg(test)]
+mod tests;

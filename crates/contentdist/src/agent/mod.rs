@@ -477,3 +477,6 @@ impl JobControl for AgentView {
         self.jobs.cache_clean()
     }
 }
+
+#[cfg(test)]
+mod tests;

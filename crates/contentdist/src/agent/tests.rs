@@ -1,0 +1,111 @@
+//! Agents in one process: each stops exactly itself, and leaves no task behind.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crate::agent::{Agent, AgentHandle};
+use crate::config::{Config, P2PEnabled};
+use crate::control::ElectionRole;
+use crate::job::{JobRequest, JobState};
+use crate::test_util::{wait_until, TestOrigin};
+
+fn config(dir: &std::path::Path, i: u8, origin: &str, election_port: u16) -> Config {
+    let d = dir.join(format!("agent{i}"));
+    Config {
+        cache_dir: d.join("cache"),
+        control_socket: d.join("control.sock"),
+        origin_url: Some(origin.to_string()),
+        p2p_enabled: P2PEnabled(P2PEnabled::HTTP | P2PEnabled::NET_LITERAL_NAMES),
+        p2p_http_port: 0,
+        p2p_port: election_port,
+        listen_address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 60 + i)),
+        election_address: IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255)),
+        // The first agent wins the election, so one master serves the others.
+        p2p_election_weight: Some(if i == 0 { 99 } else { 1 }),
+        ..Config::default()
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_in_one_process_stop_with_no_task_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = TestOrigin::start(dir.path(), "TASKS001", 3 << 20, None);
+    let port = free_udp_port();
+    let mut agents: Vec<AgentHandle> = Vec::new();
+    for i in 0..3 {
+        let a = Agent::start(config(dir.path(), i, &origin.url(), port))
+            .await
+            .unwrap();
+        // Typed addresses: what the agent really bound.
+        let addrs = a.addrs();
+        assert_eq!(addrs.election.map(|e| e.port()), Some(port));
+        let http = addrs.peer_http.expect("peer-copy server over HTTP");
+        assert_eq!(http.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 60 + i)));
+        assert_ne!(http.port(), 0);
+        agents.push(a);
+    }
+    let request = |i: usize| JobRequest {
+        content_id: "TASKS001".into(),
+        version: 1,
+        dest: Some(dir.path().join(format!("dest{i}"))),
+        content_hash: None,
+        priority: 5,
+    };
+    agents[0].jobs().submit(request(0)).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the master to be elected",
+        || async {
+            agents[0]
+                .status()
+                .elections
+                .iter()
+                .any(|e| e.state == ElectionRole::Master)
+        },
+    )
+    .await;
+    for (i, a) in agents.iter().enumerate().skip(1) {
+        a.jobs().submit(request(i)).unwrap();
+    }
+    wait_until(Duration::from_secs(30), "every job done", || async {
+        agents.iter().all(|a| {
+            let jobs = a.jobs().list();
+            assert!(jobs.iter().all(|j| j.state != JobState::Failed), "{jobs:?}");
+            jobs.iter().all(|j| j.state == JobState::Done)
+        })
+    })
+    .await;
+    let status = agents[1].status();
+    assert!(status.bytes_from_peers > 0, "{status:?}");
+    assert!(status.election_free_bytes.unwrap_or(0) > 0, "{status:?}");
+    // While running, the background work is there and has names.
+    let live = agents[0].tasks_live();
+    assert!(live.contains(&"election driver".to_string()), "{live:?}");
+    assert!(live.contains(&"master linger".to_string()), "{live:?}");
+
+    // Stopping one agent stops only that one.
+    let first = agents.remove(0);
+    first.shutdown();
+    first.join().await.expect("the first agent stops in time");
+    for a in &agents {
+        assert!(a.tasks_live().contains(&"election driver".to_string()));
+    }
+    for a in &agents {
+        a.shutdown();
+    }
+    for a in agents {
+        let cache = std::sync::Arc::clone(a.jobs().cache());
+        let tasks = a.tasks.clone();
+        a.join().await.expect("every agent stops in time");
+        assert_eq!(tasks.live(), Vec::<String>::new());
+        assert_eq!(cache.background_flushes(), 0);
+    }
+}

@@ -1,0 +1,115 @@
+//! The job manager against a lab origin: panics fail a job with a code, and a
+//! second request for content already being fetched attaches or says it waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::cache::Cache;
+use crate::codes::Code;
+use crate::origin::{OriginClient, OriginOptions};
+use crate::tasks::Tasks;
+use crate::test_util::{wait_until, TestOrigin};
+
+fn manager(dir: &std::path::Path, origin: &str, tasks: &Tasks) -> JobManager {
+    JobManager::start(JobManagerOptions {
+        cache: Arc::new(Cache::open(&dir.join("cache")).unwrap()),
+        origin: OriginClient::new(OriginOptions {
+            url: origin.into(),
+            ..OriginOptions::default()
+        })
+        .map_err(Arc::new),
+        success_codes: Default::default(),
+        clean_policy: Default::default(),
+        state_file: dir.join("jobs.json"),
+        max_concurrent: 4,
+        tasks: tasks.clone(),
+        peers: None,
+    })
+}
+
+fn request(dir: &std::path::Path, dest: &str) -> JobRequest {
+    JobRequest {
+        content_id: "JOBS0001".into(),
+        version: 1,
+        dest: Some(dir.join(dest)),
+        content_hash: None,
+        priority: 5,
+    }
+}
+
+async fn wait_final(jobs: &JobManager, id: JobId) -> JobInfo {
+    wait_until(Duration::from_secs(30), "the job to finish", || async {
+        jobs.get(id).unwrap().state.is_final()
+    })
+    .await;
+    jobs.get(id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_job_fails_it_with_a_code_and_a_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = TestOrigin::start(dir.path(), "JOBS0001", 1 << 20, None);
+    let tasks = Tasks::new(CancellationToken::new());
+    let jobs = manager(dir.path(), &origin.url(), &tasks);
+    for step in ["delivery", "fill"] {
+        jobs.inject_panic(Some(step));
+        let job = jobs.submit(request(dir.path(), "dest")).unwrap();
+        let done = wait_final(&jobs, job.id).await;
+        assert_eq!(done.state, JobState::Failed, "{done:?}");
+        assert_eq!(done.code(), Code::INTERNAL_ERROR, "{done:?}");
+        let message = done.message.unwrap_or_default();
+        assert!(message.contains("injected panic"), "{message}");
+    }
+    // The agent goes on: the same request runs to the end once nothing panics.
+    jobs.inject_panic(None);
+    let job = jobs.submit(request(dir.path(), "dest")).unwrap();
+    let done = wait_final(&jobs, job.id).await;
+    assert_eq!(done.state, JobState::Done, "{done:?}");
+    let big = std::fs::read(dir.path().join("dest/sub/big.bin")).unwrap();
+    assert_eq!(big, std::fs::read(origin.src.join("sub/big.bin")).unwrap());
+    tasks.shutdown();
+    tasks.join(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_request_attaches_to_the_running_job_or_says_it_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 MiB at 8 MiB/s: the first job runs for about half a second.
+    let origin = TestOrigin::start(dir.path(), "JOBS0001", 4 << 20, Some(8 << 20));
+    let tasks = Tasks::new(CancellationToken::new());
+    let jobs = manager(dir.path(), &origin.url(), &tasks);
+    let first = jobs.submit(request(dir.path(), "one")).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the first job to download",
+        || async { jobs.get(first.id).unwrap().source == Source::Origin },
+    )
+    .await;
+    // The same request again: the same job, not a second one with false progress.
+    let again = jobs.submit(request(dir.path(), "one")).unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(jobs.list().len(), 1);
+    // Another destination needs a job of its own, which says whom it waits for.
+    let other = jobs.submit(request(dir.path(), "two")).unwrap();
+    assert_ne!(other.id, first.id);
+    wait_until(
+        Duration::from_secs(10),
+        "the second job to wait",
+        || async { jobs.get(other.id).unwrap().waiting_for == Some(first.id) },
+    )
+    .await;
+    let waiting = jobs.get(other.id).unwrap();
+    assert_eq!(waiting.state, JobState::Queued);
+    assert_eq!(waiting.bytes_from_origin, 0);
+    assert_eq!(wait_final(&jobs, first.id).await.state, JobState::Done);
+    let second = wait_final(&jobs, other.id).await;
+    assert_eq!(second.state, JobState::Done, "{second:?}");
+    assert_eq!(second.waiting_for, None);
+    // The content crossed the WAN once.
+    assert_eq!(second.bytes_from_origin, 0);
+    tasks.shutdown();
+    tasks.join(Duration::from_secs(10)).await.unwrap();
+}
