@@ -63,6 +63,32 @@ fn config_show_decodes_masks_and_bad_settings_name_file_and_key() {
 }
 
 #[test]
+fn a_settings_path_that_is_no_regular_file_or_too_large_is_refused_at_once() {
+    let t = TestDir::new();
+    let fifo = t.join("fifo.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let big = t.write("big.toml", &format!("# {}\n", "x".repeat(2 << 20)));
+    let cases = [
+        ("/dev/zero".to_string(), "character device"),
+        (fifo.display().to_string(), "FIFO"),
+        (t.path().display().to_string(), "directory"),
+        (big.display().to_string(), "too large"),
+    ];
+    for (path, says) in cases {
+        // A FIFO without a writer or /dev/zero used to hang or fill memory: the
+        // refusal must come at once, with the code and the file's name.
+        let started = std::time::Instant::now();
+        let o = run(&["config", "show", "--config", &path]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(o.status.code(), Some(1), "{path}: {}", text(&o));
+        let msg = text(&o);
+        assert!(msg.contains(&path) && msg.contains(says), "{msg}");
+        assert!(msg.contains("0xCD05"), "{msg}");
+    }
+}
+
+#[test]
 fn explain_prints_meaning_fix_and_success_code_membership() {
     let o = run(&["explain", "0x205D"]);
     assert!(o.status.success());

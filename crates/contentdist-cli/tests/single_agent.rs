@@ -537,3 +537,44 @@ fn disk_full_fails_cleanly_and_the_job_resumes_once_there_is_room() {
         );
     });
 }
+
+#[test]
+fn a_user_the_control_socket_refuses_is_told_so_and_which_group_grants_access() {
+    // Needs another user than the agent's: only root can switch to `nobody`.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the CLI as another user");
+        return;
+    }
+    with_timeout(Duration::from_secs(60), || {
+        use std::os::unix::fs::PermissionsExt;
+        let t = TestDir::new();
+        let agent = AgentProc::start(&t.join("agent"), "http://127.0.0.1:9/", "");
+        // Let `nobody` reach the settings and a copy of the binary, not the socket.
+        let open = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        open(t.path(), 0o755);
+        open(&t.join("agent"), 0o755);
+        open(agent.config(), 0o644);
+        let bin = t.join("contentdist");
+        std::fs::copy(support::contentdist_bin(), &bin).unwrap();
+        open(&bin, 0o755);
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(["status", "--config"])
+            .arg(agent.config())
+            .env_remove("CONTENTDIST_CONFIG")
+            .output()
+            .unwrap();
+        let msg = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(4), "{msg}");
+        assert!(
+            msg.contains("was refused") && msg.contains("group 'root'") && msg.contains("0660"),
+            "{msg}"
+        );
+        assert!(!msg.contains("running?"), "{msg}");
+        // Root (owner) still gets in.
+        assert!(agent.cli(&["status"]).status.success());
+    });
+}

@@ -16,6 +16,24 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The path is not a regular file (a directory, FIFO, device, socket).
+    #[error("{}: not a regular file ({kind}); settings are read from a regular file only", file.display())]
+    NotAFile {
+        /// The settings file.
+        file: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The file is larger than any settings file should be.
+    #[error("{}: {size} bytes is too large for a settings file (the limit is {limit} bytes)", file.display())]
+    TooLarge {
+        /// The settings file.
+        file: PathBuf,
+        /// Its size (at least; it may still grow).
+        size: u64,
+        /// [`super::MAX_CONFIG_BYTES`].
+        limit: u64,
+    },
     /// The file is not valid TOML.
     #[error("{}: line {line}, column {column}: TOML syntax error: {message}", file.display())]
     Syntax {
@@ -90,7 +108,10 @@ impl ConfigError {
     /// The key at fault, when the error is about one key (the first of two in a conflict).
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+            ConfigError::Read { .. }
+            | ConfigError::NotAFile { .. }
+            | ConfigError::TooLarge { .. }
+            | ConfigError::Syntax { .. } => None,
             ConfigError::UnknownKey { key, .. }
             | ConfigError::WrongType { key, .. }
             | ConfigError::Invalid { key, .. }

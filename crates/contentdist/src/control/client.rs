@@ -33,6 +33,16 @@ pub enum ClientError {
         /// Why the connection failed.
         source: std::io::Error,
     },
+    /// The socket exists but this user may not connect to it.
+    #[error("access to the agent's control socket {path} was refused: it exists ({owner}), and only its owner and group may use it; run as root or as a member of group '{group}' (usermod -aG {group} USER, then log in again)")]
+    Denied {
+        /// The socket path.
+        path: PathBuf,
+        /// Owner, group and mode, in words.
+        owner: String,
+        /// The group that grants access.
+        group: String,
+    },
     /// The connection broke before the answer came (the agent stopped, say).
     #[error("control connection to {path} failed: {source}")]
     Connection {
@@ -68,6 +78,7 @@ impl ClientError {
     pub fn code(&self) -> Code {
         match self {
             ClientError::Unreachable { .. }
+            | ClientError::Denied { .. }
             | ClientError::Connection { .. }
             | ClientError::Timeout { .. } => Code::AGENT_UNREACHABLE,
             ClientError::BadAnswer { .. } => Code::INVALID_SERVER_RESPONSE,
@@ -197,13 +208,9 @@ impl ControlClient {
         uri: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let stream =
-            UnixStream::connect(&self.path)
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    path: self.path.clone(),
-                    source,
-                })?;
+        let stream = UnixStream::connect(&self.path)
+            .await
+            .map_err(|source| connect_error(&self.path, source))?;
         let connection_error = |source| ClientError::Connection {
             path: self.path.clone(),
             source,
@@ -248,4 +255,45 @@ impl ControlClient {
             detail,
         }
     }
+}
+
+/// Why connecting failed, in the words an administrator needs: "not running" and
+/// "not allowed" have different fixes.
+fn connect_error(path: &Path, source: std::io::Error) -> ClientError {
+    use std::os::unix::fs::MetadataExt;
+    if source.kind() == std::io::ErrorKind::PermissionDenied {
+        if let Ok(meta) = std::fs::metadata(path) {
+            let group = name_of(Path::new("/etc/group"), meta.gid());
+            let owner = format!(
+                "owner {}, group {}, mode {:04o}",
+                name_of(Path::new("/etc/passwd"), meta.uid()),
+                group,
+                meta.mode() & 0o7777
+            );
+            return ClientError::Denied {
+                path: path.to_path_buf(),
+                owner,
+                group,
+            };
+        }
+    }
+    ClientError::Unreachable {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The name of user or group `id` in a passwd/group file, else the number.
+fn name_of(file: &Path, id: u32) -> String {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let num = fields.nth(1)?;
+                (num.parse::<u32>().ok()? == id).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| id.to_string())
 }
