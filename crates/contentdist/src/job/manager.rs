@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::run::{run_job, JobError};
 use super::{CacheEntryInfo, CleanReport, ControlError, JobControl, JobId, JobInfo, JobRequest};
 use super::{JobState, Source};
-use crate::cache::{Cache, CleanPolicy, ContentKey};
+use crate::cache::{Cache, CleanPolicy};
 use crate::codes::{Code, SuccessCodes};
+use crate::manifest::ContentKey;
 use crate::origin::{OriginClient, OriginError};
 
 /// Finished jobs kept for `contentdist jobs`; older ones are forgotten.

@@ -7,8 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::manager::Inner;
 use super::{JobId, JobState, Source};
-use crate::cache::{deliver, CacheError, ContentEntry, ContentKey, DeliveryError};
+use crate::cache::{deliver, CacheError, ContentEntry, DeliveryError};
 use crate::codes::Code;
+use crate::manifest::ContentKey;
 use crate::origin::OriginError;
 
 /// Why a job failed.
@@ -85,7 +86,8 @@ pub(super) async fn run_job(
             Arc::clone(&slot.from_peers),
         )
     };
-    let key = ContentKey::new(req.content_id.clone(), req.version);
+    let key = ContentKey::new(req.content_id.clone(), req.version)
+        .map_err(|_| CacheError::InvalidId(req.content_id.clone()))?;
     let entry =
         find_or_create_entry(inner, &key, req.content_hash.as_deref(), req.priority).await?;
     let lease = entry.lease();
@@ -147,7 +149,7 @@ async fn find_or_create_entry(
     let cache = &inner.opts.cache;
     if let Some(e) = cache.get(key)? {
         if e.manifest()
-            .check_is(&key.id, key.version, expect_hash)
+            .check_is(key.id(), key.version(), expect_hash)
             .is_ok()
         {
             return Ok(e);
@@ -155,7 +157,7 @@ async fn find_or_create_entry(
     }
     let origin = origin(inner)?;
     let manifest = origin
-        .fetch_manifest(&key.id, key.version, expect_hash)
+        .fetch_manifest(key.id(), key.version(), expect_hash)
         .await?;
     let needed = manifest.total_size();
     if let Err(e) = cache.clean(inner.opts.clean_policy, needed) {

@@ -7,7 +7,7 @@ use http::HeaderValue;
 use percent_encoding::percent_decode_str;
 
 use super::MAX_HAVE_WAIT;
-use crate::cache::ContentKey;
+use crate::manifest::ContentKey;
 
 /// What a path asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,7 +27,8 @@ pub(super) fn parse_route(path: &str) -> Option<Route> {
     if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let key = ContentKey::new(id, version.parse().ok()?);
+    // An id that is not valid names nothing any cache could hold.
+    let key = ContentKey::new(id, version.parse().ok()?).ok()?;
     match what {
         "manifest.json" => Some(Route::Manifest(key)),
         "have" => Some(Route::Have(key)),
@@ -176,7 +177,7 @@ mod tests {
 
     #[test]
     fn routes_decode_percent_escapes_and_refuse_other_shapes() {
-        let k = ContentKey::new("PKG1", 3);
+        let k = ContentKey::new("PKG1", 3).unwrap();
         assert_eq!(
             parse_route("/content/PKG1/3/have"),
             Some(Route::Have(k.clone()))

@@ -24,7 +24,8 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::auth::PeerAuth;
 use super::PeerError;
-use crate::cache::{Cache, ContentKey};
+use crate::cache::Cache;
+use crate::manifest::ContentKey;
 
 /// How long open connections may finish once shutdown is asked. Bodies being
 /// streamed stop at the next block anyway, so this is rarely reached.
