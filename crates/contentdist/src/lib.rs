@@ -16,6 +16,7 @@
 //! - [`subnet`]: the election driver (UDP) and each content's role for the jobs.
 //! - [`agent`]: `Agent::start(config)` wires it all together.
 //! - [`lab`]: a branch office simulated in one process: the rate-limited lab origin.
+//! - [`util`]: shared plumbing: the HTTP/1 server loop, the `Range` parser, the token bucket.
 
 pub mod agent;
 pub mod cache;
@@ -30,3 +31,4 @@ pub mod origin;
 pub mod peer;
 pub mod publish;
 pub mod subnet;
+pub mod util;
