@@ -6,7 +6,7 @@
 //! - [`codes`]: the code catalogue (0x209A, 0x2EFD, ...) and `SuccessCodes`.
 //! - [`config`]: settings with the product's names, validated once at load.
 //! - [`election`]: master election per content (sans-I/O state machine, wire format).
-//! - [`manifest`]: the content manifest (files, sizes, block hashes, content hash).
+//! - [`manifest`]: the content manifest (files, sizes, block hashes, content hash) and `ContentKey`.
 //! - [`publish`]: write a directory tree and its manifest into an origin root.
 //! - [`cache`]: the content store: verified blocks, resume, clean-up.
 //! - [`origin`]: download from the origin: ranges, resume, retries, throttling.

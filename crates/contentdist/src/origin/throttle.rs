@@ -11,8 +11,8 @@ use crate::util::TokenBucket;
 /// saves up as much again, so a download that resumes fills the windows at once.
 const BURST: Duration = Duration::from_millis(100);
 
-/// The agent's WAN budget: a [`TokenBucket`] running at most [`BURST`] ahead of the
-/// rate and saving up one more burst while idle.
+/// The agent's WAN budget: a [`TokenBucket`] running at most 100 ms ahead of the
+/// rate and saving up another 100 ms while idle.
 #[derive(Debug)]
 pub struct Throttle(TokenBucket);
 
