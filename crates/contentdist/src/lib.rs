@@ -6,7 +6,7 @@
 //! - [`codes`]: the code catalogue (0x209A, 0x2EFD, ...) and `SuccessCodes`.
 //! - [`config`]: settings with the product's names, validated once at load.
 //! - [`election`]: master election per content (sans-I/O state machine, wire format).
-//! - [`manifest`]: the content manifest (files, sizes, block hashes, content hash).
+//! - [`manifest`]: the content manifest (files, sizes, block hashes, content hash) and `ContentKey`.
 //! - [`publish`]: write a directory tree and its manifest into an origin root.
 //! - [`cache`]: the content store: verified blocks, resume, clean-up.
 //! - [`origin`]: download from the origin: ranges, resume, retries, throttling.
@@ -18,6 +18,7 @@
 //! - [`agent`]: `Agent::start(config)` wires it all together; its handle has the bound
 //!   addresses, a typed status, `shutdown()` and `join()`.
 //! - [`lab`]: a branch office simulated in one process: the rate-limited lab origin.
+//! - [`util`]: shared plumbing: the HTTP/1 server loop, the `Range` parser, the token bucket.
 
 pub mod agent;
 pub mod cache;
@@ -33,6 +34,7 @@ pub mod peer;
 pub mod publish;
 pub mod subnet;
 pub mod tasks;
+pub mod util;
 
 #[cfg(test)]
 mod test_util;

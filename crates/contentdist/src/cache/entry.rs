@@ -26,7 +26,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CacheError, ContentKey};
+use super::CacheError;
+use crate::manifest::ContentKey;
 use crate::manifest::{Manifest, MANIFEST_FILE};
 
 pub(super) const HAVE_FILE: &str = "have.bin";
@@ -135,7 +136,7 @@ impl ContentEntry {
     ) -> Result<Arc<ContentEntry>, CacheError> {
         // Build in a sibling temporary directory and rename it into place, so a crash
         // half-way never leaves an entry without its manifest.
-        let tmp = dir.with_file_name(format!(".{}.new-{}", key.version, std::process::id()));
+        let tmp = dir.with_file_name(format!(".{}.new-{}", key.version(), std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         let result = (|| {
             fs::create_dir_all(tmp.join(DATA_DIR)).map_err(io_err(&tmp))?;

@@ -10,11 +10,12 @@ mod entry;
 mod info;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Moved to [`crate::manifest::ContentKey`]; this path stays for one release.
+pub use crate::manifest::ContentKey;
 pub use clean::CleanPolicy;
 pub use deliver::{deliver, DeliveryError, DeliveryReport};
 pub use entry::{now_unix, BlockRun, ContentEntry, EntryLease, EntryMeta};
@@ -22,31 +23,6 @@ pub use info::{CacheEntryInfo, CleanReport};
 
 use crate::codes::Code;
 use crate::manifest::{validate_content_id, Manifest};
-
-/// A content id and version.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ContentKey {
-    /// Content id.
-    pub id: String,
-    /// Content version.
-    pub version: u32,
-}
-
-impl ContentKey {
-    /// A key; `id` must be a valid content id.
-    pub fn new(id: impl Into<String>, version: u32) -> Self {
-        ContentKey {
-            id: id.into(),
-            version,
-        }
-    }
-}
-
-impl fmt::Display for ContentKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.id, self.version)
-    }
-}
 
 /// What went wrong in the cache.
 #[derive(Debug, thiserror::Error)]
@@ -142,8 +118,8 @@ impl Cache {
     fn entry_dir(&self, key: &ContentKey) -> PathBuf {
         self.root
             .join("content")
-            .join(&key.id)
-            .join(key.version.to_string())
+            .join(key.id())
+            .join(key.version().to_string())
     }
 
     /// Entries a crash left half-created (`.N.new-PID`) are deleted: they never held
@@ -166,7 +142,7 @@ impl Cache {
 
     /// The entry for `key` if the cache holds it.
     pub fn get(&self, key: &ContentKey) -> Result<Option<Arc<ContentEntry>>, CacheError> {
-        validate_content_id(&key.id).map_err(|_| CacheError::InvalidId(key.id.clone()))?;
+        validate_content_id(key.id()).map_err(|_| CacheError::InvalidId(key.id().to_string()))?;
         let mut open = self.open.lock().expect("cache lock");
         if let Some(e) = open.get(key) {
             return Ok(Some(Arc::clone(e)));
@@ -198,7 +174,8 @@ impl Cache {
         manifest: Manifest,
         priority: u8,
     ) -> Result<Arc<ContentEntry>, CacheError> {
-        let key = ContentKey::new(manifest.content_id.clone(), manifest.version);
+        let key = ContentKey::of(&manifest)
+            .map_err(|_| CacheError::InvalidId(manifest.content_id.clone()))?;
         if let Some(e) = self.get(&key)? {
             if e.manifest().content_hash == manifest.content_hash {
                 return Ok(e);
@@ -235,7 +212,7 @@ impl Cache {
         open.remove(key);
         let dir = self.entry_dir(key);
         // Rename first so a crash mid-delete leaves a leftover, not a damaged entry.
-        let doomed = dir.with_file_name(format!(".{}.del-{}", key.version, std::process::id()));
+        let doomed = dir.with_file_name(format!(".{}.del-{}", key.version(), std::process::id()));
         match fs::rename(&dir, &doomed) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -261,8 +238,9 @@ impl Cache {
                 continue;
             };
             for v in versions.flatten() {
+                // A directory that is not a valid id is no entry of ours.
                 if let Ok(version) = v.file_name().to_string_lossy().parse::<u32>() {
-                    keys.push(ContentKey::new(id_name.clone(), version));
+                    keys.extend(ContentKey::new(id_name.clone(), version));
                 }
             }
         }
@@ -284,8 +262,8 @@ impl Cache {
 pub fn describe(e: &ContentEntry) -> CacheEntryInfo {
     let meta = e.meta();
     CacheEntryInfo {
-        content_id: e.key().id.clone(),
-        version: e.key().version,
+        content_id: e.key().id().to_string(),
+        version: e.key().version(),
         bytes_total: e.manifest().total_size(),
         bytes_verified: e.verified_bytes(),
         complete: e.is_complete(),

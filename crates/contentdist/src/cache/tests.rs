@@ -81,7 +81,10 @@ fn blocks_written_but_not_recorded_before_a_crash_are_recovered_not_refetched() 
     bytes[2 * BS + 5] ^= 0xff;
     fs::write(&f, bytes).unwrap();
     let cache = Cache::open(dir.path()).unwrap();
-    let e = cache.get(&ContentKey::new("PKG1", 3)).unwrap().unwrap();
+    let e = cache
+        .get(&ContentKey::new("PKG1", 3).unwrap())
+        .unwrap()
+        .unwrap();
     assert!(e.has_block(0));
     assert!(!e.has_block(1));
     assert!(!e.has_block(2), "a block whose bytes changed is not marked");
@@ -103,7 +106,10 @@ fn a_complete_entry_survives_reopen_and_reverify_catches_changed_files() {
         assert!(e.is_complete());
     }
     let cache = Cache::open(dir.path()).unwrap();
-    let e = cache.get(&ContentKey::new("PKG1", 3)).unwrap().unwrap();
+    let e = cache
+        .get(&ContentKey::new("PKG1", 3).unwrap())
+        .unwrap()
+        .unwrap();
     assert!(e.is_complete());
     assert_eq!(e.reverify().unwrap(), 0);
     let f = e.data_dir().join("a.bin");
@@ -189,11 +195,17 @@ fn clean_up_evicts_low_priority_first_and_never_an_entry_in_use() {
     let r = cache.clean(policy, 0).unwrap();
     assert_eq!(r.removed.len(), 1, "{r:?}");
     assert!(r.removed[0].starts_with("MID/3"), "{r:?}");
-    assert!(cache.get(&ContentKey::new("LOW", 3)).unwrap().is_some());
+    assert!(cache
+        .get(&ContentKey::new("LOW", 3).unwrap())
+        .unwrap()
+        .is_some());
     drop(lease);
     let r = cache.clean(policy, BS as u64).unwrap();
     assert!(r.removed[0].starts_with("LOW/3"), "{r:?}");
-    assert!(cache.get(&ContentKey::new("HIGH", 3)).unwrap().is_some());
+    assert!(cache
+        .get(&ContentKey::new("HIGH", 3).unwrap())
+        .unwrap()
+        .is_some());
     drop(high);
 }
 

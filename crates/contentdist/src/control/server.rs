@@ -12,18 +12,16 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::MAX_REQUEST_BODY;
 use crate::codes::Code;
 use crate::job::{ControlError, JobControl, JobId, JobRequest};
+use crate::util::http_server::{accept_loop, serve_http1, AcceptOptions};
 
 /// How long [`serve`] lets open connections finish their request once shutdown is asked.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -184,49 +182,26 @@ impl ControlServer {
 /// Answer control requests on `listener` with `handler` until `shutdown` is cancelled.
 ///
 /// Each connection runs in its own task under a child of `shutdown`. Once cancelled,
-/// no connection is accepted; open ones finish the request in hand and are dropped
-/// after a few seconds at most, then this returns.
+/// the socket stops accepting (a client connecting now is refused at once); open
+/// connections finish the request in hand and are dropped after a few seconds at
+/// most, then this returns.
 pub async fn serve(
     listener: UnixListener,
     handler: Arc<dyn JobControl>,
     shutdown: CancellationToken,
 ) {
-    let mut connections = JoinSet::new();
+    let accepting = AcceptOptions {
+        server: "control socket",
+        shutdown: shutdown.clone(),
+        drain: SHUTDOWN_GRACE,
+    };
     let mut next_conn: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            // Reap finished connections so the set does not grow with every request.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    next_conn += 1;
-                    let span = tracing::debug_span!("control_conn", conn = next_conn);
-                    let conn = connection(stream, handler.clone(), shutdown.child_token());
-                    connections.spawn(conn.instrument(span));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: do not spin on it.
-                    warn!(error = %e, "control socket accept failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
-            },
-        }
-    }
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
+    accept_loop(listener, accepting, move |stream, _| {
+        next_conn += 1;
+        let span = tracing::debug_span!("control_conn", conn = next_conn);
+        connection(stream, handler.clone(), shutdown.child_token()).instrument(span)
     })
     .await;
-    if drained.is_err() {
-        warn!(
-            open = connections.len(),
-            "control connections still open after shutdown grace; dropping them"
-        );
-        connections.shutdown().await;
-    }
 }
 
 /// Serve one connection until the client closes it or `token` is cancelled.
@@ -235,20 +210,7 @@ async fn connection(stream: UnixStream, handler: Arc<dyn JobControl>, token: Can
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(route(handler, req).await) }
     });
-    let mut builder = http1::Builder::new();
-    // The timer makes hyper's default header-read timeout apply, so a client that
-    // opens a connection and never sends a request does not hold a task forever.
-    builder.timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = token.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
+    if let Err(e) = serve_http1(stream, service, &token, SHUTDOWN_GRACE).await {
         debug!(error = %e, "control connection ended with an error");
     }
 }

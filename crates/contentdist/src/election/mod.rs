@@ -53,6 +53,7 @@ mod error;
 mod machine;
 mod rank;
 mod slot;
+mod types;
 pub mod wire;
 
 #[cfg(test)]
@@ -66,10 +67,9 @@ mod wire_tests;
 
 pub use auth::SiteKey;
 pub use error::{AuthMismatch, WireError};
-pub use machine::{
-    Action, ElectionState, ElectionStatus, Elections, Event, LocalInfo, MasterInfo, Timing,
-};
+pub use machine::Elections;
 pub use rank::{Rank, FULL_SHARE, MAX_WEIGHT};
+pub use types::{Action, ElectionState, ElectionStatus, Event, LocalInfo, MasterInfo, Timing};
 pub use wire::{decode, encode, Body, MasterAnnounce, Message, P2pKey};
 
 /// The clock the state machine runs on: the driver passes `Instant::now()` (tokio's,

@@ -13,8 +13,8 @@ use super::{
     decode, encode, Action, ElectionState, ElectionStatus, Elections, Event, Instant, LocalInfo,
     P2pKey, SiteKey, Timing,
 };
-use crate::cache::ContentKey;
 use crate::config::Protocols;
+use crate::manifest::ContentKey;
 
 /// How a simulated agent ranks.
 #[derive(Clone, Copy, Debug)]
@@ -63,7 +63,7 @@ pub struct Net {
 }
 
 pub fn key() -> ContentKey {
-    ContentKey::new("PKG00001", 1)
+    ContentKey::new("PKG00001", 1).expect("a valid id")
 }
 
 /// Node ids are 1..=n, so the node id breaks ties predictably.

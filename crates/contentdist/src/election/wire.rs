@@ -43,8 +43,8 @@ use rand::RngCore;
 use super::auth::{SiteKey, NONCE_LEN, TAG_LEN};
 use super::error::{AuthMismatch, WireError};
 use super::rank::{Rank, FULL_SHARE, MAX_WEIGHT};
-use crate::cache::ContentKey;
 use crate::config::Protocols;
+use crate::manifest::ContentKey;
 
 /// The first four bytes of every election message.
 pub const MAGIC: [u8; 4] = *b"CDEL";
@@ -152,14 +152,11 @@ fn kind_of(body: &Body) -> u8 {
 
 /// Encode `msg`; with a site key, encrypt the P2P key and append the tag.
 ///
-/// Fails only on a message that [`decode`] would reject: an invalid content id, a
-/// share above 1000, a weight above 99, or a rank whose node id is not the sender's.
+/// Fails only on a message that [`decode`] would reject: a share above 1000, a weight
+/// above 99, or a rank whose node id is not the sender's. (An invalid content id would
+/// be one too, but a [`ContentKey`] cannot hold one.)
 pub fn encode(msg: &Message, key: Option<&SiteKey>) -> Result<Vec<u8>, WireError> {
-    if !is_valid_content_id(&msg.key.id) {
-        return Err(WireError::BadContentId {
-            reason: "not 1-64 characters of [A-Za-z0-9._-]",
-        });
-    }
+    // The content id needs no check here: a `ContentKey` only ever holds a valid one.
     let mut out = Vec::with_capacity(MAX_MESSAGE_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
@@ -176,9 +173,10 @@ pub fn encode(msg: &Message, key: Option<&SiteKey>) -> Result<Vec<u8>, WireError
             out.extend_from_slice(&a.octets());
         }
     }
-    out.push(msg.key.id.len() as u8);
-    out.extend_from_slice(msg.key.id.as_bytes());
-    out.extend_from_slice(&msg.key.version.to_be_bytes());
+    let id = msg.key.id();
+    out.push(id.len() as u8);
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&msg.key.version().to_be_bytes());
     match &msg.body {
         Body::Request => {}
         Body::Candidate { rank } => put_rank(&mut out, rank, msg.node_id)?,
@@ -371,7 +369,10 @@ pub fn decode(bytes: &[u8], key: Option<&SiteKey>) -> Result<Message, WireError>
     Ok(Message {
         node_id,
         addr,
-        key: ContentKey::new(id, version),
+        // Checked above, before the version was read: this cannot fail.
+        key: ContentKey::new(id, version).map_err(|_| WireError::BadContentId {
+            reason: "not 1-64 characters of [A-Za-z0-9._-]",
+        })?,
         body,
     })
 }

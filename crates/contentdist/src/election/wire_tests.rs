@@ -6,8 +6,8 @@ use proptest::prelude::*;
 
 use super::wire::{decode, encode, Body, MasterAnnounce, Message, P2pKey, MAX_MESSAGE_LEN};
 use super::{AuthMismatch, Rank, SiteKey, WireError};
-use crate::cache::ContentKey;
 use crate::config::{Protocol, Protocols};
+use crate::manifest::ContentKey;
 
 const NODE: u64 = 0x0123_4567_89AB_CDEF;
 
@@ -37,7 +37,7 @@ fn msg(body: Body) -> Message {
     Message {
         node_id: NODE,
         addr: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
-        key: ContentKey::new("PKG00001", 3),
+        key: ContentKey::new("PKG00001", 3).unwrap(),
         body,
     }
 }
@@ -203,17 +203,9 @@ fn malformed_messages_get_the_error_that_names_the_problem() {
 
 #[test]
 fn encode_refuses_what_decode_would_refuse() {
-    let mut bad_id = msg(Body::Request);
-    bad_id.key.id = "../etc".into();
-    assert!(matches!(
-        encode(&bad_id, None),
-        Err(WireError::BadContentId { .. })
-    ));
-    bad_id.key.id = "x".repeat(65);
-    assert!(matches!(
-        encode(&bad_id, None),
-        Err(WireError::BadContentId { .. })
-    ));
+    // A message with an id decode refuses cannot be built: the key refuses it first.
+    assert!(ContentKey::new("../etc", 3).is_err());
+    assert!(ContentKey::new("x".repeat(65), 3).is_err());
     let other = Rank {
         node_id: 1,
         ..rank()
@@ -327,7 +319,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             arb_body(node_id).prop_map(move |body| Message {
                 node_id,
                 addr,
-                key: ContentKey::new(id.clone(), version),
+                key: ContentKey::new(id.clone(), version).unwrap(),
                 body,
             })
         })

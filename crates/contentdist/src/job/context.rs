@@ -7,8 +7,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use super::JobId;
-use crate::cache::{Cache, CleanPolicy, ContentKey};
+use crate::cache::{Cache, CleanPolicy};
 use crate::config::Protocols;
+use crate::manifest::ContentKey;
 use crate::origin::{OriginClient, OriginError};
 use crate::peer::PeerClient;
 use crate::subnet::SubnetHandle;

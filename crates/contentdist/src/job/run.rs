@@ -7,8 +7,9 @@ use tokio_util::sync::CancellationToken;
 use super::context::JobContext;
 use super::live::Live;
 use super::{JobId, JobRequest, JobState, Source};
-use crate::cache::{deliver, CacheError, ContentEntry, ContentKey, DeliveryError};
+use crate::cache::{deliver, CacheError, ContentEntry, DeliveryError};
 use crate::codes::Code;
+use crate::manifest::ContentKey;
 use crate::origin::OriginError;
 
 /// Why a job failed.
@@ -117,7 +118,8 @@ async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
         return Ok(Outcome::Stopped);
     }
     let req = &job.request;
-    let key = ContentKey::new(req.content_id.clone(), req.version);
+    let key = ContentKey::new(req.content_id.clone(), req.version)
+        .map_err(|_| CacheError::InvalidId(req.content_id.clone()))?;
     let entry = find_or_create_entry(ctx, &key, req.content_hash.as_deref(), req.priority).await?;
     let lease = entry.lease();
     let lock = ctx.content_lock(&key);
@@ -196,7 +198,7 @@ async fn find_or_create_entry(
     let cache = &ctx.cache;
     if let Some(e) = cache.get(key)? {
         if e.manifest()
-            .check_is(&key.id, key.version, expect_hash)
+            .check_is(key.id(), key.version(), expect_hash)
             .is_ok()
         {
             return Ok(e);
@@ -204,7 +206,7 @@ async fn find_or_create_entry(
     }
     let origin = origin(ctx)?;
     let manifest = origin
-        .fetch_manifest(&key.id, key.version, expect_hash)
+        .fetch_manifest(key.id(), key.version(), expect_hash)
         .await?;
     let needed = manifest.total_size();
     if let Err(e) = cache.clean(ctx.clean_policy, needed) {

@@ -27,18 +27,16 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::LabError;
-use request::{parse_range, relative_path, Span};
+use crate::util::http_server::{accept_loop, serve_http1, AcceptOptions};
+use crate::util::{parse_range, ByteRange, TokenBucket};
+use request::relative_path;
 
 mod request;
 
@@ -88,31 +86,18 @@ struct Shared {
     /// Canonical root: resolved files must stay under it.
     root: PathBuf,
     chunk: usize,
-    bucket: Option<Mutex<Bucket>>,
+    /// The WAN link: one bucket for every connection.
+    bucket: Option<Mutex<TokenBucket>>,
     shutdown: CancellationToken,
     bytes: AtomicU64,
     requests: AtomicU64,
     per_path: Mutex<BTreeMap<String, u64>>,
 }
 
-/// A pacing token bucket: each chunk books its slot in time; a sender may run at
-/// most [`BURST`] ahead of the rate.
-#[derive(Debug)]
-struct Bucket {
-    bytes_per_sec: u64,
-    /// When everything booked so far will have been paid for at the rate.
-    next: Instant,
-}
-
-impl Bucket {
-    /// Book `n` bytes; returns when they may be sent.
-    fn book(&mut self, n: usize) -> Instant {
-        let now = Instant::now();
-        // An idle link does not save up more than one burst.
-        self.next = self.next.max(now);
-        self.next += Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64);
-        self.next.checked_sub(BURST).map_or(now, |at| at.max(now))
-    }
+/// The lab's WAN link: a sender runs at most [`BURST`] ahead of the rate, and an idle
+/// link holds that one burst again, no more.
+fn link(bytes_per_sec: u64) -> TokenBucket {
+    TokenBucket::new(bytes_per_sec, BURST)
 }
 
 impl LabOrigin {
@@ -144,12 +129,7 @@ impl LabOrigin {
         let shared = Arc::new(Shared {
             root,
             chunk: chunk_for(opts.rate_bytes_per_sec),
-            bucket: opts.rate_bytes_per_sec.map(|rate| {
-                Mutex::new(Bucket {
-                    bytes_per_sec: rate,
-                    next: Instant::now(),
-                })
-            }),
+            bucket: opts.rate_bytes_per_sec.map(|rate| Mutex::new(link(rate))),
             shutdown: opts.shutdown,
             bytes: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -157,7 +137,19 @@ impl LabOrigin {
         });
         info!(addr = %local_addr, root = %shared.root.display(), rate = ?opts.rate_bytes_per_sec, "lab origin listening");
         let span = tracing::info_span!("lab_origin", addr = %local_addr);
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)).instrument(span));
+        let accepting = AcceptOptions {
+            server: "lab origin",
+            shutdown: shared.shutdown.clone(),
+            drain: SHUTDOWN_GRACE * 2,
+        };
+        let conns = Arc::clone(&shared);
+        let task = tokio::spawn(
+            accept_loop(listener, accepting, move |stream, remote| {
+                let span = tracing::debug_span!("lab_origin_conn", %remote);
+                serve(stream, Arc::clone(&conns)).instrument(span)
+            })
+            .instrument(span),
+        );
         Ok(LabOrigin {
             local_addr,
             shared,
@@ -212,61 +204,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let _ = stream.set_nodelay(true);
-                    let span = tracing::debug_span!("lab_origin_conn", %remote);
-                    connections.spawn(serve(stream, Arc::clone(&shared)).instrument(span));
-                }
-                Err(e) => {
-                    warn!(error = %e, "lab origin accept failed");
-                    tokio::select! {
-                        _ = shared.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
-            },
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE * 2, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        connections.shutdown().await;
-    }
-    info!("lab origin stopped");
-}
-
 async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let svc = Arc::clone(&shared);
     let service = service_fn(move |req| {
         let svc = Arc::clone(&svc);
         async move { Ok::<_, Infallible>(handle(&svc, req).await) }
     });
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shared.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
-                Ok(r) => r,
-                Err(_) => return,
-            }
-        }
-    };
-    if let Err(e) = result {
+    if let Err(e) = serve_http1(stream, service, &shared.shutdown, SHUTDOWN_GRACE).await {
         debug!(error = %e, "lab origin connection ended with an error");
     }
 }
@@ -299,9 +243,9 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         _ => return empty(StatusCode::NOT_FOUND),
     };
     let (status, start, len) = match parse_range(req.headers().get(RANGE), size) {
-        Span::Full => (StatusCode::OK, 0, size),
-        Span::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
-        Span::Unsatisfiable => {
+        ByteRange::Full => (StatusCode::OK, 0, size),
+        ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        ByteRange::Unsatisfiable => {
             let mut r = empty(StatusCode::RANGE_NOT_SATISFIABLE);
             r.headers_mut()
                 .insert(CONTENT_RANGE, header(format!("bytes */{size}")));

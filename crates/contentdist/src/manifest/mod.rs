@@ -51,6 +51,7 @@
 //!
 //! The hash is written as 64 lower-case hex digits.
 
+mod key;
 mod validate;
 mod wire;
 
@@ -59,6 +60,7 @@ mod tests;
 
 use std::ops::Range;
 
+pub use key::ContentKey;
 pub use validate::{validate_content_id, validate_path};
 
 /// Name of the manifest file inside a published version directory.

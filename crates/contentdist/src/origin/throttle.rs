@@ -5,37 +5,26 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How far ahead of the rate a burst may run (keeps TCP windows busy).
+use crate::util::TokenBucket;
+
+/// How far ahead of the rate a burst may run (keeps TCP windows busy). An idle link
+/// saves up as much again, so a download that resumes fills the windows at once.
 const BURST: Duration = Duration::from_millis(100);
 
-/// A pacing token bucket: each byte books its slot in time.
+/// The agent's WAN budget: a [`TokenBucket`] running at most 100 ms ahead of the
+/// rate and saving up another 100 ms while idle.
 #[derive(Debug)]
-pub struct Throttle {
-    bytes_per_sec: u64,
-    next: Instant,
-}
+pub struct Throttle(TokenBucket);
 
 impl Throttle {
-    /// A throttle at `bytes_per_sec` (must be > 0).
+    /// A throttle at `bytes_per_sec` (0 is taken as 1).
     pub fn new(bytes_per_sec: u64) -> Self {
-        Throttle {
-            bytes_per_sec: bytes_per_sec.max(1),
-            next: Instant::now(),
-        }
+        Throttle(TokenBucket::new(bytes_per_sec, BURST).saving_when_idle(BURST))
     }
 
     /// Book `n` bytes; returns when they may be taken.
     pub fn book(&mut self, n: usize) -> Instant {
-        let now = Instant::now();
-        if self.next + BURST < now {
-            self.next = now - BURST;
-        }
-        self.next += Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64);
-        if self.next > now + BURST {
-            self.next - BURST
-        } else {
-            now
-        }
+        self.0.book(n)
     }
 }
 

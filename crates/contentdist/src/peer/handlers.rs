@@ -13,10 +13,11 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tracing::{debug, warn};
 
-use super::request::{parse_have_query, parse_range, parse_route, RangeReq, Route};
+use super::request::{parse_have_query, parse_route, Route};
 use super::server::{ConnectionInfo, PeerService};
 use super::HaveDoc;
 use crate::cache::{CacheError, ContentEntry, EntryLease};
+use crate::util::{parse_range, ByteRange};
 
 /// Response body: small documents, or a file streamed block by block.
 pub(super) type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -194,9 +195,9 @@ impl PeerService {
         };
         let size = m.files[fi].size;
         let (start, end, partial) = match parse_range(range, size) {
-            RangeReq::Full => (0, size, false),
-            RangeReq::Part { start, end } => (start, end + 1, true),
-            RangeReq::Unsatisfiable => {
+            ByteRange::Full => (0, size, false),
+            ByteRange::Part { start, end } => (start, end + 1, true),
+            ByteRange::Unsatisfiable => {
                 let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
                 r.headers_mut().insert(
                     header::CONTENT_RANGE,

@@ -13,18 +13,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::task::JoinSet;
+use tokio::net::TcpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::auth::PeerAuth;
 use super::PeerError;
-use crate::cache::{Cache, ContentKey};
+use crate::cache::Cache;
+use crate::manifest::ContentKey;
+use crate::util::http_server::{accept_loop, serve_http1, AcceptOptions};
 
 /// How long open connections may finish once shutdown is asked. Bodies being
 /// streamed stop at the next block anyway, so this is rarely reached.
@@ -123,24 +122,7 @@ impl PeerService {
             let this = this.clone();
             async move { Ok::<_, Infallible>(this.handle(req, info).await) }
         });
-        let mut builder = http1::Builder::new();
-        // With a timer hyper applies its header-read timeout: a client that connects
-        // and never sends a request does not hold a task forever.
-        builder.timer(TokioTimer::new());
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        let shutdown = self.inner.shutdown.clone();
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
-                    Ok(r) => r,
-                    Err(_) => return,
-                }
-            }
-        };
-        if let Err(e) = result {
+        if let Err(e) = serve_http1(io, service, &self.inner.shutdown, SHUTDOWN_GRACE).await {
             debug!(remote = %info.remote, error = %e, "peer connection ended with an error");
         }
     }
@@ -177,8 +159,26 @@ impl PeerServer {
         let service = PeerService::new(opts.cache, opts.auth, opts.shutdown.clone());
         info!(addr = %local_addr, "peer-copy server listening (HTTP)");
         let span = tracing::info_span!("peer_server", addr = %local_addr);
-        let task =
-            tokio::spawn(accept_loop(listener, service.clone(), opts.shutdown).instrument(span));
+        let accepting = AcceptOptions {
+            server: "peer-copy",
+            shutdown: opts.shutdown,
+            // Twice the per-connection grace: a connection that ignores it is dropped
+            // by its own timer first.
+            drain: SHUTDOWN_GRACE * 2,
+        };
+        let conns = service.clone();
+        let task = tokio::spawn(
+            accept_loop(listener, accepting, move |stream, remote| {
+                let info = ConnectionInfo {
+                    remote,
+                    client_certificate: false,
+                };
+                let service = conns.clone();
+                let span = tracing::debug_span!("peer_conn", %remote);
+                async move { service.serve_connection(stream, info).await }.instrument(span)
+            })
+            .instrument(span),
+        );
         Ok(PeerServer {
             local_addr,
             service,
@@ -203,46 +203,4 @@ impl PeerServer {
             warn!(error = %e, "peer-copy server task ended abnormally");
         }
     }
-}
-
-async fn accept_loop(listener: TcpListener, service: PeerService, shutdown: CancellationToken) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let _ = stream.set_nodelay(true);
-                    let info = ConnectionInfo { remote, client_certificate: false };
-                    let service = service.clone();
-                    let span = tracing::debug_span!("peer_conn", %remote);
-                    connections.spawn(async move { service.serve_connection(stream, info).await }.instrument(span));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: do not spin on it.
-                    warn!(error = %e, "peer-copy accept failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
-            },
-        }
-    }
-    // Close the port first: a peer connecting now is refused at once (and elects
-    // again) instead of waiting in the backlog of a server that will not answer.
-    drop(listener);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE * 2, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            open = connections.len(),
-            "peer connections still open after shutdown grace; dropping them"
-        );
-        connections.shutdown().await;
-    }
-    info!("peer-copy server stopped");
 }

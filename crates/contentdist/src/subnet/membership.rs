@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Role, SubnetHandle};
-use crate::cache::ContentKey;
+use crate::manifest::ContentKey;
 use crate::tasks::Tasks;
 
 /// The subnet's policy for masters and followers.

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, watch};
 pub use driver::{start, SubnetOptions};
 pub use membership::{AfterFailure, Membership, RolePolicy, Waited};
 
-use crate::cache::ContentKey;
 use crate::election::{ElectionStatus, Event, MasterInfo};
+use crate::manifest::ContentKey;
 
 /// What this agent is for one content.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -39,7 +39,9 @@ async fn a_forgotten_content_leaves_the_role_map_unless_a_job_still_watches_it()
     let dir = tempfile::tempdir().unwrap();
     let tasks = Tasks::new(CancellationToken::new());
     let subnet = start_driver(&tasks, dir.path());
-    let keys: Vec<ContentKey> = (1..=3).map(|v| ContentKey::new("ROLES001", v)).collect();
+    let keys: Vec<ContentKey> = (1..=3)
+        .map(|v| ContentKey::new("ROLES001", v).unwrap())
+        .collect();
     for k in &keys {
         drop(subnet.join(k, 0));
     }
@@ -70,7 +72,7 @@ async fn free_cache_space_is_measured_not_frozen_at_start() {
     let tasks = Tasks::new(CancellationToken::new());
     // Started with 0 bytes free: the driver measures the cache's file system.
     let subnet = start_driver(&tasks, dir.path());
-    drop(subnet.join(&ContentKey::new("FREE0001", 1), 0));
+    drop(subnet.join(&ContentKey::new("FREE0001", 1).unwrap(), 0));
     let (free, _) = crate::cache::clean::disk_space(dir.path()).unwrap();
     wait_until(Duration::from_secs(5), "free space measured", || async {
         subnet.free_bytes() > 0

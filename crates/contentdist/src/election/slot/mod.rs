@@ -7,28 +7,12 @@ mod receive;
 
 use std::cmp::max;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use super::machine::{Action, ElectionState, ElectionStatus, LocalInfo, MasterInfo, Timing};
 use super::rank::{Rank, FULL_SHARE};
+use super::types::{Action, Ctx, ElectionState, ElectionStatus, LocalInfo, MasterInfo, Timing};
 use super::wire::{Body, MasterAnnounce, Message};
 use super::Instant;
-use crate::cache::ContentKey;
-
-/// What every handler needs: who we are, the timers, the time, and where actions go.
-pub(super) struct Ctx<'a> {
-    pub local: &'a LocalInfo,
-    pub timing: &'a Timing,
-    pub now: Instant,
-    pub out: &'a mut Vec<Action>,
-}
-
-impl Ctx<'_> {
-    /// `d` from now (`Elections::new` makes every duration at least 1 ms).
-    fn after(&self, d: Duration) -> Instant {
-        self.now + d
-    }
-}
+use crate::manifest::ContentKey;
 
 /// Where one election stands (see `STATE.md`).
 #[derive(Debug)]

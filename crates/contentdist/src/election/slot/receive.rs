@@ -1,8 +1,8 @@
 //! How one election reacts to messages from other agents.
 
-use super::{Ctx, Phase, Slot};
-use crate::election::machine::{Action, MasterInfo};
+use super::{Phase, Slot};
 use crate::election::rank::{Rank, FULL_SHARE};
+use crate::election::types::{Action, Ctx, MasterInfo};
 use crate::election::wire::{Body, Message};
 
 impl Slot {

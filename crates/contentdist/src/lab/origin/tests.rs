@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 
 use super::*;
 use crate::codes::Code;
@@ -311,10 +312,7 @@ async fn bad_roots_and_busy_addresses_are_configuration_errors() {
 
 #[tokio::test(start_paused = true)]
 async fn the_bucket_lets_one_burst_through_then_paces() {
-    let mut b = Bucket {
-        bytes_per_sec: 1000,
-        next: Instant::now(),
-    };
+    let mut b = link(1000);
     let start = Instant::now();
     // 50 bytes = one burst: at once.
     assert_eq!(b.book(50), start);
