@@ -1,7 +1,9 @@
 //! Verify-and-store on a blocking thread: while it hashes and writes one block, the
 //! network task is already receiving the next ones. On two cores this is the
-//! difference between the download running at the speed of the wire and running at
-//! the speed of wire + hash + write in turn.
+//! difference between a transfer running at the speed of the wire and running at
+//! the speed of wire + hash + write in turn. It also keeps the runtime's threads off
+//! the disk: storing the last block of a content syncs every file (`fdatasync`),
+//! which can take seconds.
 
 use std::sync::Arc;
 
