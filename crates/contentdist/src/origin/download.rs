@@ -114,11 +114,12 @@ impl OriginClient {
             RunEnd::Done => Ok(()),
             // A web server's 409 is a refusal (see `check_status`): never seen here.
             RunEnd::NotHeld => Ok(()),
+            RunEnd::CutShort { cause: Some(e), .. } => Err(e.into()),
             RunEnd::CutShort {
-                cause: Some(e), ..
-            } => Err(e.into()),
-            RunEnd::CutShort {
-                at, end, cause: None, ..
+                at,
+                end,
+                cause: None,
+                ..
             } => {
                 let url = self.file_url(&m.content_id, m.version, &m.files[run.file].path);
                 Err(HttpFailure::bad_response(

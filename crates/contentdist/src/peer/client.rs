@@ -18,8 +18,8 @@ use super::{HaveDoc, PeerError};
 use crate::config::{Protocol, Protocols};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::transfer::{
-    check_status, classify, http_client, tls_config, ClientOptions, ClientSetupError,
-    ContentUrls, HttpFailure, HttpSource, Remote, Roots,
+    check_status, classify, http_client, tls_config, ClientOptions, ClientSetupError, ContentUrls,
+    HttpFailure, HttpSource, Remote, Roots,
 };
 
 /// How the client talks to masters.
@@ -210,7 +210,9 @@ impl PeerClient {
     fn get(&self, route: &Route, url: Url, poll: bool) -> reqwest::RequestBuilder {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let client = if poll { &self.poll } else { &self.data };
-        client.get(url).basic_auth(&route.user, Some(&route.password))
+        client
+            .get(url)
+            .basic_auth(&route.user, Some(&route.password))
     }
 
     /// The content's files on the master, as a source for the transfer engine.

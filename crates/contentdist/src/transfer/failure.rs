@@ -184,10 +184,16 @@ pub fn check_status(remote: Remote, url: &Url, status: StatusCode) -> Result<(),
 /// TLS error underneath, since reqwest's own kinds do not say refused from
 /// unreachable.
 pub fn classify(remote: Remote, url: &Url, e: &reqwest::Error) -> HttpFailure {
-    let unreachable =
-        |code, detail: String| HttpFailure::new(remote, url, FailureKind::Unreachable { detail }, code);
+    let unreachable = |code, detail: String| {
+        HttpFailure::new(remote, url, FailureKind::Unreachable { detail }, code)
+    };
     let tls = |detail: String| {
-        HttpFailure::new(remote, url, FailureKind::Tls { detail }, Code::SECURE_FAILURE)
+        HttpFailure::new(
+            remote,
+            url,
+            FailureKind::Tls { detail },
+            Code::SECURE_FAILURE,
+        )
     };
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut text = Vec::new();

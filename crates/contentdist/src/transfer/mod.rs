@@ -40,3 +40,6 @@ pub use engine::{fetch_run, BadBlocks, CorruptBlock, RunEnd, RunReport};
 pub use failure::{check_status, classify, stall_guard, FailureKind, HttpFailure, Remote};
 pub use source::{BlockSource, ContentUrls, HttpBody, HttpSource, Opened, RunBody};
 pub use writer::BlockWriter;
+
+#[cfg(test)]
+mod tests;
