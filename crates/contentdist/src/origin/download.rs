@@ -37,7 +37,7 @@ impl OriginClient {
         loop {
             let runs = entry.missing_runs(|_| true);
             if runs.is_empty() {
-                entry.flush()?;
+                transfer::flush(entry).await?;
                 return Ok(());
             }
             let before = entry.verified_bytes();
@@ -54,12 +54,12 @@ impl OriginClient {
                         break;
                     }
                     Err(e) => {
-                        let _ = entry.flush();
+                        let _ = transfer::flush(entry).await;
                         return Err(e);
                     }
                 }
             }
-            entry.flush()?;
+            transfer::flush(entry).await?;
             if let Some(c) = bad.over_limit(entry.manifest()) {
                 return Err(OriginError::Corrupt {
                     path: c.path,

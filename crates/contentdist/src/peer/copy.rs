@@ -38,7 +38,8 @@ impl PeerClient {
     /// stops answering; [`PeerError::Corrupt`] (`DATA_ERROR`) when one block failed
     /// more than 3 times; [`PeerError::ManifestMismatch`] when the master holds other
     /// content; [`PeerError::Stopped`] when `stop` is cancelled. Verified blocks stay
-    /// in the cache whatever happens, for the next attempt.
+    /// in the cache whatever happens, for the next attempt. (`entry` is shared with
+    /// the blocking thread that verifies and writes its blocks.)
     pub async fn copy(
         &self,
         entry: &Arc<ContentEntry>,
@@ -107,7 +108,7 @@ impl PeerClient {
             }
         };
         // Make what was verified durable whatever happened, so a retry resumes.
-        let flushed = entry.flush();
+        let flushed = transfer::flush(entry).await;
         match result {
             Ok(outcome) => {
                 flushed?;

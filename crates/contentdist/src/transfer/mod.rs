@@ -27,7 +27,7 @@
 //! - `failure`: [`HttpFailure`] (code + retryable), built by [`classify`] and
 //!   [`check_status`]; the origin and peer errors wrap it.
 //! - `client`: the one rustls + reqwest client builder ([`tls_config`], [`http_client`]).
-//! - `writer`: [`BlockWriter`], verify-and-store on a blocking thread.
+//! - `writer`: [`BlockWriter`], verify-and-store on a blocking thread, and [`flush`].
 
 mod client;
 mod engine;
@@ -39,7 +39,7 @@ pub use client::{http_client, tls_config, ClientOptions, ClientSetupError, Roots
 pub use engine::{fetch_run, BadBlocks, CorruptBlock, RunEnd, RunReport};
 pub use failure::{check_status, classify, stall_guard, FailureKind, HttpFailure, Remote};
 pub use source::{BlockSource, ContentUrls, HttpBody, HttpSource, Opened, RunBody};
-pub use writer::BlockWriter;
+pub use writer::{flush, BlockWriter};
 
 #[cfg(test)]
 mod tests;

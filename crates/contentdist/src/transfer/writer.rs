@@ -50,3 +50,12 @@ impl BlockWriter {
         self.task.await.expect("block writer panicked")
     }
 }
+
+/// [`ContentEntry::flush`] on a blocking thread: it syncs every file written since
+/// the last flush, which can take seconds, and must not hold a runtime thread.
+pub async fn flush(entry: &Arc<ContentEntry>) -> Result<(), CacheError> {
+    let entry = Arc::clone(entry);
+    tokio::task::spawn_blocking(move || entry.flush())
+        .await
+        .expect("cache flush panicked")
+}
