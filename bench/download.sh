@@ -77,7 +77,10 @@ for r in $(seq "$ROUNDS"); do
   rm -f "$W/curl.bin"; sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   t0=$(now); curl -sf -o "$W/curl.bin" "$URL/BENCH/1/content/image.bin"; t1=$(now)
   curl_s=$(echo "$t1 - $t0" | bc -l)
-  for a in "${AGENTS[@]}"; do
+  # Alternate which binary goes first, so neither always runs on a page cache or
+  # a disk the other just left busy.
+  order=("${AGENTS[@]}"); [ $((r % 2)) = 0 ] && order=($(printf '%s\n' "${AGENTS[@]}" | tac))
+  for a in "${order[@]}"; do
     name=${a%%=*}; ABIN=${a#*=}
     # A fresh cache each round, so the agent really downloads.
     rm -rf "$W/cache" "$W/dest"; sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true

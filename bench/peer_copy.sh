@@ -87,7 +87,7 @@ field() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.arg
 
 config "$W/master" "$NET.1"
 start_agent "$BIN" "$W/master"
-"$BIN" get BENCH --version 1 --dest "$W/master/dest" --config "$W/master/agent.toml" --json > "$W/master/get.json"
+"$BIN" get BENCH --version 1 --dest "$W/master/dest" --config "$W/master/agent.toml" --json > "$W/master/get.json" 2>> "$W/master/get.log"
 echo "master: downloaded ${SIZE_MIB} MiB from nginx in $(field "$W/master/get.json" elapsed_ms) ms"
 
 declare -A RATIOS
@@ -96,12 +96,15 @@ for r in $(seq "$ROUNDS"); do
   t0=$(now); curl -sf -o "$W/curl.bin" "$URL/BENCH/1/content/image.bin"; t1=$(now)
   curl_s=$(echo "$t1 - $t0" | bc -l)
   line=$(printf 'round %d: curl %.2f s (%.0f MiB/s)' "$r" "$curl_s" "$(echo "$SIZE_MIB / $curl_s" | bc -l)")
-  for p in "${PEERS[@]}"; do
+  # Alternate which binary goes first, so neither always runs on a page cache or
+  # a disk the other just left busy.
+  order=("${PEERS[@]}"); [ $((r % 2)) = 0 ] && order=($(printf '%s\n' "${PEERS[@]}" | tac))
+  for p in "${order[@]}"; do
     name=${p%%=*}; pbin=${p#*=}; d="$W/peer-$name"
     rm -rf "$d"; config "$d" "$NET.2"; drop_caches
     start_agent "$pbin" "$d"; peer_pid=$AGENT_PID
     t0=$(now)
-    "$pbin" get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json"
+    "$pbin" get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json" 2>> "$d/get.log"
     t1=$(now)
     kill "$peer_pid"; wait "$peer_pid" 2>/dev/null || true
     from_peers=$(field "$d/get.json" bytes_from_peers); from_origin=$(field "$d/get.json" bytes_from_origin)
