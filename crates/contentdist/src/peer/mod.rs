@@ -97,8 +97,8 @@ impl HaveDoc {
 ///
 /// Who is at fault decides what the caller does: [`PeerError::is_master_lost`] says
 /// the master no longer answers (elect again); [`PeerError::Corrupt`] says it answers
-/// with bytes that were not published (go elsewhere); the protocol and refusal
-/// variants are configuration problems another election will not fix.
+/// with bytes that were not published (go elsewhere); the protocol variants and an
+/// HTTP refusal (403) are configuration problems another election will not fix.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     /// This agent and the master have no peer-copy protocol in common.
@@ -171,6 +171,7 @@ impl PeerError {
     /// A refusal (403) reports `ORIGIN_REFUSED` (0xCD04, "refused the request (HTTP
     /// 401, 403)"): the nearest existing meaning; the message says it was the master.
     /// A 404 or any status the protocol does not use reports `INVALID_SERVER_RESPONSE`.
+    /// (HTTP failures carry their code, settled in [`crate::transfer::check_status`].)
     pub fn code(&self) -> Code {
         match self {
             PeerError::ProtocolMismatch { .. } | PeerError::ProtocolNotImplemented { .. } => {
