@@ -10,6 +10,7 @@
 //! - [`publish`]: write a directory tree and its manifest into an origin root.
 //! - [`cache`]: the content store: verified blocks, resume, clean-up.
 //! - [`origin`]: download from the origin: ranges, resume, retries, throttling.
+//! - [`transfer`]: the one transfer engine (Range request, reassembly, verified writes) and its sources.
 //! - [`peer`]: peer copy: the HTTP server, the client that copies from a master, the P2P account.
 //! - [`job`]: jobs, their states and the job manager.
 //! - [`control`]: the control socket (HTTP/JSON over a Unix socket) and its client.
@@ -34,6 +35,7 @@ pub mod peer;
 pub mod publish;
 pub mod subnet;
 pub mod tasks;
+pub mod transfer;
 pub mod util;
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The download loop: fetch every missing block of a cache entry from the origin.
+//! The download loop: fetch every missing block of a cache entry from the origin,
+//! one run at a time through the [`crate::transfer`] engine, retrying with back-off.
 //!
 //! Runs of consecutive missing blocks of one file become one Range request, so a
 //! fresh download is one streaming request per file and a resumed one asks only for
@@ -7,17 +8,15 @@
 //! attempts in a row that verified nothing new, or when one block has failed
 //! verification more than `retries` times.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use reqwest::header::{CONTENT_RANGE, RANGE};
-use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
-use super::writer::BlockWriter;
-use super::{check_status, OriginClient, OriginError};
+use super::{OriginClient, OriginError};
 use crate::cache::{BlockRun, ContentEntry};
+use crate::manifest::CONTENT_DIR;
+use crate::transfer::{self, BadBlocks, HttpFailure, HttpSource, Remote, RunEnd};
 
 /// What one job wants told while it downloads.
 pub struct DownloadCounters<'a> {
@@ -34,11 +33,11 @@ impl OriginClient {
         stop: &CancellationToken,
     ) -> Result<(), OriginError> {
         let mut failures = 0u32;
-        let mut bad: HashMap<usize, u32> = HashMap::new();
+        let mut bad = BadBlocks::new(self.opts.retries);
         loop {
             let runs = entry.missing_runs(|_| true);
             if runs.is_empty() {
-                entry.flush()?;
+                transfer::flush(entry).await?;
                 return Ok(());
             }
             let before = entry.verified_bytes();
@@ -55,21 +54,18 @@ impl OriginClient {
                         break;
                     }
                     Err(e) => {
-                        let _ = entry.flush();
+                        let _ = transfer::flush(entry).await;
                         return Err(e);
                     }
                 }
             }
-            entry.flush()?;
-            if let Some((&block, &times)) = bad.iter().max_by_key(|(_, &t)| t) {
-                if times > self.opts.retries {
-                    let m = entry.manifest();
-                    return Err(OriginError::Corrupt {
-                        path: m.files[m.block(block).file].path.clone(),
-                        block,
-                        times,
-                    });
-                }
+            transfer::flush(entry).await?;
+            if let Some(c) = bad.over_limit(entry.manifest()) {
+                return Err(OriginError::Corrupt {
+                    path: c.path,
+                    block: c.block,
+                    times: c.times,
+                });
             }
             if entry.verified_bytes() > before {
                 failures = 0;
@@ -89,108 +85,50 @@ impl OriginClient {
         }
     }
 
+    /// One run through the engine; the blocks that failed verification are counted
+    /// in `bad` and stay missing for the next round.
     async fn fetch_run(
         &self,
         entry: &Arc<ContentEntry>,
         run: BlockRun,
         counters: &DownloadCounters<'_>,
-        bad: &mut HashMap<usize, u32>,
+        bad: &mut BadBlocks,
     ) -> Result<(), OriginError> {
-        let writer = BlockWriter::start(Arc::clone(entry));
-        let received = self.receive_run(entry, run, counters, &writer).await;
-        // Whatever happened on the wire, the blocks already received are stored (or
-        // the cache's error, such as a full disk, is the one that counts).
-        let rejected = writer.finish().await?;
         let m = entry.manifest();
-        for block in rejected {
-            let n = bad.entry(block).or_default();
-            *n += 1;
+        let source = HttpSource {
+            remote: Remote::Origin,
+            client: &self.http,
+            files: self.urls(&m.content_id, m.version).join(&[CONTENT_DIR]),
+            credentials: None,
+            stall: Some(self.opts.stall_timeout),
+            throttle: self.throttle.as_deref(),
+            requests: None,
+        };
+        let report = transfer::fetch_run(entry, run, &source, &[counters.from_origin]).await?;
+        for block in report.rejected {
+            let times = bad.record(block);
             let path = &m.files[m.block(block).file].path;
-            tracing::warn!(content = %entry.key(), file = %path, block, times = *n, "block failed verification; it will be fetched again");
+            tracing::warn!(content = %entry.key(), file = %path, block, times, "block failed verification; it will be fetched again");
         }
-        received
-    }
-
-    /// Stream one Range request into `writer`, block by block.
-    async fn receive_run(
-        &self,
-        entry: &ContentEntry,
-        run: BlockRun,
-        counters: &DownloadCounters<'_>,
-        writer: &BlockWriter,
-    ) -> Result<(), OriginError> {
-        let m = entry.manifest();
-        let file = &m.files[run.file];
-        let url = self.file_url(&m.content_id, m.version, &file.path);
-        let start = m.block(run.first).offset;
-        let last = m.block(run.last);
-        let end = last.offset + u64::from(last.len); // exclusive
-        let request = self
-            .http
-            .get(url.clone())
-            .header(RANGE, format!("bytes={}-{}", start, end - 1))
-            .send();
-        let mut resp = self.stall_guard(&url, request).await?;
-        check_status(&url, resp.status())?;
-        // A server that ignores Range answers 200 with the whole file: skip the head.
-        let mut skip = 0u64;
-        if resp.status() == StatusCode::PARTIAL_CONTENT {
-            let cr = resp
-                .headers()
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let expected = format!("bytes {}-{}/", start, end - 1);
-            if !cr.starts_with(&expected) {
-                return Err(OriginError::BadResponse {
-                    url: url.to_string(),
-                    detail: format!("asked for {expected}…, got Content-Range '{cr}'"),
-                });
-            }
-        } else {
-            skip = start;
-        }
-        let mut pos = start; // file offset of the next byte of the current block
-        let mut block = run.first;
-        let mut len = m.block(block).len as usize;
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        while pos < end {
-            let chunk = self.stall_guard(&url, resp.chunk()).await?;
-            let Some(mut chunk) = chunk else {
-                return Err(OriginError::BadResponse {
-                    url: url.to_string(),
-                    detail: format!("response ended at byte {pos} of {end}: truncated"),
-                });
-            };
-            counters
-                .from_origin
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if let Some(t) = &self.throttle {
-                let at = t.lock().await.book(chunk.len());
-                tokio::time::sleep_until(at).await;
-            }
-            if skip > 0 {
-                let n = skip.min(chunk.len() as u64) as usize;
-                skip -= n as u64;
-                let _ = chunk.split_to(n);
-            }
-            while !chunk.is_empty() && pos < end {
-                let take = (len - buf.len()).min(chunk.len());
-                buf.extend_from_slice(&chunk.split_to(take));
-                pos += take as u64;
-                if buf.len() == len {
-                    if !writer.put(block, std::mem::take(&mut buf)).await {
-                        // The writer stopped on a cache error; finish() reports it.
-                        return Ok(());
-                    }
-                    block += 1;
-                    if block <= run.last {
-                        len = m.block(block).len as usize;
-                        buf = Vec::with_capacity(len);
-                    }
-                }
+        match report.end? {
+            RunEnd::Done => Ok(()),
+            // A web server's 409 is a refusal (see `check_status`): never seen here.
+            RunEnd::NotHeld => Ok(()),
+            RunEnd::CutShort { cause: Some(e), .. } => Err(e.into()),
+            RunEnd::CutShort {
+                at,
+                end,
+                cause: None,
+                ..
+            } => {
+                let url = self.file_url(&m.content_id, m.version, &m.files[run.file].path);
+                Err(HttpFailure::bad_response(
+                    Remote::Origin,
+                    &url,
+                    format!("response ended at byte {at} of {end}: truncated"),
+                )
+                .into())
             }
         }
-        Ok(())
     }
 }

@@ -11,13 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 
 use super::auth::p2p_credentials;
 use super::{HaveDoc, PeerError};
-use crate::codes::Code;
 use crate::config::{Protocol, Protocols};
 use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::transfer::{
+    check_status, classify, http_client, tls_config, ClientOptions, ClientSetupError, ContentUrls,
+    HttpFailure, HttpSource, Remote, Roots,
+};
 
 /// How the client talks to masters.
 #[derive(Clone)]
@@ -145,58 +148,31 @@ pub struct PeerClient {
     counters: Arc<PeerClientCounters>,
 }
 
-/// Where one content lives on one master, over the chosen protocol.
+/// Where one content lives on one master, over the chosen protocol, and the
+/// account to ask with.
 #[derive(Clone, Debug)]
-pub(super) struct ContentUrls {
-    base: Url,
+pub(super) struct Route {
+    /// `…/content/{id}/{version}/`.
+    pub(super) urls: ContentUrls,
     pub(super) user: String,
     pub(super) password: String,
-}
-
-impl ContentUrls {
-    /// `…/content/{id}/{version}/{rest…}`, each part percent-encoded as a segment.
-    pub(super) fn url(&self, rest: &[&str]) -> Url {
-        let mut u = self.base.clone();
-        {
-            let mut segs = u.path_segments_mut().expect("http URLs have paths");
-            for part in rest {
-                for seg in part.split('/') {
-                    segs.push(seg);
-                }
-            }
-        }
-        u
-    }
 }
 
 impl PeerClient {
     /// A client with these options.
     pub fn new(opts: PeerClientOptions) -> Result<PeerClient, PeerError> {
-        // reqwest needs a TLS backend even for plain HTTP: without HTTPS settings it
-        // gets one that trusts nothing, so it can never complete an HTTPS handshake.
+        let setup = |e: ClientSetupError| PeerError::Setup(e.to_string());
+        // Without HTTPS settings, a client that trusts nothing (see `transfer`).
         let tls = match &opts.tls {
             Some(c) => c.clone(),
-            None => {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| PeerError::Setup(e.to_string()))?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            }
+            None => tls_config(Roots::Nothing).map_err(setup)?,
         };
         let build = |read_timeout: Option<Duration>| {
-            let mut b = reqwest::Client::builder()
-                .tls_backend_preconfigured(tls.clone())
-                .connect_timeout(opts.connect_timeout)
-                .tcp_nodelay(true)
-                // Peers are on the same subnet: a proxy from the environment would
-                // only be in the way (and see the credentials).
-                .no_proxy();
-            if let Some(t) = read_timeout {
-                b = b.read_timeout(t);
-            }
-            b.build().map_err(|e| PeerError::Setup(e.to_string()))
+            let client = ClientOptions {
+                connect_timeout: opts.connect_timeout,
+                read_timeout,
+            };
+            http_client(tls.clone(), &client).map_err(setup)
         };
         Ok(PeerClient {
             data: build(Some(opts.stall_timeout))?,
@@ -221,44 +197,54 @@ impl PeerClient {
         }
     }
 
-    /// The URLs of `id`/`version` on `target`, over the protocol chosen from `local`
-    /// and what the master accepts.
-    pub(super) fn urls(
+    /// Where `id`/`version` is on `target`, over the protocol chosen from `local` and
+    /// what the master accepts.
+    pub(super) fn route(
         &self,
         target: &MasterTarget,
         local: Protocols,
         id: &str,
         version: u32,
-    ) -> Result<ContentUrls, PeerError> {
+    ) -> Result<Route, PeerError> {
         let proto = choose_protocol(local, target.protocols, self.implemented())?;
         let (scheme, port) = match proto {
             Protocol::Https => ("https", target.https_port),
             _ => ("http", target.http_port),
         };
         let addr = SocketAddr::new(target.addr, port);
-        let mut base = Url::parse(&format!("{scheme}://{addr}/"))
+        let root = Url::parse(&format!("{scheme}://{addr}/"))
             .map_err(|e| PeerError::Setup(format!("master address {addr}: {e}")))?;
-        base.path_segments_mut()
-            .expect("http URLs have paths")
-            .clear()
-            .push("content")
-            .push(id)
-            .push(&version.to_string());
         let (user, password) = match &self.opts.credentials {
             Some((u, p)) => (u.clone(), p.clone()),
             None => p2p_credentials(&target.p2p_key),
         };
-        Ok(ContentUrls {
-            base,
+        Ok(Route {
+            urls: ContentUrls::new(&root, &["content", id, &version.to_string()]),
             user,
             password,
         })
     }
 
-    pub(super) fn get(&self, urls: &ContentUrls, url: Url, poll: bool) -> reqwest::RequestBuilder {
+    fn get(&self, route: &Route, url: Url, poll: bool) -> reqwest::RequestBuilder {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let client = if poll { &self.poll } else { &self.data };
-        client.get(url).basic_auth(&urls.user, Some(&urls.password))
+        client
+            .get(url)
+            .basic_auth(&route.user, Some(&route.password))
+    }
+
+    /// The content's files on the master, as a source for the transfer engine.
+    pub(super) fn source<'a>(&'a self, route: &'a Route) -> HttpSource<'a> {
+        HttpSource {
+            remote: Remote::Master,
+            client: &self.data,
+            files: route.urls.join(&["files"]),
+            credentials: Some((&route.user, &route.password)),
+            // The data client's read timeout is the stall timeout.
+            stall: None,
+            throttle: None,
+            requests: Some(&self.counters.requests),
+        }
     }
 
     /// The master's manifest of `id`/`version`, checked to be for that id and version
@@ -271,15 +257,16 @@ impl PeerClient {
         id: &str,
         version: u32,
     ) -> Result<Manifest, PeerError> {
-        let urls = self.urls(target, local, id, version)?;
-        let url = urls.url(&[MANIFEST_FILE]);
+        let route = self.route(target, local, id, version)?;
+        let url = route.urls.url(&[MANIFEST_FILE]);
+        let failed = |e: reqwest::Error| classify(Remote::Master, &url, &e);
         let resp = self
-            .get(&urls, url.clone(), false)
+            .get(&route, url.clone(), false)
             .send()
             .await
-            .map_err(|e| classify(&url, &e))?;
-        check_status(&url, resp.status())?;
-        let bytes = resp.bytes().await.map_err(|e| classify(&url, &e))?;
+            .map_err(failed)?;
+        check_status(Remote::Master, &url, resp.status())?;
+        let bytes = resp.bytes().await.map_err(failed)?;
         self.counters
             .bytes_received
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -296,31 +283,29 @@ impl PeerClient {
     /// holds more than `after`.
     pub(super) async fn have(
         &self,
-        urls: &ContentUrls,
+        route: &Route,
         after: Option<usize>,
     ) -> Result<(HaveDoc, Vec<u8>), PeerError> {
-        let mut url = urls.url(&["have"]);
+        let mut url = route.urls.url(&["have"]);
         let mut deadline = self.opts.stall_timeout;
         if let Some(after) = after {
             let wait = self.opts.long_poll.min(super::MAX_HAVE_WAIT);
             url.set_query(Some(&format!("after={after}&wait_ms={}", wait.as_millis())));
             deadline += wait;
         }
+        let failed = |e: reqwest::Error| classify(Remote::Master, &url, &e);
         let resp = self
-            .get(urls, url.clone(), true)
+            .get(route, url.clone(), true)
             .timeout(deadline)
             .send()
             .await
-            .map_err(|e| classify(&url, &e))?;
-        check_status(&url, resp.status())?;
-        let bytes = resp.bytes().await.map_err(|e| classify(&url, &e))?;
+            .map_err(failed)?;
+        check_status(Remote::Master, &url, resp.status())?;
+        let bytes = resp.bytes().await.map_err(failed)?;
         self.counters
             .bytes_received
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let bad = |detail: String| PeerError::BadResponse {
-            url: url.to_string(),
-            detail,
-        };
+        let bad = |detail: String| HttpFailure::bad_response(Remote::Master, &url, detail);
         let doc: HaveDoc =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("bad have document: {e}")))?;
         let bitmap = hex::decode(&doc.bitmap).map_err(|e| bad(format!("bad have bitmap: {e}")))?;
@@ -329,82 +314,9 @@ impl PeerClient {
                 "have bitmap holds {} bytes for {} blocks",
                 bitmap.len(),
                 doc.block_count
-            )));
+            ))
+            .into());
         }
         Ok((doc, bitmap))
     }
-}
-
-/// 2xx is fine; 403 (and 401) a refusal; 404 not held; anything else unexpected.
-pub(super) fn check_status(url: &Url, status: StatusCode) -> Result<(), PeerError> {
-    let url = url.to_string();
-    match status.as_u16() {
-        200..=299 => Ok(()),
-        s @ (401 | 403) => Err(PeerError::Refused { url, status: s }),
-        404 => Err(PeerError::NotFound { url }),
-        s => Err(PeerError::BadResponse {
-            url,
-            detail: format!("unexpected HTTP {s}"),
-        }),
-    }
-}
-
-/// Turn a reqwest error into ours: walk the cause chain for the I/O or TLS error
-/// underneath, since reqwest's own kinds do not say refused from unreachable.
-pub(super) fn classify(url: &Url, e: &reqwest::Error) -> PeerError {
-    let u = url.to_string();
-    let lost = |code, detail: String| PeerError::MasterUnreachable {
-        url: u.clone(),
-        code,
-        detail,
-    };
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut text = Vec::new();
-    while let Some(s) = src {
-        let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
-            s.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls) = tls {
-            return PeerError::Tls {
-                url: u,
-                detail: tls.to_string(),
-            };
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            match (io.kind(), io.raw_os_error()) {
-                (std::io::ErrorKind::ConnectionRefused, _) => {
-                    return lost(Code::CANNOT_CONNECT, io.to_string())
-                }
-                (_, Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
-                    return lost(Code::NETWORK_UNREACHABLE, io.to_string())
-                }
-                (std::io::ErrorKind::TimedOut, _) if e.is_connect() => {
-                    return lost(Code::CANNOT_CONNECT, io.to_string())
-                }
-                (std::io::ErrorKind::TimedOut, _) => {
-                    return lost(Code::TIMEOUT, "no data from the master".into())
-                }
-                _ => {}
-            }
-        }
-        text.push(s.to_string());
-        src = s.source();
-    }
-    let detail = text.join(": ");
-    if e.is_connect() {
-        return lost(Code::CANNOT_CONNECT, detail);
-    }
-    if e.is_timeout() {
-        return lost(Code::TIMEOUT, format!("no answer in time: {detail}"));
-    }
-    if e.is_body() || e.is_decode() {
-        return PeerError::BadResponse {
-            url: u,
-            detail: format!("transfer failed: {detail}"),
-        };
-    }
-    // The connection broke before an answer came: the master went away.
-    lost(Code::CANNOT_CONNECT, detail)
 }

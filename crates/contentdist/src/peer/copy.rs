@@ -3,24 +3,22 @@
 //!
 //! Each round asks `have` (long-polling when the last round found nothing new to
 //! fetch), then fetches runs of consecutive wanted blocks of one file with one Range
-//! request each. Every block goes through [`ContentEntry::put_block`], which verifies
-//! it; a block that fails, or at which the response was cut short (what a master
-//! does when it finds the block changed on its disk), is asked for again, up to
-//! [`MAX_BAD`] times.
+//! request each, through the [`crate::transfer`] engine: every block is verified and
+//! written by its block writer, off the async runtime. A block that fails, or at
+//! which the response was cut short (what a master does when it finds the block
+//! changed on its disk), is asked for again, up to [`MAX_BAD`] times.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use reqwest::header::{CONTENT_RANGE, RANGE};
-use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::client::{check_status, classify, ContentUrls, MasterTarget, PeerClient};
+use super::client::{MasterTarget, PeerClient, Route};
 use super::{HaveDoc, PeerError};
 use crate::cache::{BlockRun, ContentEntry};
-use crate::codes::Code;
 use crate::config::Protocols;
+use crate::transfer::{self, BadBlocks, RunEnd};
 
 /// A block that fails this many times is not asked of this master again.
 const MAX_BAD: u32 = 3;
@@ -32,16 +30,6 @@ pub enum CopyOutcome {
     Complete,
 }
 
-/// How fetching one run went, short of an error that ends the copy.
-enum RunResult {
-    /// Every byte arrived (blocks that failed verification are counted in `bad`).
-    Done,
-    /// The master no longer holds some of the blocks (409): ask `have` again.
-    NotVerified,
-    /// The response ended early at a block (counted in `bad`).
-    CutShort,
-}
-
 impl PeerClient {
     /// Copy into `entry` every block `target` holds, until `entry` is complete.
     ///
@@ -50,25 +38,26 @@ impl PeerClient {
     /// stops answering; [`PeerError::Corrupt`] (`DATA_ERROR`) when one block failed
     /// more than 3 times; [`PeerError::ManifestMismatch`] when the master holds other
     /// content; [`PeerError::Stopped`] when `stop` is cancelled. Verified blocks stay
-    /// in the cache whatever happens, for the next attempt.
+    /// in the cache whatever happens, for the next attempt. (`entry` is shared with
+    /// the blocking thread that verifies and writes its blocks.)
     pub async fn copy(
         &self,
-        entry: &ContentEntry,
+        entry: &Arc<ContentEntry>,
         target: &MasterTarget,
         local: Protocols,
         from_peers: &AtomicU64,
         stop: &CancellationToken,
     ) -> Result<CopyOutcome, PeerError> {
         let m = entry.manifest();
-        let urls = self.urls(target, local, &m.content_id, m.version)?;
-        let mut bad: HashMap<usize, u32> = HashMap::new();
+        let route = self.route(target, local, &m.content_id, m.version)?;
+        let mut bad = BadBlocks::new(MAX_BAD);
         let mut after: Option<usize> = None;
         let result = loop {
             if entry.is_complete() {
                 break Ok(CopyOutcome::Complete);
             }
             let have = tokio::select! {
-                r = self.have(&urls, after) => r,
+                r = self.have(&route, after) => r,
                 _ = stop.cancelled() => break Err(PeerError::Stopped),
             };
             let (doc, bitmap) = match have {
@@ -93,14 +82,14 @@ impl PeerClient {
             let mut error = None;
             for run in runs {
                 let r = tokio::select! {
-                    r = self.fetch_run(&urls, entry, run, from_peers, &mut bad) => r,
+                    r = self.fetch_run(&route, entry, run, from_peers, &mut bad) => r,
                     _ = stop.cancelled() => Err(PeerError::Stopped),
                 };
                 match r {
                     // Blocks we fetched, or failed to, may be worth another try at
                     // once: do not wait on the next `have`.
-                    Ok(RunResult::Done) | Ok(RunResult::CutShort) => after = None,
-                    Ok(RunResult::NotVerified) => {}
+                    Ok(RunEnd::Done) | Ok(RunEnd::CutShort { .. }) => after = None,
+                    Ok(RunEnd::NotHeld) => {}
                     Err(e) => {
                         error = Some(e);
                         break;
@@ -110,15 +99,16 @@ impl PeerClient {
             if let Some(e) = error {
                 break Err(e);
             }
-            if let Some((&block, &times)) = bad.iter().max_by_key(|(_, &t)| t) {
-                if times > MAX_BAD {
-                    let path = m.files[m.block(block).file].path.clone();
-                    break Err(PeerError::Corrupt { path, block, times });
-                }
+            if let Some(c) = bad.over_limit(m) {
+                break Err(PeerError::Corrupt {
+                    path: c.path,
+                    block: c.block,
+                    times: c.times,
+                });
             }
         };
         // Make what was verified durable whatever happened, so a retry resumes.
-        let flushed = entry.flush();
+        let flushed = transfer::flush(entry).await;
         match result {
             Ok(outcome) => {
                 flushed?;
@@ -133,101 +123,41 @@ impl PeerClient {
         }
     }
 
+    /// One run through the engine. Blocks that did not verify, and the block at
+    /// which the answer broke off (what a master does when it finds the block changed
+    /// on its disk), are counted in `bad` and asked for again.
     async fn fetch_run(
         &self,
-        urls: &ContentUrls,
-        entry: &ContentEntry,
+        route: &Route,
+        entry: &Arc<ContentEntry>,
         run: BlockRun,
         from_peers: &AtomicU64,
-        bad: &mut HashMap<usize, u32>,
-    ) -> Result<RunResult, PeerError> {
+        bad: &mut BadBlocks,
+    ) -> Result<RunEnd, PeerError> {
+        let source = self.source(route);
+        let received = [from_peers, &self.counters().bytes_received];
+        let report = transfer::fetch_run(entry, run, &source, &received).await?;
         let m = entry.manifest();
-        let file = &m.files[run.file];
-        let url = urls.url(&["files", &file.path]);
-        let start = m.block(run.first).offset;
-        let last = m.block(run.last);
-        let end = last.offset + u64::from(last.len); // exclusive
-        let mut resp = self
-            .get(urls, url.clone(), false)
-            .header(RANGE, format!("bytes={}-{}", start, end - 1))
-            .send()
-            .await
-            .map_err(|e| classify(&url, &e))?;
-        if resp.status() == StatusCode::CONFLICT {
-            debug!(url = %url, "master no longer holds some blocks of the run");
-            return Ok(RunResult::NotVerified);
+        let rejected = &self.counters().blocks_rejected;
+        for block in report.rejected {
+            let times = bad.record(block);
+            rejected.fetch_add(1, Ordering::Relaxed);
+            let path = &m.files[m.block(block).file].path;
+            warn!(content = %entry.key(), file = %path, block, times, "block from the master failed verification; it will be asked for again");
         }
-        check_status(&url, resp.status())?;
-        let whole_file = start == 0 && end == file.size;
-        if resp.status() == StatusCode::PARTIAL_CONTENT {
-            let cr = resp
-                .headers()
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let expected = format!("bytes {}-{}/{}", start, end - 1, file.size);
-            if cr != expected {
-                return Err(PeerError::BadResponse {
-                    url: url.to_string(),
-                    detail: format!("asked for {expected}, got Content-Range '{cr}'"),
-                });
+        let end = report.end?;
+        if let RunEnd::CutShort {
+            block, at, cause, ..
+        } = &end
+        {
+            let times = bad.record(*block);
+            rejected.fetch_add(1, Ordering::Relaxed);
+            if let Some(e) = cause {
+                debug!(error = %e, "response broke off");
             }
-        } else if !whole_file {
-            return Err(PeerError::BadResponse {
-                url: url.to_string(),
-                detail: format!("asked for a range, got HTTP {}", resp.status()),
-            });
+            let path = &m.files[run.file].path;
+            warn!(content = %entry.key(), file = %path, block, times, at, "response from the master cut short; the block will be asked for again");
         }
-        let mut pos = start; // file offset of the next byte
-        let mut block = run.first;
-        let mut buf: Vec<u8> = Vec::with_capacity(m.block(block).len as usize);
-        while pos < end {
-            let chunk = match resp.chunk().await {
-                Ok(Some(c)) if c.is_empty() => continue,
-                Ok(Some(c)) => Some(c),
-                Ok(None) => None,
-                Err(e) => {
-                    let err = classify(&url, &e);
-                    if matches!(&err, PeerError::MasterUnreachable { code, .. } if *code == Code::TIMEOUT)
-                    {
-                        return Err(err);
-                    }
-                    debug!(url = %url, error = %err, "response broke off");
-                    None
-                }
-            };
-            let Some(mut chunk) = chunk else {
-                let n = bad.entry(block).or_default();
-                *n += 1;
-                self.counters()
-                    .blocks_rejected
-                    .fetch_add(1, Ordering::Relaxed);
-                warn!(url = %url, block, times = *n, at = pos, "response from the master cut short; the block will be asked for again");
-                return Ok(RunResult::CutShort);
-            };
-            from_peers.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            self.counters()
-                .bytes_received
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            while !chunk.is_empty() && pos < end {
-                let want = m.block(block).len as usize - buf.len();
-                let take = want.min(chunk.len());
-                buf.extend_from_slice(&chunk.split_to(take));
-                pos += take as u64;
-                if buf.len() == m.block(block).len as usize {
-                    if !entry.put_block(block, &buf)? {
-                        let n = bad.entry(block).or_default();
-                        *n += 1;
-                        self.counters()
-                            .blocks_rejected
-                            .fetch_add(1, Ordering::Relaxed);
-                        warn!(content = %entry.key(), file = %file.path, block, times = *n, "block from the master failed verification; it will be asked for again");
-                    }
-                    buf.clear();
-                    block += 1;
-                }
-            }
-        }
-        Ok(RunResult::Done)
+        Ok(end)
     }
 }

@@ -51,6 +51,7 @@ use crate::cache::CacheError;
 use crate::codes::Code;
 use crate::config::Protocols;
 use crate::manifest::ManifestError;
+use crate::transfer::HttpFailure;
 
 pub use auth::{
     constant_time_eq, machine_credentials, p2p_credentials, PeerAuth, Principal, Refusal, P2P_USER,
@@ -96,8 +97,8 @@ impl HaveDoc {
 ///
 /// Who is at fault decides what the caller does: [`PeerError::is_master_lost`] says
 /// the master no longer answers (elect again); [`PeerError::Corrupt`] says it answers
-/// with bytes that were not published (go elsewhere); the protocol and refusal
-/// variants are configuration problems another election will not fix.
+/// with bytes that were not published (go elsewhere); the protocol variants and an
+/// HTTP refusal (403) are configuration problems another election will not fix.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     /// This agent and the master have no peer-copy protocol in common.
@@ -118,46 +119,12 @@ pub enum PeerError {
         /// What the master accepts.
         master: Protocols,
     },
-    /// The master does not answer: connection refused, no route, or it stalled.
-    #[error("master {url} is unreachable: {detail}")]
-    MasterUnreachable {
-        /// What was asked for.
-        url: String,
-        /// `CANNOT_CONNECT`, `NETWORK_UNREACHABLE` or `TIMEOUT`.
-        code: Code,
-        /// The cause, in words.
-        detail: String,
-    },
-    /// The master refused our credentials (HTTP 403).
-    #[error("master refused {url} (HTTP {status}): check AuthenticatedUsers on the master, the peer's SpecialNetShare 0x80 (machine account) and that both have the same machine key")]
-    Refused {
-        /// What was asked for.
-        url: String,
-        /// The HTTP status.
-        status: u16,
-    },
-    /// The master does not hold this content (HTTP 404).
-    #[error("{url}: the master does not hold this content (HTTP 404)")]
-    NotFound {
-        /// What was asked for.
-        url: String,
-    },
-    /// The secure channel failed (HTTPS only).
-    #[error("{url}: secure channel failure: {detail}")]
-    Tls {
-        /// What was asked for.
-        url: String,
-        /// The cause, in words.
-        detail: String,
-    },
-    /// The answer was malformed, or a status the protocol does not use.
-    #[error("{url}: {detail}")]
-    BadResponse {
-        /// What was asked for.
-        url: String,
-        /// What was wrong.
-        detail: String,
-    },
+    /// An HTTP exchange with the master failed: it does not answer (connection
+    /// refused, no route, stall: [`PeerError::is_master_lost`]), refused our
+    /// credentials (403), does not hold the content (404), failed the secure channel,
+    /// or answered something malformed. The failure carries its catalogue code.
+    #[error(transparent)]
+    Http(#[from] HttpFailure),
     /// The master's manifest does not parse.
     #[error("{url}: {source}")]
     Manifest {
@@ -204,17 +171,13 @@ impl PeerError {
     /// A refusal (403) reports `ORIGIN_REFUSED` (0xCD04, "refused the request (HTTP
     /// 401, 403)"): the nearest existing meaning; the message says it was the master.
     /// A 404 or any status the protocol does not use reports `INVALID_SERVER_RESPONSE`.
+    /// (HTTP failures carry their code, settled in [`crate::transfer::check_status`].)
     pub fn code(&self) -> Code {
         match self {
             PeerError::ProtocolMismatch { .. } | PeerError::ProtocolNotImplemented { .. } => {
                 Code::PROTOCOL_MISMATCH
             }
-            PeerError::MasterUnreachable { code, .. } => *code,
-            PeerError::Refused { .. } => Code::ORIGIN_REFUSED,
-            PeerError::NotFound { .. } | PeerError::BadResponse { .. } => {
-                Code::INVALID_SERVER_RESPONSE
-            }
-            PeerError::Tls { .. } => Code::SECURE_FAILURE,
+            PeerError::Http(f) => f.code,
             PeerError::Manifest { source, .. } => source.code(),
             PeerError::ManifestMismatch(_) => Code::MANIFEST_MISMATCH,
             PeerError::Corrupt { .. } => Code::DATA_ERROR,
@@ -227,6 +190,6 @@ impl PeerError {
     /// True when the master stopped answering (refused connection, no route, stall):
     /// the caller should elect a new master.
     pub fn is_master_lost(&self) -> bool {
-        matches!(self, PeerError::MasterUnreachable { .. })
+        matches!(self, PeerError::Http(f) if f.is_unreachable())
     }
 }

@@ -1,7 +1,9 @@
 //! Verify-and-store on a blocking thread: while it hashes and writes one block, the
 //! network task is already receiving the next ones. On two cores this is the
-//! difference between the download running at the speed of the wire and running at
-//! the speed of wire + hash + write in turn.
+//! difference between a transfer running at the speed of the wire and running at
+//! the speed of wire + hash + write in turn. It also keeps the runtime's threads off
+//! the disk: storing the last block of a content syncs every file (`fdatasync`),
+//! which can take seconds.
 
 use std::sync::Arc;
 
@@ -47,4 +49,13 @@ impl BlockWriter {
         drop(self.tx);
         self.task.await.expect("block writer panicked")
     }
+}
+
+/// [`ContentEntry::flush`] on a blocking thread: it syncs every file written since
+/// the last flush, which can take seconds, and must not hold a runtime thread.
+pub async fn flush(entry: &Arc<ContentEntry>) -> Result<(), CacheError> {
+    let entry = Arc::clone(entry);
+    tokio::task::spawn_blocking(move || entry.flush())
+        .await
+        .expect("cache flush panicked")
 }
