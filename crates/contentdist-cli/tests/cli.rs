@@ -68,7 +68,7 @@ fn a_settings_path_that_is_no_regular_file_or_too_large_is_refused_at_once() {
     let fifo = t.join("fifo.toml");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
-    let big = t.write("big.toml", &format!("# {}\n", "x".repeat(2 << 20)));
+    let big = t.write("big.toml", format!("# {}\n", "x".repeat(2 << 20)));
     let cases = [
         ("/dev/zero".to_string(), "character device"),
         (fifo.display().to_string(), "FIFO"),

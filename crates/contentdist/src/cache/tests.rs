@@ -230,3 +230,35 @@ fn age_limit_removes_entries_unused_for_that_many_days() {
     assert_eq!(cache.clean(drop_it, 0).unwrap().removed.len(), 1);
     assert!(cache.keys().is_empty());
 }
+
+#[test]
+fn delivery_refuses_a_symlinked_directory_inside_the_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&dir.path().join("cache")).unwrap();
+    let files = [("a/x", &b"payload"[..])];
+    let e = cache.get_or_create(manifest(&files), 5).unwrap();
+    fill(&e, &files, 0..1);
+    let dest = dir.path().join("D");
+    let elsewhere = dir.path().join("O");
+    fs::create_dir_all(&dest).unwrap();
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dest.join("a")).unwrap();
+    let err = deliver(&e, &dest).unwrap_err();
+    assert_eq!(err.path, dest.join("a"));
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    // Nothing was written through the link.
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // A link in place of a file is replaced, not written through.
+    fs::remove_file(dest.join("a")).unwrap();
+    fs::create_dir_all(dest.join("a")).unwrap();
+    let target = elsewhere.join("victim");
+    fs::write(&target, b"keep").unwrap();
+    std::os::unix::fs::symlink(&target, dest.join("a/x")).unwrap();
+    deliver(&e, &dest).unwrap();
+    assert_eq!(fs::read(&target).unwrap(), b"keep");
+    assert_eq!(fs::read(dest.join("a/x")).unwrap(), b"payload");
+    assert!(!fs::symlink_metadata(dest.join("a/x"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
