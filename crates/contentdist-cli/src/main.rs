@@ -81,12 +81,16 @@ async fn main() -> ExitCode {
         .into()
 }
 
-/// Logs to stderr at `default_level`, unless `RUST_LOG` says otherwise.
+/// Logs to stderr at `default_level`, unless `RUST_LOG` says otherwise. A log line
+/// that cannot be written (the log's disk is full, a closed pipe) is lost, never
+/// fatal: the default reports it with `eprint!`, which panics when stderr itself is
+/// what fails, and took the agent down with it.
 fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .init();
 }

@@ -195,3 +195,39 @@ fn get_without_an_agent_says_so_and_exits_4() {
         text(&o)
     );
 }
+
+#[test]
+fn an_agent_whose_log_cannot_be_written_keeps_running() {
+    let t = TestDir::new();
+    let config = t.write(
+        "c.toml",
+        format!(
+            "CacheDir = \"{}\"\nControlSocket = \"{}\"\nP2PEnabled = 0\nLogLevel = \"debug\"\n",
+            t.join("cache").display(),
+            t.join("c.sock").display()
+        ),
+    );
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let mut agent = Command::new(contentdist_bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .stdout(full())
+        .stderr(full())
+        .spawn()
+        .unwrap();
+    let answered = support::wait_until(std::time::Duration::from_secs(20), || {
+        run(&["jobs", "--config", config.to_str().unwrap()])
+            .status
+            .success()
+    });
+    let alive = agent.try_wait().unwrap().is_none();
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let status = agent.wait().unwrap();
+    assert!(answered && alive, "the agent died: {status:?}");
+    assert_eq!(status.code(), Some(0));
+}

@@ -578,3 +578,110 @@ fn a_user_the_control_socket_refuses_is_told_so_and_which_group_grants_access() 
         assert!(agent.cli(&["status"]).status.success());
     });
 }
+
+/// `bytes_from_origin` of the job as last saved in `jobs.json`.
+fn saved_origin_bytes(agent: &AgentProc) -> u64 {
+    std::fs::read(agent.cache_dir().join("jobs.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["jobs"][0]["bytes_from_origin"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn bytes_from_the_origin_are_counted_across_a_kill_9() {
+    with_timeout(Duration::from_secs(120), || {
+        let t = TestDir::new();
+        published(&t, 16 * MIB);
+        let size = tree_size(&t);
+        let rate = 4 * MIB;
+        let nginx = Nginx::start(NginxOptions {
+            root: t.join("origin"),
+            rate_limit_bytes_per_sec: Some(rate),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut agent = AgentProc::start(&t.join("agent"), &nginx.url(), "");
+        let dest = t.join("dest").display().to_string();
+        let out = agent.cli(&[
+            "get",
+            "PKG00001",
+            "--version",
+            "3",
+            "--no-wait",
+            "--dest",
+            &dest,
+        ]);
+        assert!(out.status.success());
+        // Kill as soon as the saved record holds half the content.
+        assert!(support::wait_until(Duration::from_secs(30), || {
+            saved_origin_bytes(&agent) > size / 2
+        }));
+        agent.kill9();
+        agent.restart();
+        assert!(support::wait_until(Duration::from_secs(60), || {
+            agent.jobs().first().is_some_and(|j| j["state"] == "done")
+        }));
+        let reported = agent.jobs()[0]["bytes_from_origin"].as_u64().unwrap();
+        let served = nginx.bytes_sent_total();
+        // What crossed the WAN is reported, less at most what arrived between the
+        // last save (every 0.5 s) and the kill, and what was in flight.
+        assert!(
+            reported + rate / 2 + MIB >= served && reported <= served,
+            "reported {reported}, nginx served {served}"
+        );
+    });
+}
+
+#[test]
+fn a_job_that_failed_on_a_full_disk_stays_failed_after_a_restart() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    with_timeout(Duration::from_secs(90), || {
+        let t = TestDir::new();
+        published(&t, 6 * MIB);
+        let nginx = Nginx::start(NginxOptions {
+            root: t.join("origin"),
+            ..Default::default()
+        })
+        .unwrap();
+        let small = t.subdir("small");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(&small)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+            }
+        }
+        let _guard = Unmount(small.clone());
+        let mut agent = AgentProc::start(&small.join("agent"), &nginx.url(), "");
+        let r = agent.get("PKG00001", 3, &t.join("dest"), &[]);
+        assert_eq!(r.code(), 0x70, "{r:?}\n{}", agent.log());
+        // The disk is still full: the failure must be on disk all the same.
+        agent.stop();
+        agent.restart();
+        let jobs = agent.jobs();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0]["state"], "failed", "{jobs:?}\n{}", agent.log());
+        assert_eq!(jobs[0]["code"], 0x70, "{jobs:?}");
+        assert!(!agent.log().contains("resuming job"), "{}", agent.log());
+        // No temporary file stays behind anywhere.
+        let out = Command::new("find")
+            .arg(&small)
+            .args(["-name", "*.tmp"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "",
+            "temporary files left"
+        );
+    });
+}

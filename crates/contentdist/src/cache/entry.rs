@@ -117,12 +117,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
 /// sees half of it.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<(), CacheError> {
     let tmp = path.with_extension("tmp");
-    let f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all_at(bytes, 0).map_err(io_err(&tmp))?;
-    if sync {
-        f.sync_data().map_err(io_err(&tmp))?;
+    let written = (|| {
+        let f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all_at(bytes, 0).map_err(io_err(&tmp))?;
+        if sync {
+            f.sync_data().map_err(io_err(&tmp))?;
+        }
+        fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if written.is_err() {
+        // A full disk leaves an empty or partial temporary file: never keep it.
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path).map_err(io_err(path))
+    written
 }
 
 impl ContentEntry {

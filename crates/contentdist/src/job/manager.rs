@@ -23,6 +23,41 @@ use crate::tasks::Tasks;
 /// Finished jobs kept for `contentdist jobs`; older ones are forgotten.
 const KEEP_FINISHED: usize = 200;
 
+/// How often running jobs are saved (their byte counts move all the time).
+const PERSIST_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Room kept at the end of `jobs.json` (spaces, which JSON ignores) so that the list
+/// can be rewritten in place when the disk is full: a failure with its message is a
+/// few hundred bytes more.
+const JOBS_RESERVE: usize = 16 * 1024;
+
+/// Write `bytes` as the job list at `path`. Normally through a temporary file and a
+/// rename, padded with [`JOBS_RESERVE`] spaces; when the disk is full, over the old
+/// file's own (already allocated) bytes instead, which needs no new space. The
+/// temporary file never stays behind.
+fn write_jobs(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut padded = bytes.to_vec();
+    padded.push(b'\n');
+    padded.resize((bytes.len() + JOBS_RESERVE).next_multiple_of(4096), b' ');
+    let tmp = path.with_extension("tmp");
+    let atomic = std::fs::write(&tmp, &padded).and_then(|()| std::fs::rename(&tmp, path));
+    let Err(e) = atomic else { return Ok(()) };
+    let _ = std::fs::remove_file(&tmp);
+    if !crate::cache::is_disk_full(&e) {
+        return Err(e);
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let room = f.metadata()?.len() as usize;
+    if bytes.len() >= room {
+        return Err(e);
+    }
+    let mut in_place = bytes.to_vec();
+    in_place.resize(room, b' ');
+    f.write_all_at(&in_place, 0)?;
+    f.sync_data()
+}
+
 /// What the job manager needs.
 pub struct JobManagerOptions {
     /// The content store.
@@ -109,9 +144,17 @@ impl JobManager {
     /// Load persisted jobs and restart those that were running. Must be called
     /// inside a tokio runtime.
     pub fn start(opts: JobManagerOptions) -> JobManager {
-        let persisted: Option<Persisted> = std::fs::read(&opts.state_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let persisted: Option<Persisted> = match std::fs::read(&opts.state_file) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(path = %opts.state_file.display(), error = %e,
+                        "the saved job list does not parse; starting without it");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
         let max = opts.max_concurrent.max(1);
         let inner = Arc::new(Inner {
             ctx: JobContext {
@@ -133,6 +176,11 @@ impl JobManager {
             persist_lock: Mutex::new(()),
         });
         let mgr = JobManager { inner };
+        let m = mgr.clone();
+        mgr.inner
+            .ctx
+            .tasks
+            .spawn("job persister", move |stop| m.persist_while_running(stop));
         if let Some(p) = persisted {
             mgr.inner.next_id.store(p.next_id, Ordering::SeqCst);
             let mut restart = Vec::new();
@@ -154,6 +202,29 @@ impl JobManager {
             }
         }
         mgr
+    }
+
+    /// Save the jobs every [`PERSIST_PERIOD`] while any runs, so that their byte
+    /// counts survive a crash (`kill -9`) up to that period.
+    async fn persist_while_running(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(PERSIST_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            if self.any_running() {
+                let m = self.clone();
+                // A small file, but still a blocking write: off the runtime.
+                let _ = self
+                    .inner
+                    .ctx
+                    .tasks
+                    .spawn_blocking("job persist", move || m.persist())
+                    .await;
+            }
+        }
     }
 
     /// Job counts and bytes by source.
@@ -268,7 +339,9 @@ impl JobManager {
         self.persist();
     }
 
-    /// Write every job to the state file (atomically).
+    /// Write every job to the state file: atomically when the disk allows, else in
+    /// place of the previous list (see [`write_jobs`]), so that a failure on a full
+    /// disk is recorded and a restart does not run the job again.
     pub fn persist(&self) {
         let _guard = self.inner.persist_lock.lock().expect("persist lock");
         let p = {
@@ -290,12 +363,16 @@ impl JobManager {
             }
         };
         let path = &self.inner.state_file;
-        let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(&p).expect("jobs serialize");
-        let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = r {
+        if let Err(e) = write_jobs(path, &bytes) {
             tracing::warn!(path = %path.display(), error = %e, "could not persist jobs");
         }
+    }
+
+    /// True while some job has a task running.
+    fn any_running(&self) -> bool {
+        let jobs = self.inner.jobs.lock().expect("jobs lock");
+        jobs.values().any(|s| s.stop.is_some())
     }
 
     fn with_slot<T>(
