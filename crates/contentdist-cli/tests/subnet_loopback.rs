@@ -367,3 +367,44 @@ fn in_an_inhibited_subnet_every_agent_is_its_own_master() {
         assert_eq!(content_bytes(&nginx), 2 * size);
     });
 }
+
+#[test]
+fn a_master_whose_delivered_file_was_changed_repairs_it_and_the_peer_completes() {
+    with_timeout(Duration::from_secs(120), || {
+        let t = TestDir::new();
+        publish(&t, 8 * MIB);
+        let nginx = slow_origin(&t, 64 * MIB);
+        let net = Subnet::start(
+            &t,
+            &nginx.url(),
+            &[
+                "P2PEnabled = 0x28\nP2PElectionWeight = 99",
+                "P2PEnabled = 0x28",
+            ],
+        );
+        let master_dest = t.join("dest0");
+        let r = net.agents[0].get("OSD00001", 1, &master_dest, &[]);
+        assert_eq!(r.status, 0, "{r:?}");
+        // An administrator writes into the delivered file: a hard link into the
+        // master's cache, so the cached block changes too.
+        let image = master_dest.join("os/image.wim");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"EVIL", 5 * 131072 + 7).unwrap();
+        drop(file);
+        let before = content_bytes(&nginx);
+        let started = std::time::Instant::now();
+        let r = net.agents[1].get("OSD00001", 1, &t.join("dest1"), &[]);
+        assert_eq!(r.status, 0, "{r:?}\n{}", net.agents[0].log());
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert_trees_equal(t.join("src"), t.join("dest1"));
+        // The master fetched the changed block again, from the origin, and only that.
+        let refetched = content_bytes(&nginx) - before;
+        assert!(refetched > 0 && refetched <= 2 * MIB, "{refetched}");
+        assert!(net.agents[0].log().contains("repairing the content"));
+        // Its own delivered copy is whole again (it shares the cache's inode).
+        assert_trees_equal(t.join("src"), &master_dest);
+    });
+}

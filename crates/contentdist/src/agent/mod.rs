@@ -122,6 +122,8 @@ impl Agent {
             Arc::clone(&view) as Arc<dyn JobControl>,
             tasks.token().child_token(),
         )?;
+        let (j, damaged) = (jobs.clone(), cache.damaged());
+        tasks.spawn("cache repair", move |stop| repair_damaged(j, damaged, stop));
         if config.cache_clean_cycle_hrs > 0 {
             let period = Duration::from_secs(u64::from(config.cache_clean_cycle_hrs) * 3600);
             let (c, policy) = (Arc::clone(&cache), clean_policy(&config));
@@ -286,6 +288,54 @@ pub fn advertised_address(config: &Config) -> IpAddr {
     match probe {
         Ok(a) if !a.ip().is_unspecified() => a.ip(),
         _ => config.listen_address,
+    }
+}
+
+/// Fetch again the blocks of content that lost some (a delivered hard link was
+/// written to, found when the peer server or a job re-hashed it): a complete entry
+/// has no job that would, and peers would wait for ever on a master that announces
+/// it but cannot serve it. A repair is a job without destination; as master it
+/// downloads only the missing blocks, and peers waiting on them take them as usual.
+async fn repair_damaged(
+    jobs: JobManager,
+    mut damaged: tokio::sync::broadcast::Receiver<crate::manifest::ContentKey>,
+    stop: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let key = tokio::select! {
+            r = damaged.recv() => match r {
+                Ok(key) => key,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "damage notices lost; those contents are fetched again by their next job");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = stop.cancelled() => return,
+        };
+        if jobs.is_fetching(&key) {
+            continue;
+        }
+        let Ok(Some(entry)) = jobs.cache().get(&key) else {
+            continue;
+        };
+        if entry.is_complete() {
+            continue;
+        }
+        let request = JobRequest {
+            content_id: key.id().to_string(),
+            version: key.version(),
+            dest: None,
+            content_hash: Some(entry.manifest().content_hash.clone()),
+            priority: entry.meta().priority,
+        };
+        match jobs.submit(request) {
+            Ok(job) => {
+                tracing::warn!(job = job.id, content = %key, "cached blocks changed: repairing the content")
+            }
+            Err(e) => tracing::warn!(content = %key, error = %e, "could not start the repair"),
+        }
     }
 }
 

@@ -90,9 +90,9 @@ pub struct ContentEntry {
     me: Weak<ContentEntry>,
     /// A background flush is running.
     flushing: AtomicBool,
-    /// The cache's record of background flush threads, so that an agent's
-    /// shutdown can wait for them (see [`super::Cache::wait_background`]).
-    background: tokio_util::task::TaskTracker,
+    /// What the cache shares with its entries: the record of background flush
+    /// threads and where lost blocks are announced.
+    hooks: super::CacheHooks,
     /// Flushes replace the same files: one at a time.
     flush_lock: Mutex<()>,
 }
@@ -139,7 +139,7 @@ impl ContentEntry {
         dir: &Path,
         manifest: Manifest,
         priority: u8,
-        background: tokio_util::task::TaskTracker,
+        hooks: super::CacheHooks,
     ) -> Result<Arc<ContentEntry>, CacheError> {
         // Build in a sibling temporary directory and rename it into place, so a crash
         // half-way never leaves an entry without its manifest.
@@ -174,14 +174,14 @@ impl ContentEntry {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        Self::open(key, dir, background)
+        Self::open(key, dir, hooks)
     }
 
     /// Open an existing entry, recovering blocks verified but not yet recorded.
     pub(super) fn open(
         key: ContentKey,
         dir: &Path,
-        background: tokio_util::task::TaskTracker,
+        hooks: super::CacheHooks,
     ) -> Result<Arc<ContentEntry>, CacheError> {
         let mpath = dir.join(MANIFEST_FILE);
         let bytes = fs::read(&mpath).map_err(io_err(&mpath))?;
@@ -225,7 +225,7 @@ impl ContentEntry {
             changed: tx,
             me: me.clone(),
             flushing: AtomicBool::new(false),
-            background,
+            hooks,
             flush_lock: Mutex::new(()),
         });
         if complete {
@@ -438,7 +438,7 @@ impl ContentEntry {
             return;
         };
         // The token counts this thread among the cache's background work until it ends.
-        let token = self.background.token();
+        let token = self.hooks.background.token();
         let spawned = std::thread::Builder::new()
             .name("cache-flush".into())
             .spawn(move || {
@@ -538,6 +538,9 @@ impl ContentEntry {
             self.recount();
             self.flush()?;
             tracing::warn!(content = %self.key, blocks = bad.len(), "cached blocks changed since verification; they will be fetched again");
+            // Whoever repairs content (the agent) hears of it: a complete entry has
+            // no job that would fetch the blocks otherwise.
+            let _ = self.hooks.damaged.send(self.key.clone());
         }
         Ok(bad.len())
     }

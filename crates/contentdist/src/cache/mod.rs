@@ -73,8 +73,16 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
 pub struct Cache {
     root: PathBuf,
     open: Mutex<HashMap<ContentKey, Arc<ContentEntry>>>,
+    hooks: CacheHooks,
+}
+
+/// What a cache shares with its entries.
+#[derive(Clone, Debug)]
+pub(crate) struct CacheHooks {
     /// Background flush threads of the entries (see [`Cache::wait_background`]).
     background: tokio_util::task::TaskTracker,
+    /// Entries that lost verified blocks (see [`Cache::damaged`]).
+    damaged: tokio::sync::broadcast::Sender<ContentKey>,
 }
 
 impl Cache {
@@ -88,7 +96,10 @@ impl Cache {
         let cache = Cache {
             root: root.to_path_buf(),
             open: Mutex::new(HashMap::new()),
-            background: tokio_util::task::TaskTracker::new(),
+            hooks: CacheHooks {
+                background: tokio_util::task::TaskTracker::new(),
+                damaged: tokio::sync::broadcast::channel(64).0,
+            },
         };
         cache.remove_leftovers();
         Ok(cache)
@@ -97,17 +108,24 @@ impl Cache {
     /// Wait up to `deadline` for the entries' background flushes to end; true when
     /// none is left. An agent's shutdown calls it last, so no thread outlives it.
     pub async fn wait_background(&self, deadline: std::time::Duration) -> bool {
-        self.background.close();
-        let done = tokio::time::timeout(deadline, self.background.wait())
+        self.hooks.background.close();
+        let done = tokio::time::timeout(deadline, self.hooks.background.wait())
             .await
             .is_ok();
-        self.background.reopen();
+        self.hooks.background.reopen();
         done
+    }
+
+    /// Hear of every entry found to have lost verified blocks (a delivered hard link
+    /// was written to, a disk error): they are no longer complete, and someone must
+    /// fetch the blocks again.
+    pub fn damaged(&self) -> tokio::sync::broadcast::Receiver<ContentKey> {
+        self.hooks.damaged.subscribe()
     }
 
     /// Background flushes running now.
     pub fn background_flushes(&self) -> usize {
-        self.background.len()
+        self.hooks.background.len()
     }
 
     /// The cache's root directory.
@@ -151,7 +169,7 @@ impl Cache {
         if !dir.join(crate::manifest::MANIFEST_FILE).exists() {
             return Ok(None);
         }
-        match ContentEntry::open(key.clone(), &dir, self.background.clone()) {
+        match ContentEntry::open(key.clone(), &dir, self.hooks.clone()) {
             Ok(e) => {
                 open.insert(key.clone(), Arc::clone(&e));
                 Ok(Some(e))
@@ -195,7 +213,7 @@ impl Cache {
             &self.entry_dir(&key),
             manifest,
             priority,
-            self.background.clone(),
+            self.hooks.clone(),
         )?;
         open.insert(key, Arc::clone(&e));
         Ok(e)

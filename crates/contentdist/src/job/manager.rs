@@ -17,6 +17,7 @@ use super::run::{run_job, JobError, JobRun, Outcome};
 use super::{ControlError, JobId, JobInfo, JobRequest, JobState, Source};
 use crate::cache::{Cache, CacheEntryInfo, CleanPolicy, CleanReport};
 use crate::codes::{Code, SuccessCodes};
+use crate::manifest::ContentKey;
 use crate::origin::{OriginClient, OriginError};
 use crate::tasks::Tasks;
 
@@ -385,6 +386,19 @@ impl JobManager {
             .get_mut(&id)
             .ok_or_else(|| ControlError::new(Code::BAD_REQUEST, format!("no job {id}")))?;
         f(slot)
+    }
+
+    /// True when a job not finished (and not paused) is for this content: it will
+    /// fetch whatever blocks the content lacks.
+    pub fn is_fetching(&self, key: &ContentKey) -> bool {
+        let jobs = self.inner.jobs.lock().expect("jobs lock");
+        jobs.values().any(|s| {
+            let state = s.live.now().state;
+            !state.is_final()
+                && state != JobState::Paused
+                && s.info.request.content_id == key.id()
+                && s.info.request.version == key.version()
+        })
     }
 
     /// A job not finished that asks for exactly this (same content, version,
