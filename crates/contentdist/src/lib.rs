@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`certstore`]: certificate facts (names, usages, dates, thumbprint) and the
+//!   server-certificate selection rules; the store's loading and HTTPS come next.
 //! - [`codes`]: the code catalogue (0x209A, 0x2EFD, ...) and `SuccessCodes`.
 //! - [`config`]: settings with the product's names, validated once at load.
 //! - [`election`]: master election per content (sans-I/O state machine, wire format).
@@ -23,6 +25,7 @@
 
 pub mod agent;
 pub mod cache;
+pub mod certstore;
 pub mod codes;
 pub mod config;
 pub mod control;
