@@ -4,17 +4,22 @@
 //! facts the rules look at ([`CertInfo`]: names, usages, dates, issuer, thumbprint)
 //! and choosing the server-authentication certificate by the product page's
 //! criteria and precedence ([`select_server`]), saying for every other certificate
-//! the rule that rejected it. Loading `my/` and `trusted/`, the HTTPS listener and
-//! the peers' checks build on it (not yet implemented: see the README's status).
+//! the rule that rejected it. The HTTPS listener and the peers' checks build on it (not yet implemented: see the README's status).
 //!
 //! - `cert`: [`CertInfo::from_der`], [`thumbprint`].
+//! - `load`: [`load`] reads `my/` (PEM, PKCS#12) and `trusted/`; [`CertStore`] reads
+//!   it again when its files change.
 //! - `select`: [`HostIdentity`], [`IssuerFilter`], [`select_server`], [`Rejection`].
 
 mod cert;
+mod load;
 mod select;
 
 pub use cert::{thumbprint, CertError, CertInfo};
+pub use load::{load, CertStore, OwnedCert, StoreContents, StoreProblem, TrustedCert};
 pub use select::{select_server, HostIdentity, IssuerFilter, NameMatch, Rejection, ServerChoice};
 
+#[cfg(test)]
+mod load_tests;
 #[cfg(test)]
 mod tests;
