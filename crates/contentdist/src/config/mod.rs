@@ -14,6 +14,7 @@
 
 mod error;
 mod flags;
+mod host;
 mod parse;
 mod render;
 mod subnet;
@@ -30,6 +31,7 @@ use crate::codes::{SuccessCodes, DEFAULT_SUCCESS_CODES};
 
 pub use error::ConfigError;
 pub use flags::{P2PEnabled, Protocol, Protocols, SpecialNetShare, SslSettings};
+pub use host::{system_fqdn, system_host_name};
 pub use subnet::Subnet;
 pub use values::{LogLevel, MachineType, SiteKey};
 
@@ -64,6 +66,8 @@ pub const KEYS: &[&str] = &[
     "NomadInhibitedSubnets",
     "CacheDir",
     "CertStoreDir",
+    "HostName",
+    "Fqdn",
     "ControlSocket",
     "OriginUrl",
     "OriginCaFile",
@@ -163,6 +167,12 @@ pub struct Config {
     pub machine_key: Option<SiteKey>,
     /// `LogLevel`: the most detailed level logged (info).
     pub log_level: LogLevel,
+    /// `HostName`: the short host name certificates are matched against; `None` =
+    /// the system's ([`Config::host_name_in_force`]).
+    pub host_name: Option<String>,
+    /// `Fqdn`: the fully qualified name certificates are matched against; `None` =
+    /// the resolver's ([`Config::fqdn_in_force`]).
+    pub fqdn: Option<String>,
 }
 
 impl Default for Config {
@@ -209,6 +219,8 @@ impl Default for Config {
             site_key: None,
             machine_key: None,
             log_level: LogLevel::Info,
+            host_name: None,
+            fqdn: None,
         }
     }
 }

@@ -147,6 +147,20 @@ impl Reader<'_> {
             }
             "CacheDir" => c.cache_dir = self.path(key, v)?,
             "CertStoreDir" => c.cert_store_dir = self.path(key, v)?,
+            "HostName" | "Fqdn" => {
+                let text = self.string(key, v)?.trim();
+                let name = if text.is_empty() {
+                    None
+                } else {
+                    super::host::check_dns_name(text).map_err(|m| self.invalid(key, m))?;
+                    Some(text.to_string())
+                };
+                if key == "HostName" {
+                    c.host_name = name;
+                } else {
+                    c.fqdn = name;
+                }
+            }
             "ControlSocket" => c.control_socket = self.path(key, v)?,
             "OriginUrl" => c.origin_url = self.origin_url(key, v)?,
             "OriginCaFile" => {

@@ -152,6 +152,23 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
             path(&c.cert_store_dir),
             "certificate store: my/ (own certificates and keys), trusted/ (CAs)".into(),
         ),
+        "HostName" => match &c.host_name {
+            Some(n) => (
+                quote(n),
+                "host name certificates are matched against".into(),
+            ),
+            None => (
+                quote(""),
+                format!("from the system: {}", c.host_name_in_force()),
+            ),
+        },
+        "Fqdn" => match &c.fqdn {
+            Some(n) => (quote(n), "FQDN certificates are matched against".into()),
+            None => (
+                quote(""),
+                format!("from the resolver: {}", c.fqdn_in_force()),
+            ),
+        },
         "ControlSocket" => (
             path(&c.control_socket),
             "control socket of the local agent".into(),
@@ -415,6 +432,8 @@ mod tests {
             NomadInhibitedSubnets = "10.1.2.0/24,fd00::/8"
             CacheDir = "/srv/cache"
             CertStoreDir = "/srv/certs"
+            HostName = "dp01"
+            Fqdn = "dp01.branch.example"
             ControlSocket = "/tmp/x.sock"
             OriginUrl = "https://origin.example/content"
             OriginCaFile = "/srv/ca.pem"

@@ -519,3 +519,26 @@ fn machine_account_needs_the_machine_key() {
         .describe()
         .contains("MachineKey = (hidden, 22 characters)"));
 }
+
+#[test]
+fn host_name_and_fqdn_override_the_system_and_are_checked() {
+    let c = load("HostName = \"dp01\"\nFqdn = \"dp01.branch.example\"");
+    assert_eq!(c.host_name_in_force(), "dp01");
+    assert_eq!(c.fqdn_in_force(), "dp01.branch.example");
+    let shown = c.describe();
+    assert!(shown.contains("HostName = \"dp01\""), "{shown}");
+    // Unset: what the system says is shown, so the administrator sees what is in force.
+    let d = Config::default();
+    assert_eq!(d.host_name_in_force(), super::system_host_name());
+    assert!(d
+        .describe()
+        .contains(&format!("from the system: {}", super::system_host_name())));
+    for bad in ["dp 01", "-dp01", "dp01..example", "dp_01"] {
+        let e = Config::from_toml_str(&format!("HostName = \"{bad}\""), Path::new("x.toml"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("HostName") && e.to_string().contains(bad),
+            "{e}"
+        );
+    }
+}
