@@ -4,6 +4,7 @@
 
 mod agent;
 mod cache;
+mod certs;
 mod config;
 mod exit;
 mod explain;
@@ -53,6 +54,8 @@ enum Command {
     /// List or clean the agent's content cache
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// List the certificate store and the certificate chosen for server authentication
+    Certs(certs::CertsArgs),
     /// Simulate a branch office on loopback: an origin behind a slow WAN, N agents
     Lab(lab::LabArgs),
 }
@@ -74,6 +77,7 @@ async fn main() -> ExitCode {
         Command::Jobs(args) => (jobs::run(args, settings).await, true),
         Command::Status(args) => (status::run(args, settings).await, true),
         Command::Cache(command) => (cache::run(command, settings).await, true),
+        Command::Certs(args) => (certs::run(args, settings), false),
         Command::Lab(args) => (lab::run_lab(args).await, false),
     };
     result

@@ -9,14 +9,17 @@
 //! - `cert`: [`CertInfo::from_der`], [`thumbprint`].
 //! - `load`: [`load`] reads `my/` (PEM, PKCS#12) and `trusted/`; [`CertStore`] reads
 //!   it again when its files change.
+//! - `report`: [`report`], what `contentdist certs` shows.
 //! - `select`: [`HostIdentity`], [`IssuerFilter`], [`select_server`], [`Rejection`].
 
 mod cert;
 mod load;
+mod report;
 mod select;
 
 pub use cert::{thumbprint, CertError, CertInfo};
 pub use load::{load, CertStore, OwnedCert, StoreContents, StoreProblem, TrustedCert};
+pub use report::{report, utc, CertsReport, MyCertLine, ProblemLine, TrustedLine};
 pub use select::{select_server, HostIdentity, IssuerFilter, NameMatch, Rejection, ServerChoice};
 
 #[cfg(test)]

@@ -196,3 +196,11 @@ fn an_openssl_certificate_reads_with_names_usage_dates_and_thumbprint() {
     assert!(info.not_after - info.not_before >= 29 * DAY);
     assert!(CertInfo::from_der(b"not a certificate").is_err());
 }
+
+#[test]
+fn times_print_as_utc_dates() {
+    assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+    assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+    assert_eq!(utc(1_800_000_000), "2027-01-15 08:00:00 UTC");
+    assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
+}

@@ -1,0 +1,167 @@
+//! What `contentdist certs` shows: the store's certificates, which one the server
+//! rules choose and why each other one is not chosen, the trusted CAs, and the
+//! files skipped.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{load, select_server, HostIdentity, IssuerFilter, Rejection};
+use crate::config::Config;
+
+/// One of this host's certificates.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct MyCertLine {
+    /// The file.
+    pub file: PathBuf,
+    /// Subject, issuer, thumbprint.
+    pub subject: String,
+    /// The issuer.
+    pub issuer: String,
+    /// SHA-1, upper-case hex.
+    pub thumbprint: String,
+    /// Valid from, UTC.
+    pub not_before: String,
+    /// Valid until, UTC.
+    pub not_after: String,
+    /// Usable for server authentication.
+    pub server_auth: bool,
+    /// Usable for client authentication.
+    pub client_auth: bool,
+    /// Self-signed.
+    pub self_signed: bool,
+    /// "chosen", or the rule that rejected it for server authentication.
+    pub server_authentication: String,
+}
+
+/// A trusted CA certificate.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TrustedLine {
+    /// The file.
+    pub file: PathBuf,
+    /// The subject.
+    pub subject: String,
+    /// SHA-1, upper-case hex.
+    pub thumbprint: String,
+    /// Valid until, UTC.
+    pub not_after: String,
+}
+
+/// A skipped file.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ProblemLine {
+    /// The file.
+    pub file: PathBuf,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CertsReport {
+    /// `CertStoreDir`.
+    pub store: PathBuf,
+    /// The host name in force.
+    pub host_name: String,
+    /// The FQDN in force.
+    pub fqdn: String,
+    /// `CertIssuer` (empty: any issuer).
+    pub cert_issuer: Vec<String>,
+    /// `P2PSslSettings` 0x1: the server certificate must come from the store (else a
+    /// self-signed one is used).
+    pub pki_server_certificate: bool,
+    /// The thumbprint the server rules choose, when one qualifies.
+    pub server_choice: Option<String>,
+    /// `my/`.
+    pub my: Vec<MyCertLine>,
+    /// `trusted/`.
+    pub trusted: Vec<TrustedLine>,
+    /// Files skipped.
+    pub skipped: Vec<ProblemLine>,
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Read the store `config` names and apply the server rules at `now`.
+pub fn report(config: &Config, now: i64) -> CertsReport {
+    let contents = load(&config.cert_store_dir);
+    let id = HostIdentity {
+        host_name: config.host_name_in_force(),
+        fqdn: config.fqdn_in_force(),
+    };
+    let infos: Vec<_> = contents.mine.iter().map(|c| c.info.clone()).collect();
+    let choice = select_server(&infos, &id, &IssuerFilter(config.cert_issuer.clone()), now);
+    let verdict = |i: usize| -> String {
+        if choice.chosen == Some(i) {
+            return "chosen".into();
+        }
+        choice
+            .rejected
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map_or_else(String::new, |(_, r): &(usize, Rejection)| r.to_string())
+    };
+    CertsReport {
+        store: config.cert_store_dir.clone(),
+        host_name: id.host_name,
+        fqdn: id.fqdn,
+        cert_issuer: config.cert_issuer.clone(),
+        pki_server_certificate: config.p2p_ssl_settings.pki_server_cert(),
+        server_choice: choice.chosen.map(|i| infos[i].thumbprint.clone()),
+        my: contents
+            .mine
+            .iter()
+            .enumerate()
+            .map(|(i, c)| MyCertLine {
+                file: c.file.clone(),
+                subject: c.info.subject.clone(),
+                issuer: c.info.issuer.clone(),
+                thumbprint: c.info.thumbprint.clone(),
+                not_before: utc(c.info.not_before),
+                not_after: utc(c.info.not_after),
+                server_auth: c.info.server_auth,
+                client_auth: c.info.client_auth,
+                self_signed: c.info.self_signed,
+                server_authentication: verdict(i),
+            })
+            .collect(),
+        trusted: contents
+            .trusted
+            .iter()
+            .map(|t| TrustedLine {
+                file: t.file.clone(),
+                subject: t.info.subject.clone(),
+                thumbprint: t.info.thumbprint.clone(),
+                not_after: utc(t.info.not_after),
+            })
+            .collect(),
+        skipped: contents
+            .problems
+            .iter()
+            .map(|p| ProblemLine {
+                file: p.file.clone(),
+                reason: p.reason.clone(),
+            })
+            .collect(),
+    }
+}
