@@ -10,19 +10,28 @@
 //! - `load`: [`load`] reads `my/` (PEM, PKCS#12) and `trusted/`; [`CertStore`] reads
 //!   it again when its files change.
 //! - `report`: [`report`], what `contentdist certs` shows.
+//! - `selfsigned`: [`self_signed`], the agent's own certificate without 0x1, kept
+//!   and renewed; [`fingerprint`], what peers pin.
+//! - `resolver`: [`ServerCertResolver`], the certificate in force, swappable.
 //! - `select`: [`HostIdentity`], [`IssuerFilter`], [`select_server`], [`Rejection`].
 
 mod cert;
 mod load;
 mod report;
+mod resolver;
 mod select;
+mod selfsigned;
 
 pub use cert::{thumbprint, CertError, CertInfo};
 pub use load::{load, CertStore, OwnedCert, StoreContents, StoreProblem, TrustedCert};
 pub use report::{report, utc, CertsReport, MyCertLine, ProblemLine, TrustedLine};
+pub use resolver::ServerCertResolver;
 pub use select::{select_server, HostIdentity, IssuerFilter, NameMatch, Rejection, ServerChoice};
+pub use selfsigned::{fingerprint, self_signed, SelfSignedError, SELF_SIGNED_ORG};
 
 #[cfg(test)]
 mod load_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
