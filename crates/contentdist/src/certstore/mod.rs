@@ -13,6 +13,8 @@
 //! - `selfsigned`: [`self_signed`], the agent's own certificate without 0x1, kept
 //!   and renewed; [`fingerprint`], what peers pin.
 //! - `resolver`: [`ServerCertResolver`], the certificate in force, swappable.
+//! - `verify`: [`MasterVerifier`], how a peer checks a master's certificate (PKI
+//!   chain and name, or the announced pin of a self-signed one).
 //! - `select`: [`HostIdentity`], [`IssuerFilter`], [`select_server`], [`Rejection`].
 
 mod cert;
@@ -21,6 +23,7 @@ mod report;
 mod resolver;
 mod select;
 mod selfsigned;
+mod verify;
 
 pub use cert::{thumbprint, CertError, CertInfo};
 pub use load::{load, CertStore, OwnedCert, StoreContents, StoreProblem, TrustedCert};
@@ -28,6 +31,7 @@ pub use report::{report, utc, CertsReport, MyCertLine, ProblemLine, TrustedLine}
 pub use resolver::ServerCertResolver;
 pub use select::{select_server, HostIdentity, IssuerFilter, NameMatch, Rejection, ServerChoice};
 pub use selfsigned::{fingerprint, self_signed, SelfSignedError, SELF_SIGNED_ORG};
+pub use verify::{MasterCheck, MasterVerifier};
 
 #[cfg(test)]
 mod load_tests;

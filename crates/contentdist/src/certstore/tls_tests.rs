@@ -116,3 +116,150 @@ fn a_swapped_certificate_is_presented_from_the_next_handshake_on() {
     resolver.set(Some(Arc::clone(&b.key)));
     assert_eq!(thumbprint(&connect()), b.info.thumbprint);
 }
+
+/// A CA and leaves it issues, made with rcgen (fast; the openssl PKI is for the
+/// integration tests).
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    der: CertificateDer<'static>,
+}
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names`, valid `from..to` days around now, with `usage`.
+    fn leaf(
+        &self,
+        names: &[&str],
+        days: (i64, i64),
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> Arc<rustls::sign::CertifiedKey> {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.0);
+        params.not_after = now + time::Duration::days(days.1);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        Arc::new(
+            rustls::sign::CertifiedKey::from_der(vec![cert.der().clone()], der, &provider).unwrap(),
+        )
+    }
+}
+
+/// Connect a client checking with `check` to a server presenting `key`.
+fn try_connect(key: Arc<rustls::sign::CertifiedKey>, check: MasterCheck) -> Result<(), String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = Arc::new(ServerCertResolver::default());
+    resolver.set(Some(key));
+    let server_config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    let client_config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(MasterVerifier::new(check, provider)))
+        .with_no_client_auth();
+    // Peers reach masters by address: the name in the handshake is the IP.
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut client = ClientConnection::new(Arc::new(client_config), name).unwrap();
+    let mut server = ServerConnection::new(Arc::new(server_config)).unwrap();
+    for _ in 0..20 {
+        let mut buf = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut buf).unwrap();
+        }
+        server.read_tls(&mut &buf[..]).unwrap();
+        let _ = server.process_new_packets();
+        let mut buf = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut buf).unwrap();
+        }
+        client.read_tls(&mut &buf[..]).unwrap();
+        client.process_new_packets().map_err(|e| e.to_string())?;
+        if !client.is_handshaking() {
+            return Ok(());
+        }
+    }
+    Err("handshake did not finish".into())
+}
+
+fn pki(ca: &TestCa, names: &[&str], ignore_name: bool) -> MasterCheck {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.der.clone()).unwrap();
+    MasterCheck::Pki {
+        roots: Arc::new(roots),
+        names: names.iter().map(|s| s.to_string()).collect(),
+        ignore_name,
+    }
+}
+
+#[test]
+fn a_pki_master_is_checked_for_chain_dates_usage_and_name_unless_names_are_literal() {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let ca = TestCa::new("Branch CA");
+    let other = TestCa::new("Untrusted CA");
+    let good = ca.leaf(&["dp01", "dp01.branch.example"], (-1, 30), ServerAuth);
+    assert_eq!(
+        try_connect(good.clone(), pki(&ca, &["dp01"], false)),
+        Ok(())
+    );
+    assert_eq!(
+        try_connect(good.clone(), pki(&ca, &["dp01.branch.example"], false)),
+        Ok(())
+    );
+    let err = try_connect(good.clone(), pki(&ca, &["dp02"], false)).unwrap_err();
+    assert!(
+        err.contains("not valid for") || err.contains("Name"),
+        "{err}"
+    );
+    // Net literal names: the name is ignored...
+    assert_eq!(try_connect(good, pki(&ca, &["dp02"], true)), Ok(()));
+    // ...but not the chain, the dates or the usage.
+    let untrusted = other.leaf(&["dp01"], (-1, 30), ServerAuth);
+    assert!(try_connect(untrusted, pki(&ca, &["dp01"], true)).is_err());
+    let expired = ca.leaf(&["dp01"], (-60, -30), ServerAuth);
+    let err = try_connect(expired, pki(&ca, &["dp01"], true)).unwrap_err();
+    assert!(err.to_lowercase().contains("expired"), "{err}");
+    let early = ca.leaf(&["dp01"], (10, 30), ServerAuth);
+    assert!(try_connect(early, pki(&ca, &["dp01"], true)).is_err());
+    let client_only = ca.leaf(&["dp01"], (-1, 30), ClientAuth);
+    assert!(try_connect(client_only, pki(&ca, &["dp01"], true)).is_err());
+}
+
+#[test]
+fn a_self_signed_master_must_present_the_certificate_it_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let now = crate::cache::now_unix() as i64;
+    let mine = self_signed(dir.path(), &id("dp01"), now).unwrap();
+    let other = self_signed(other_dir.path(), &id("dp01"), now).unwrap();
+    let pin = fingerprint(mine.key.cert[0].as_ref());
+    assert_eq!(
+        try_connect(Arc::clone(&mine.key), MasterCheck::Pinned(pin)),
+        Ok(())
+    );
+    let err = try_connect(Arc::clone(&other.key), MasterCheck::Pinned(pin)).unwrap_err();
+    assert!(err.contains("another self-signed certificate"), "{err}");
+}
