@@ -114,8 +114,13 @@ pub struct PeerClientCounters {
     pub requests: AtomicU64,
     /// Body bytes received from masters (verified or not).
     pub bytes_received: AtomicU64,
-    /// Blocks that failed verification or arrived cut short.
+    /// Blocks that failed verification, or at which an answer was cut short while
+    /// the master still claimed them.
     pub blocks_rejected: AtomicU64,
+    /// Answers cut short at a block the master no longer held when asked right
+    /// after (it found the block changed on its disk): waited for, not counted as
+    /// rejected.
+    pub cuts_not_held: AtomicU64,
 }
 
 /// Of the protocols both sides allow, the most secure one this agent can speak

@@ -4,15 +4,20 @@
 //! Each round asks `have` (long-polling when the last round found nothing new to
 //! fetch), then fetches runs of consecutive wanted blocks of one file with one Range
 //! request each, through the [`crate::transfer`] engine: every block is verified and
-//! written by its block writer, off the async runtime. A block that fails, or at
-//! which the response was cut short (what a master does when it finds the block
-//! changed on its disk), is asked for again, up to [`MAX_BAD`] times.
+//! written by its block writer, off the async runtime. A block that fails is asked
+//! for again, up to [`MAX_BAD`] times.
+//!
+//! A response cut short is asked about: a master cuts a body when it finds the
+//! next block changed on its disk, and stops advertising that block first. So the
+//! copy asks `have` again: a block no longer held is waited for like any block the
+//! master lacks (it comes back once the master repaired it); only a cut at a block
+//! the master still claims counts against [`MAX_BAD`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::client::{MasterTarget, PeerClient, Route};
 use super::{HaveDoc, PeerError};
@@ -123,9 +128,9 @@ impl PeerClient {
         }
     }
 
-    /// One run through the engine. Blocks that did not verify, and the block at
-    /// which the answer broke off (what a master does when it finds the block changed
-    /// on its disk), are counted in `bad` and asked for again.
+    /// One run through the engine. Blocks that did not verify are counted in `bad`
+    /// and asked for again; so is the block at which the answer broke off, unless the
+    /// master no longer holds it (then it is left to the next `have`).
     async fn fetch_run(
         &self,
         route: &Route,
@@ -150,12 +155,30 @@ impl PeerClient {
             block, at, cause, ..
         } = &end
         {
-            let times = bad.record(*block);
-            rejected.fetch_add(1, Ordering::Relaxed);
+            let path = &m.files[run.file].path;
             if let Some(e) = cause {
                 debug!(error = %e, "response broke off");
             }
-            let path = &m.files[run.file].path;
+            // A master cuts a body short when it finds a block changed on its disk,
+            // and stops advertising the block before the cut. Asking again tells
+            // that ("not held", as a 409 for the rest of the run would have said:
+            // wait for it like any block the master lacks) from a master that keeps
+            // claiming blocks it cannot send (a bad block). The rest of the run is
+            // asked about, not only the block cut at: bytes in flight before the
+            // cut may be lost with the connection. A master gone away fails this
+            // request (master lost).
+            let (_, bitmap) = self.have(route, None).await?;
+            if (*block..=run.last).any(|i| !HaveDoc::bit(&bitmap, i)) {
+                self.counters()
+                    .cuts_not_held
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(content = %entry.key(), file = %path, block, at, "response from the master cut short at a block it no longer holds; waiting for it to hold the block again");
+                // Still `CutShort`, so the next round asks at once for the blocks
+                // after this one; the next `have` leaves this one out.
+                return Ok(end);
+            }
+            let times = bad.record(*block);
+            rejected.fetch_add(1, Ordering::Relaxed);
             warn!(content = %entry.key(), file = %path, block, times, at, "response from the master cut short; the block will be asked for again");
         }
         Ok(end)

@@ -21,9 +21,19 @@
 //!   the range starts past the end). `{path}` is percent-decoded and must be exactly a
 //!   file path of the manifest, anything else is 404: the URL never becomes a file
 //!   system path. Only when every block the range touches is verified (else 409,
-//!   "blocks not verified yet"); each block is hashed again just before it is sent and
-//!   a block whose bytes changed on disk ends the response early (the client sees a
-//!   short body) and makes the cache re-verify the entry.
+//!   "blocks not verified yet"); each block is hashed again just before it is sent.
+//!   A block whose bytes changed on disk is no longer held: it leaves the `have` map
+//!   at once and the cache re-verifies the entry (the agent then repairs it). Found
+//!   in the first 256 KiB of the range, it is answered 409 before any byte is sent;
+//!   found later, the response is cut short, and a client that asks `have` again
+//!   sees the block gone (so a cut at a block still advertised is a bad answer,
+//!   while a cut at a block no longer advertised is "not held").
+//!
+//! A source address (IPv4, or IPv6 /64) may hold at most
+//! [`PeerServerLimits::max_connections_per_source`] connections (default 64); more
+//! are closed as soon as accepted, without reading. Refused requests and
+//! connections are counted ([`PeerServerCounters`]) and logged at most once per
+//! source per minute.
 //!
 //! # Layout
 //!
@@ -31,14 +41,21 @@
 //! - [`server`]: [`PeerServer`] (accept loop) over [`PeerService`] (one connection,
 //!   any byte stream: a TLS acceptor plugs in front of it for HTTPS).
 //! - `request`: paths, `Range` and the `have` query, parsed.
-//! - `handlers`: authentication, routing, `have`, the streamed file body.
+//! - `handlers`: authentication, routing, manifests, `have`.
+//! - `files`: files and ranges, streamed from verified blocks; changed blocks.
+//! - `limits`: [`PeerServerLimits`], the per-source connection cap, the refusal
+//!   log's rate limit.
+//! - `counters`: [`PeerServerCounters`] and their [`PeerServerStats`] snapshot.
 //! - [`client`]: [`PeerClient`], protocol choice, manifest and `have` requests.
 //! - `copy`: [`PeerClient::copy`], the copy loop.
 
 pub mod auth;
 pub mod client;
 mod copy;
+mod counters;
+mod files;
 mod handlers;
+mod limits;
 mod request;
 pub mod server;
 
@@ -60,7 +77,9 @@ pub use client::{
     choose_protocol, MasterTarget, PeerClient, PeerClientCounters, PeerClientOptions,
 };
 pub use copy::CopyOutcome;
-pub use server::{ConnectionInfo, PeerServer, PeerServerCounters, PeerServerOptions, PeerService};
+pub use counters::{PeerServerCounters, PeerServerStats};
+pub use limits::{ConnectionPermit, PeerServerLimits};
+pub use server::{ConnectionInfo, PeerServer, PeerServerOptions, PeerService};
 
 /// The longest a `have` request may wait (`wait_ms` above this is cut to it).
 pub const MAX_HAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);

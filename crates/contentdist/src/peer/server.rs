@@ -1,15 +1,16 @@
 //! The peer-copy server: an accept loop ([`PeerServer`]) in front of a service that
 //! serves one connection over any byte stream ([`PeerService::serve_connection`]).
 //!
-//! The split is for HTTPS: a TLS acceptor takes the TCP stream, completes the
-//! handshake (checking a client certificate when `P2PSslSettings` 0x2 asks for one),
-//! and hands the decrypted stream to the same service with
+//! The split is for HTTPS: a TLS acceptor takes the TCP stream, asks
+//! [`PeerService::admit`] (the per-source connection cap), completes the handshake
+//! (checking a client certificate when `P2PSslSettings` 0x2 asks for one), and hands
+//! the decrypted stream to the same service with
 //! [`ConnectionInfo::client_certificate`] set.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use tokio::net::TcpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::auth::PeerAuth;
+use super::auth::{PeerAuth, Refusal};
+use super::counters::PeerServerCounters;
+use super::limits::{ConnectionPermit, LogVerdict, PeerServerLimits, SourceGuard};
 use super::PeerError;
 use crate::cache::Cache;
 use crate::manifest::ContentKey;
@@ -40,28 +43,6 @@ pub struct PeerServerOptions {
     pub auth: Arc<PeerAuth>,
     /// Cancelled to stop the server.
     pub shutdown: CancellationToken,
-}
-
-/// Counters of one server instance.
-#[derive(Debug, Default)]
-pub struct PeerServerCounters {
-    /// Body bytes sent (file contents, manifests and `have` answers).
-    pub bytes_served: AtomicU64,
-    /// Requests received, refused ones included.
-    pub requests: AtomicU64,
-    /// Requests refused for their credentials (403).
-    pub refusals: AtomicU64,
-}
-
-impl PeerServerCounters {
-    /// `(bytes_served, requests, refusals)` now.
-    pub fn snapshot(&self) -> (u64, u64, u64) {
-        (
-            self.bytes_served.load(Ordering::Relaxed),
-            self.requests.load(Ordering::Relaxed),
-            self.refusals.load(Ordering::Relaxed),
-        )
-    }
 }
 
 /// What the transport tells the service about one connection.
@@ -86,23 +67,91 @@ pub(super) struct ServiceInner {
     pub(super) auth: Arc<PeerAuth>,
     pub(super) counters: Arc<PeerServerCounters>,
     pub(super) shutdown: CancellationToken,
+    /// The per-source connection cap and the refusal log's rate limit.
+    pub(super) guard: Arc<SourceGuard>,
     /// Entries being re-verified after a changed block was found, so one damaged
     /// block hit by many requests starts one re-hash, not many.
     pub(super) reverifying: Mutex<HashSet<ContentKey>>,
+    /// Blocks found changed on disk, per entry, until its re-verification ran:
+    /// neither advertised nor served (see `files`).
+    pub(super) hidden: Mutex<HashMap<ContentKey, BTreeSet<usize>>>,
+}
+
+/// A refusal, for [`PeerService::log_refusal`].
+pub(super) enum Refused<'a> {
+    /// A request whose credentials were refused (403).
+    Request { path: &'a str, why: &'a Refusal },
+    /// A connection closed unread: its source holds `open` already.
+    Connection { open: usize },
 }
 
 impl PeerService {
-    /// A service over `cache`; `shutdown` ends waiting `have` requests and streamed
-    /// bodies early.
+    /// A service over `cache` with the default [`PeerServerLimits`]; `shutdown`
+    /// ends waiting `have` requests and streamed bodies early.
     pub fn new(cache: Arc<Cache>, auth: Arc<PeerAuth>, shutdown: CancellationToken) -> Self {
+        PeerService::with_limits(cache, auth, shutdown, &PeerServerLimits::default())
+    }
+
+    /// A service over `cache` with `limits`.
+    pub fn with_limits(
+        cache: Arc<Cache>,
+        auth: Arc<PeerAuth>,
+        shutdown: CancellationToken,
+        limits: &PeerServerLimits,
+    ) -> Self {
+        let counters = Arc::new(PeerServerCounters::default());
         PeerService {
             inner: Arc::new(ServiceInner {
                 cache,
                 auth,
-                counters: Arc::new(PeerServerCounters::default()),
+                guard: Arc::new(SourceGuard::new(limits, Arc::clone(&counters))),
+                counters,
                 shutdown,
                 reverifying: Mutex::new(HashSet::new()),
+                hidden: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// Admit a new connection from `remote`, before reading anything from it:
+    /// `None` when its source already holds
+    /// [`PeerServerLimits::max_connections_per_source`] connections (then the caller
+    /// closes it at once; it is counted and logged here). Keep the permit for as long
+    /// as the connection is open.
+    pub fn admit(&self, remote: SocketAddr) -> Option<ConnectionPermit> {
+        match self.inner.guard.admit(remote.ip()) {
+            Ok(permit) => Some(permit),
+            Err(open) => {
+                self.inner
+                    .counters
+                    .connections_refused_per_source
+                    .fetch_add(1, Ordering::Relaxed);
+                self.log_refusal(remote, Refused::Connection { open });
+                None
+            }
+        }
+    }
+
+    /// Log a refusal, unless its source had a line within the refusal interval
+    /// (then it is only counted, and reported in that source's next line).
+    pub(super) fn log_refusal(&self, remote: SocketAddr, what: Refused<'_>) {
+        let (others, not_logged) = match self.inner.guard.note_refusal(remote.ip()) {
+            LogVerdict::Quiet => return,
+            LogVerdict::Source { not_logged } => (false, not_logged),
+            LogVerdict::Others { not_logged } => (true, not_logged),
+        };
+        // One line per source per interval: `not_logged` says how many refusals of
+        // that source (or, with `others`, of the sources too many to track one by
+        // one) were only counted since its previous line.
+        match what {
+            Refused::Request { path, why } => warn!(
+                %remote, path, reason = %why, not_logged, others,
+                "peer-copy request refused (further refusals from this source are counted and logged at most once a minute)"
+            ),
+            Refused::Connection { open } => warn!(
+                %remote, open, cap = self.inner.guard.max_connections(), not_logged, others,
+                "peer-copy connection closed unread: its source holds the most connections allowed (further refusals from this source are counted and logged at most once a minute)"
+            ),
         }
     }
 
@@ -137,9 +186,20 @@ pub struct PeerServer {
 }
 
 impl PeerServer {
-    /// Listen on `opts.listen` and serve until `opts.shutdown` is cancelled. Must be
-    /// called inside a tokio runtime.
+    /// Listen on `opts.listen` and serve until `opts.shutdown` is cancelled, with
+    /// the default [`PeerServerLimits`]. Must be called inside a tokio runtime.
     pub fn start(opts: PeerServerOptions) -> Result<PeerServer, PeerError> {
+        PeerServer::start_with_limits(opts, PeerServerLimits::default())
+    }
+
+    /// [`PeerServer::start`] with `limits`: a connection whose source address
+    /// already holds `limits.max_connections_per_source` open is closed at once,
+    /// unread, and counted in
+    /// [`PeerServerCounters::connections_refused_per_source`].
+    pub fn start_with_limits(
+        opts: PeerServerOptions,
+        limits: PeerServerLimits,
+    ) -> Result<PeerServer, PeerError> {
         let bind_err = |source| PeerError::Bind {
             addr: opts.listen,
             source,
@@ -156,7 +216,8 @@ impl PeerServer {
         socket.bind(opts.listen).map_err(bind_err)?;
         let listener = socket.listen(1024).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
-        let service = PeerService::new(opts.cache, opts.auth, opts.shutdown.clone());
+        let service =
+            PeerService::with_limits(opts.cache, opts.auth, opts.shutdown.clone(), &limits);
         info!(addr = %local_addr, "peer-copy server listening (HTTP)");
         let span = tracing::info_span!("peer_server", addr = %local_addr);
         let accepting = AcceptOptions {
@@ -169,13 +230,22 @@ impl PeerServer {
         let conns = service.clone();
         let task = tokio::spawn(
             accept_loop(listener, accepting, move |stream, remote| {
+                // Refused here, before a byte is read: dropping the stream closes it,
+                // and its task ends at once.
+                let permit = conns.admit(remote);
+                let stream = permit.is_some().then_some(stream);
                 let info = ConnectionInfo {
                     remote,
                     client_certificate: false,
                 };
                 let service = conns.clone();
                 let span = tracing::debug_span!("peer_conn", %remote);
-                async move { service.serve_connection(stream, info).await }.instrument(span)
+                async move {
+                    if let (Some(stream), Some(_permit)) = (stream, permit) {
+                        service.serve_connection(stream, info).await;
+                    }
+                }
+                .instrument(span)
             })
             .instrument(span),
         );

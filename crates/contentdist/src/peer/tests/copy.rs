@@ -1,8 +1,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use super::*;
 use crate::codes::Code;
 
@@ -253,7 +251,7 @@ async fn protocol_choice_names_both_sides_when_nothing_usable_is_shared() {
             matches!(err, PeerError::ProtocolNotImplemented { .. }),
             "{err}"
         );
-        assert_eq!(m.counters().snapshot().1, 0);
+        assert_eq!(m.counters().snapshot().requests, 0);
     })
     .await
 }
@@ -283,7 +281,7 @@ async fn wrong_key_is_refused_and_other_content_is_a_mismatch() {
         );
         assert_eq!(err.code(), Code::ORIGIN_REFUSED);
         assert!(!err.is_master_lost());
-        assert_eq!(m.counters().snapshot().2, 1);
+        assert_eq!(m.counters().snapshot().requests_refused, 1);
 
         // Same id and version, other bytes: another content hash.
         let other = Content::new(&[("a.bin", 2 * BS)]);
@@ -343,86 +341,11 @@ async fn stop_ends_a_copy_waiting_on_the_master() {
     .await
 }
 
-/// A "master" that claims every block and answers every range with wrong bytes.
-async fn lying_master(c: &Content) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let m = &c.manifest;
-    let have = serde_json::to_vec(&HaveDoc {
-        content_id: m.content_id.clone(),
-        version: m.version,
-        content_hash: m.content_hash.clone(),
-        block_count: m.block_count(),
-        verified: m.block_count(),
-        complete: true,
-        bitmap: hex::encode(vec![0xffu8; m.block_count().div_ceil(8)]),
-    })
-    .unwrap();
-    let sizes: Vec<(String, u64)> = m
-        .files
-        .iter()
-        .map(|f| (f.path.replace(' ', "%20"), f.size))
-        .collect();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let (have, sizes) = (have.clone(), sizes.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end + 4);
-                    let target = head.split(' ').nth(1).unwrap_or("").to_string();
-                    let (status, extra, body) = if target.contains("/have") {
-                        ("200 OK", String::new(), have.clone())
-                    } else {
-                        let range = head.lines().find_map(|l| {
-                            l.strip_prefix("range: bytes=")
-                                .or(l.strip_prefix("Range: bytes="))
-                        });
-                        let (a, b) = range.and_then(|r| r.split_once('-')).unwrap();
-                        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
-                        let size = sizes
-                            .iter()
-                            .find(|(p, _)| target.ends_with(p.as_str()))
-                            .unwrap()
-                            .1;
-                        (
-                            "206 Partial Content",
-                            format!("Content-Range: bytes {a}-{b}/{size}\r\n"),
-                            vec![0xEE; (b - a + 1) as usize],
-                        )
-                    };
-                    let head = format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}\r\n",
-                        body.len()
-                    );
-                    if s.write_all(head.as_bytes()).await.is_err()
-                        || s.write_all(&body).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn a_master_sending_bytes_that_do_not_verify_is_abandoned_with_data_error() {
     bounded(async {
         let c = Content::standard();
-        let addr = lying_master(&c).await;
+        let addr = lying_master(&c, Lie::WrongBytes).await;
         let peer = Node::new();
         let entry = peer.entry(&c);
         let target = MasterTarget {

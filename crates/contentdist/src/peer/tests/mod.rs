@@ -1,6 +1,8 @@
 //! Peer copy over loopback: servers on 127.0.0.1:0, caches in temporary directories.
 
+mod changed;
 mod copy;
+mod limits;
 mod server;
 
 use std::future::Future;
@@ -112,15 +114,19 @@ pub(super) struct Master {
 
 impl Master {
     pub fn start(auth: PeerAuth) -> Master {
+        Master::start_with_limits(auth, PeerServerLimits::default())
+    }
+
+    pub fn start_with_limits(auth: PeerAuth, limits: PeerServerLimits) -> Master {
         let node = Node::new();
         let token = CancellationToken::new();
-        let server = PeerServer::start(PeerServerOptions {
+        let opts = PeerServerOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             cache: node.cache.clone(),
             auth: Arc::new(auth),
             shutdown: token.clone(),
-        })
-        .unwrap();
+        };
+        let server = PeerServer::start_with_limits(opts, limits).unwrap();
         Master {
             node,
             server: Some(server),
@@ -129,11 +135,7 @@ impl Master {
     }
 
     pub fn with_key() -> Master {
-        Master::start(PeerAuth {
-            p2p_key: KEY,
-            authenticated_users: 1,
-            machine_key: None,
-        })
+        Master::start(key_auth())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -159,6 +161,15 @@ impl Master {
 impl Drop for Master {
     fn drop(&mut self) {
         self.token.cancel();
+    }
+}
+
+/// The P2P account of [`KEY`] only.
+pub(super) fn key_auth() -> PeerAuth {
+    PeerAuth {
+        p2p_key: KEY,
+        authenticated_users: 1,
+        machine_key: None,
     }
 }
 
@@ -205,14 +216,30 @@ impl Raw {
 /// GET `target` exactly as written (no client-side path normalisation, unlike curl
 /// or reqwest), with `headers`, on a fresh connection.
 pub(super) async fn raw_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Raw {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw_get_on(s, target, headers).await
+}
+
+/// [`raw_get`] on a connection the caller opened (from a chosen source address).
+pub(super) async fn raw_get_on(
+    mut s: tokio::net::TcpStream,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Raw {
     let mut req = format!("GET {target} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
+    // A connection the server closed unread may refuse the write: no answer.
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return Raw {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+    }
     let mut chunk = [0u8; 65536];
     // A response aborted by the server may end in a reset: keep what arrived.
     while let Ok(n) = s.read(&mut chunk).await {
@@ -269,4 +296,97 @@ pub(super) async fn until(mut cond: impl FnMut() -> bool) {
     while !cond() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// How a [`lying_master`] lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lie {
+    /// Every range comes whole, with bytes that do not verify.
+    WrongBytes,
+    /// Every range gets its head, then the connection closes before a byte of
+    /// the body, while `have` keeps claiming every block.
+    CutShort,
+}
+
+/// A "master" that claims every block and answers every range with `lie`.
+pub(super) async fn lying_master(c: &Content, lie: Lie) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let m = &c.manifest;
+    let have = serde_json::to_vec(&HaveDoc {
+        content_id: m.content_id.clone(),
+        version: m.version,
+        content_hash: m.content_hash.clone(),
+        block_count: m.block_count(),
+        verified: m.block_count(),
+        complete: true,
+        bitmap: hex::encode(vec![0xffu8; m.block_count().div_ceil(8)]),
+    })
+    .unwrap();
+    let sizes: Vec<(String, u64)> = m
+        .files
+        .iter()
+        .map(|f| (f.path.replace(' ', "%20"), f.size))
+        .collect();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let (have, sizes) = (have.clone(), sizes.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let target = head.split(' ').nth(1).unwrap_or("").to_string();
+                    // `length` is what the head promises; a cut body sends less and
+                    // closes the connection.
+                    let (status, extra, body, length) = if target.contains("/have") {
+                        ("200 OK", String::new(), have.clone(), have.len())
+                    } else {
+                        let range = head.lines().find_map(|l| {
+                            l.strip_prefix("range: bytes=")
+                                .or(l.strip_prefix("Range: bytes="))
+                        });
+                        let (a, b) = range.and_then(|r| r.split_once('-')).unwrap();
+                        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+                        let size = sizes
+                            .iter()
+                            .find(|(p, _)| target.ends_with(p.as_str()))
+                            .unwrap()
+                            .1;
+                        let body = match lie {
+                            Lie::WrongBytes => vec![0xEE; (b - a + 1) as usize],
+                            Lie::CutShort => Vec::new(),
+                        };
+                        (
+                            "206 Partial Content",
+                            format!("Content-Range: bytes {a}-{b}/{size}\r\n"),
+                            body,
+                            (b - a + 1) as usize,
+                        )
+                    };
+                    let head =
+                        format!("HTTP/1.1 {status}\r\nContent-Length: {length}\r\n{extra}\r\n");
+                    if s.write_all(head.as_bytes()).await.is_err()
+                        || s.write_all(&body).await.is_err()
+                    {
+                        return;
+                    }
+                    if body.len() < length {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
