@@ -112,6 +112,7 @@ impl Agent {
             election: subnet.as_ref().map(SubnetHandle::local_addr),
         };
         let view = Arc::new(AgentView {
+            peer_counters: peer_server.as_ref().map(PeerServer::counters),
             jobs: jobs.clone(),
             config: Arc::new(config.clone()),
             subnet: subnet.clone(),
@@ -252,6 +253,7 @@ fn start_subnet(
     };
     let client = PeerClient::new(PeerClientOptions {
         credentials,
+        local_address: (!config.listen_address.is_unspecified()).then_some(config.listen_address),
         ..PeerClientOptions::default()
     })
     .map_err(AgentError::Peer)?;
@@ -464,6 +466,7 @@ impl AgentHandle {
 /// agent-wide status.
 struct AgentView {
     jobs: JobManager,
+    peer_counters: Option<Arc<crate::peer::PeerServerCounters>>,
     config: Arc<Config>,
     subnet: Option<SubnetHandle>,
     listeners: Vec<String>,
@@ -494,6 +497,7 @@ impl AgentView {
                 .collect(),
             election_datagrams_dropped: self.subnet.as_ref().map(SubnetHandle::dropped),
             election_free_bytes: self.subnet.as_ref().map(SubnetHandle::free_bytes),
+            peer_server: self.peer_counters.as_ref().map(|c| c.snapshot()),
         }
     }
 }

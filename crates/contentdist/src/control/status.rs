@@ -39,6 +39,9 @@ pub struct AgentStatus {
     /// (absent without peer copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub election_free_bytes: Option<u64>,
+    /// The peer-copy server's counters (absent when it does not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_server: Option<crate::peer::PeerServerStats>,
 }
 
 /// Where this agent stands in one content's election.

@@ -162,6 +162,7 @@ impl OriginClient {
             connect_timeout: opts.connect_timeout,
             // Every await is bounded by `stall_timeout` instead (see `stall_guard`).
             read_timeout: None,
+            local_address: None,
         };
         let http = http_client(tls_config(roots).map_err(setup)?, &client).map_err(setup)?;
         let throttle = opts

@@ -37,6 +37,10 @@ pub struct PeerClientOptions {
     /// Credentials to send instead of the P2P account: the machine account
     /// (`SpecialNetShare` 0x80), from [`super::machine_credentials`].
     pub credentials: Option<(String, String)>,
+    /// The address copies leave from: the agent's own (`ListenAddress`), so a master
+    /// sees each peer as itself, and its per-address connection cap counts hosts,
+    /// not every agent that shares a machine (the lab, tests); `None`: the system's.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for PeerClientOptions {
@@ -47,6 +51,7 @@ impl Default for PeerClientOptions {
             long_poll: Duration::from_secs(5),
             tls: None,
             credentials: None,
+            local_address: None,
         }
     }
 }
@@ -176,6 +181,7 @@ impl PeerClient {
             let client = ClientOptions {
                 connect_timeout: opts.connect_timeout,
                 read_timeout,
+                local_address: opts.local_address,
             };
             http_client(tls.clone(), &client).map_err(setup)
         };

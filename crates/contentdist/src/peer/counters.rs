@@ -50,7 +50,7 @@ pub struct PeerServerCounters {
 
 /// The counters of a [`PeerServerCounters`] at one moment, as plain numbers (for
 /// `contentdist status`; the field names are its JSON keys).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PeerServerStats {
     /// See [`PeerServerCounters::bytes_served`].
     pub bytes_served: u64,

@@ -86,6 +86,8 @@ pub struct ClientOptions {
     /// A read that waits this long for a byte fails; `None`: reads wait as long as the
     /// caller does (the caller bounds each await itself).
     pub read_timeout: Option<Duration>,
+    /// The local address connections leave from; `None`: the system's choice.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 /// A reqwest client over `tls`. No proxy: the origin is configured by URL and peers
@@ -102,6 +104,9 @@ pub fn http_client(
         .no_proxy();
     if let Some(t) = opts.read_timeout {
         b = b.read_timeout(t);
+    }
+    if let Some(a) = opts.local_address {
+        b = b.local_address(a);
     }
     Ok(b.build()?)
 }

@@ -73,6 +73,7 @@ async fn a_flood_of_refused_requests_is_counted_in_full_and_logged_once_per_sour
             &ClientOptions {
                 connect_timeout: Duration::from_secs(2),
                 read_timeout: Some(Duration::from_secs(5)),
+                local_address: None,
             },
         )
         .unwrap();
