@@ -57,6 +57,8 @@ mod types;
 pub mod wire;
 
 #[cfg(test)]
+mod flood_tests;
+#[cfg(test)]
 mod random_tests;
 #[cfg(test)]
 mod sim;
