@@ -207,4 +207,6 @@ pub fn share_permille(verified: u64, total: u64) -> u16 {
 }
 
 #[cfg(test)]
+mod flood_tests;
+#[cfg(test)]
 mod tests;
