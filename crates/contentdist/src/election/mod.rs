@@ -7,15 +7,16 @@
 //! ```text
 //! loop {
 //!     select! {
-//!         datagram = socket.recv_from() => match decode(&datagram, site_key) {
-//!             Ok(msg) => run(elections.handle(Instant::now(), Event::Received { msg })),
-//!             Err(e) => log e (rate-limited), drop the datagram,
+//!         datagram = socket.recvmsg() => match decode_stamped(&datagram, site_key) {
+//!             Ok((msg, stamp)) if replay_guard accepts stamp (site key only) =>
+//!                 run(elections.handle(Instant::now(), Event::Received { msg })),
+//!             _ => count and log (rate-limited), drop the datagram,
 //!         },
 //!         job event (want, progress, complete, forget) => run(elections.handle(Instant::now(), event)),
 //!         _ = sleep_until(elections.next_deadline()) => run(elections.handle(Instant::now(), Event::Tick)),
 //!     }
 //! }
-//! run(actions): Broadcast(m) -> socket.send_to(encode(&m, site_key)?, broadcast address);
+//! run(actions): Broadcast(m) -> socket.send_to(encode(&m, site_key + stamper.next())?, broadcast address);
 //!               BecomeMaster / FollowMaster / MasterLost / StopMaster -> tell the job.
 //! ```
 //!
