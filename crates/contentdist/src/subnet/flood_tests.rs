@@ -254,3 +254,27 @@ async fn datagrams_the_kernel_drops_are_counted_as_overflowed() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn a_message_of_the_old_wire_version_is_dropped_and_counted() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let tasks = Tasks::new(CancellationToken::new());
+        let port = free_port();
+        let subnet = start_driver(&tasks, port, None, SocketOptions::default());
+        let mut old = encode(&request(&ContentKey::new("OLD00001", 1).unwrap()), None).unwrap();
+        old[4] = 1;
+        let target = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+        sender().send_to(&old, target).unwrap();
+        wait_until(
+            Duration::from_secs(5),
+            "the datagram to be dropped",
+            || async { subnet.dropped() == 1 },
+        )
+        .await;
+        assert_eq!((subnet.received(), subnet.replayed()), (1, 0));
+        tasks.shutdown();
+        tasks.join(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
