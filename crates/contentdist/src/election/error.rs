@@ -16,7 +16,7 @@ pub enum WireError {
     #[error("not an election message (bad magic)")]
     BadMagic,
     /// An election message of a protocol version we do not speak.
-    #[error("election protocol version {0} is not supported (this agent speaks 1)")]
+    #[error("election protocol version {0} is not supported (this agent speaks {v})", v = super::wire::VERSION)]
     UnsupportedVersion(u8),
     /// A message kind we do not know.
     #[error("unknown election message kind {0}")]
@@ -82,5 +82,52 @@ impl WireError {
             WireError::BadContentId { .. } => Code::INVALID_PACKAGE_PATH,
             _ => Code::INVALID_SERVER_RESPONSE,
         }
+    }
+}
+
+/// Why an authenticated message was refused as stale (see
+/// [`ReplayGuard`](super::ReplayGuard)): its tag is good, but it was seen before or
+/// is out of time. The driver counts these apart from undecodable datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Stale {
+    /// This counter was already accepted from this node: a replay.
+    #[error("election message from node {node:016x} replayed (counter {counter} seen before)")]
+    Replayed {
+        /// The sender.
+        node: u64,
+        /// Its counter.
+        counter: u64,
+    },
+    /// The counter is further below the highest seen than reordering explains.
+    #[error("election message from node {node:016x} too old (counter {counter}, highest seen {highest})")]
+    TooOld {
+        /// The sender.
+        node: u64,
+        /// Its counter.
+        counter: u64,
+        /// The highest counter accepted from it.
+        highest: u64,
+    },
+    /// The message's time is more than 30 s from this host's clock.
+    #[error("election message from node {node:016x} is {offset_ms} ms off this host's clock (more than 30 s)")]
+    OutOfWindow {
+        /// The sender.
+        node: u64,
+        /// How far its time is from ours, either way.
+        offset_ms: u64,
+    },
+    /// The sender was forgotten to bound memory and the message is not newer than
+    /// what was forgotten.
+    #[error("election message from node {node:016x} is not newer than the replay guard's floor")]
+    Forgotten {
+        /// The sender.
+        node: u64,
+    },
+}
+
+impl Stale {
+    /// The catalogue code: [`Code::SECURE_FAILURE`].
+    pub fn code(&self) -> Code {
+        Code::SECURE_FAILURE
     }
 }

@@ -7,15 +7,16 @@
 //! ```text
 //! loop {
 //!     select! {
-//!         datagram = socket.recv_from() => match decode(&datagram, site_key) {
-//!             Ok(msg) => run(elections.handle(Instant::now(), Event::Received { msg })),
-//!             Err(e) => log e (rate-limited), drop the datagram,
+//!         datagram = socket.recvmsg() => match decode_stamped(&datagram, site_key) {
+//!             Ok((msg, stamp)) if replay_guard accepts stamp (site key only) =>
+//!                 run(elections.handle(Instant::now(), Event::Received { msg })),
+//!             _ => count and log (rate-limited), drop the datagram,
 //!         },
 //!         job event (want, progress, complete, forget) => run(elections.handle(Instant::now(), event)),
 //!         _ = sleep_until(elections.next_deadline()) => run(elections.handle(Instant::now(), Event::Tick)),
 //!     }
 //! }
-//! run(actions): Broadcast(m) -> socket.send_to(encode(&m, site_key)?, broadcast address);
+//! run(actions): Broadcast(m) -> socket.send_to(encode(&m, site_key + stamper.next())?, broadcast address);
 //!               BecomeMaster / FollowMaster / MasterLost / StopMaster -> tell the job.
 //! ```
 //!
@@ -46,10 +47,14 @@
 //!   fall back to the origin as the settings allow.
 //!
 //! Messages from this agent's own node id are ignored. With a site key, messages
-//! are authenticated and the P2P key is encrypted (see [`SiteKey`]).
+//! are authenticated, stamped against replay (see [`ReplayGuard`]) and the P2P key
+//! is encrypted (see [`SiteKey`]). Answers to requests are rate-limited per content
+//! (a burst of 3, then one per `election_window / 4`), so a flood of requests,
+//! forged or replayed, costs the subnet a bounded number of broadcasts.
 
 mod auth;
 mod error;
+mod fresh;
 mod machine;
 mod rank;
 mod slot;
@@ -57,20 +62,27 @@ mod types;
 pub mod wire;
 
 #[cfg(test)]
+mod flood_tests;
+#[cfg(test)]
 mod random_tests;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod stamp_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod wire_tests;
 
 pub use auth::SiteKey;
-pub use error::{AuthMismatch, WireError};
+pub use error::{AuthMismatch, Stale, WireError};
+pub use fresh::{
+    unix_ms, ReplayGuard, Stamp, Stamper, MAX_CLOCK_SKEW, MAX_SENDERS, REORDER_WINDOW,
+};
 pub use machine::Elections;
 pub use rank::{Rank, FULL_SHARE, MAX_WEIGHT};
 pub use types::{Action, ElectionState, ElectionStatus, Event, LocalInfo, MasterInfo, Timing};
-pub use wire::{decode, encode, Body, MasterAnnounce, Message, P2pKey};
+pub use wire::{decode, decode_stamped, encode, Body, MasterAnnounce, Message, P2pKey};
 
 /// The clock the state machine runs on: the driver passes `Instant::now()` (tokio's,
 /// so a paused test clock works); simulations pass any base plus offsets.

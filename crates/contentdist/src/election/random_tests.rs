@@ -88,6 +88,8 @@ fn random_election(seed: u64, chaos: &Chaos) {
     };
     for check in checks {
         net.run_until(check);
+        // Delays reorder messages; the replay guard must still take every one.
+        assert_eq!(net.stale, 0, "genuine messages refused as stale; {ctx}");
         let masters = net.masters();
         assert!(
             masters.len() <= 1,

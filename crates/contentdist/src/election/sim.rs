@@ -1,5 +1,6 @@
 //! A simulated subnet for the election tests: N `Elections` on one simulated clock,
-//! broadcasts encoded, delayed, dropped (seeded RNG) and decoded.
+//! broadcasts encoded, delayed, dropped (seeded RNG) and decoded; with a site key,
+//! stamped by the sender and checked by the receiver's replay guard, as the driver does.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -10,8 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    decode, encode, Action, ElectionState, ElectionStatus, Elections, Event, Instant, LocalInfo,
-    P2pKey, SiteKey, Timing,
+    decode_stamped, encode, Action, ElectionState, ElectionStatus, Elections, Event, Instant,
+    LocalInfo, P2pKey, ReplayGuard, SiteKey, Stamper, Timing,
 };
 use crate::config::Protocols;
 use crate::manifest::ContentKey;
@@ -42,7 +43,14 @@ pub struct Node {
     pub group: u32,
     /// Every action, with when it happened.
     pub log: Vec<(Duration, Action)>,
+    /// Stamps what it sends (site key only).
+    pub stamper: Stamper,
+    /// Checks the stamps of what it receives (site key only).
+    pub guard: ReplayGuard,
 }
+
+/// The simulated wall clock at the start, in ms since the Unix epoch (2027).
+pub const WALL_T0_MS: u64 = 1_800_000_000_000;
 
 /// A datagram in flight: (delivery time, sequence for a stable order, to, bytes).
 type Flight = Reverse<(Instant, u64, usize, Vec<u8>)>;
@@ -60,6 +68,8 @@ pub struct Net {
     pub drop: f64,
     pub site_key: Option<SiteKey>,
     pub sent: usize,
+    /// Deliveries the receivers' replay guards refused (site key only).
+    pub stale: usize,
 }
 
 pub fn key() -> ContentKey {
@@ -98,6 +108,8 @@ impl Net {
                 alive: true,
                 group: 0,
                 log: Vec::new(),
+                stamper: Stamper::new(0),
+                guard: ReplayGuard::default(),
             })
             .collect();
         Net {
@@ -111,12 +123,46 @@ impl Net {
             drop: 0.0,
             site_key: None,
             sent: 0,
+            stale: 0,
         }
     }
 
     /// Simulated time since the start.
     pub fn elapsed(&self) -> Duration {
         self.now - self.t0
+    }
+
+    /// The simulated wall clock, in ms since the Unix epoch.
+    pub fn wall_ms(&self) -> u64 {
+        WALL_T0_MS + self.elapsed().as_millis() as u64
+    }
+
+    /// Hand a datagram to node `i` now, as the driver does: decode, check the stamp,
+    /// handle. Returns whether the message was accepted (not stale).
+    pub fn deliver(&mut self, i: usize, bytes: &[u8]) -> bool {
+        if !self.nodes[i].alive {
+            return false;
+        }
+        let (msg, stamp) = decode_stamped(bytes, self.site_key.as_ref()).expect("decodable");
+        if let Some(stamp) = stamp {
+            let now = self.wall_ms();
+            if self.nodes[i].guard.check(msg.node_id, stamp, now).is_err() {
+                self.stale += 1;
+                return false;
+            }
+        }
+        self.event(i, Event::Received { msg });
+        true
+    }
+
+    /// The bytes node `from` would broadcast for `msg` now (stamped with a site key).
+    pub fn encode_from(&mut self, from: usize, msg: &super::Message) -> Vec<u8> {
+        let now = self.wall_ms();
+        let auth = match &self.site_key {
+            Some(k) => Some((k, self.nodes[from].stamper.next(now))),
+            None => None,
+        };
+        encode(msg, auth).expect("encodable")
     }
 
     /// Hand `event` to node `i` now.
@@ -147,7 +193,7 @@ impl Net {
                 continue;
             };
             self.sent += 1;
-            let bytes = encode(&msg, self.site_key.as_ref()).expect("encodable");
+            let bytes = self.encode_from(from, &msg);
             for to in 0..self.nodes.len() {
                 let (n, f) = (&self.nodes[to], &self.nodes[from]);
                 // Broadcasts come back to the sender too: it must ignore them.
@@ -198,8 +244,7 @@ impl Net {
                 if !self.nodes[to].alive {
                     continue;
                 }
-                let msg = decode(&bytes, self.site_key.as_ref()).expect("decodable");
-                self.event(to, Event::Received { msg });
+                self.deliver(to, &bytes);
             }
             for i in 0..self.nodes.len() {
                 let due = self.nodes[i].alive

@@ -302,6 +302,7 @@ fn elections_work_with_a_site_key() {
     net.run_until(ms(2_000));
     assert_eq!(net.masters(), vec![1]);
     assert!(net.all_follow(1));
+    assert_eq!(net.stale, 0, "every stamp is fresh");
     // The follower got the master's P2P key through the encrypted announcement.
     let key = net.nodes[0].log.iter().find_map(|(_, a)| match a {
         Action::FollowMaster { master, .. } => Some(master.p2p_key),

@@ -1,4 +1,4 @@
-//! Election messages and their binary format (version 1).
+//! Election messages and their binary format (version 2).
 //!
 //! The original product's packet format is not public; this one is ours. All
 //! integers are big-endian.
@@ -6,7 +6,7 @@
 //! ```text
 //! offset size  field
 //! 0      4     magic "CDEL"
-//! 4      1     protocol version (1)
+//! 4      1     protocol version (2; version 1 had no stamp and is refused)
 //! 5      1     kind: 1 request, 2 candidate, 3 master, 4 heartbeat, 5 done, 6 resign
 //! 6      1     flags: 0x01 = authenticated (site key); other bits must be 0
 //! 7      8     sender node id
@@ -24,14 +24,18 @@
 //!                done, resign: term u64
 //!              rank = flags u8 (0x01 preboot), share u16 (<= 1000), weight u8 (<= 99),
 //!                     free bytes u64; its node id is the sender's
+//! ..     16    authenticated only: stamp = sender time u64 (ms since the Unix
+//!              epoch), sender counter u64 (see `fresh.rs`)
 //! end-16 16    authenticated only: HMAC-SHA256 tag over every byte before it
 //! ```
 //!
 //! Without a site key, messages carry no tag and the master's P2P key travels in
 //! clear: anyone on the subnet can read it (the original's default 40-bit RC2 gives
 //! no real protection either). With a site key, the P2P key is encrypted (see
-//! [`SiteKey`]) and every message is authenticated. Authenticated messages can still
-//! be replayed by a host on the subnet; terms limit what a replay can change.
+//! [`SiteKey`]) and every message is authenticated and stamped: the receiver's
+//! [`ReplayGuard`](super::ReplayGuard) drops a message seen before or more than 30 s
+//! off its clock. Without a site key nothing stops a replay (or a forgery), so a
+//! stamp would mean nothing and none is sent.
 //!
 //! Decoding is total: any byte string gives a [`Message`] or a [`WireError`], never
 //! a panic (a proptest and a cargo-fuzz target check it).
@@ -42,6 +46,7 @@ use rand::RngCore;
 
 use super::auth::{SiteKey, NONCE_LEN, TAG_LEN};
 use super::error::{AuthMismatch, WireError};
+use super::fresh::Stamp;
 use super::rank::{Rank, FULL_SHARE, MAX_WEIGHT};
 use crate::config::Protocols;
 use crate::manifest::ContentKey;
@@ -49,7 +54,7 @@ use crate::manifest::ContentKey;
 /// The first four bytes of every election message.
 pub const MAGIC: [u8; 4] = *b"CDEL";
 /// The protocol version this module speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The longest content id a message may carry.
 pub const MAX_ID_LEN: usize = 64;
 /// An upper bound of the encoded size of any message (fits one UDP datagram).
@@ -150,12 +155,14 @@ fn kind_of(body: &Body) -> u8 {
     }
 }
 
-/// Encode `msg`; with a site key, encrypt the P2P key and append the tag.
+/// Encode `msg`; with a site key, encrypt the P2P key and append the stamp (one
+/// per message, from the sender's [`Stamper`](super::Stamper)) and the tag.
 ///
 /// Fails only on a message that [`decode`] would reject: a share above 1000, a weight
 /// above 99, or a rank whose node id is not the sender's. (An invalid content id would
 /// be one too, but a [`ContentKey`] cannot hold one.)
-pub fn encode(msg: &Message, key: Option<&SiteKey>) -> Result<Vec<u8>, WireError> {
+pub fn encode(msg: &Message, auth: Option<(&SiteKey, Stamp)>) -> Result<Vec<u8>, WireError> {
+    let key = auth.map(|(k, _)| k);
     // The content id needs no check here: a `ContentKey` only ever holds a valid one.
     let mut out = Vec::with_capacity(MAX_MESSAGE_LEN);
     out.extend_from_slice(&MAGIC);
@@ -209,7 +216,9 @@ pub fn encode(msg: &Message, key: Option<&SiteKey>) -> Result<Vec<u8>, WireError
         }
         Body::Done { term } | Body::Resign { term } => out.extend_from_slice(&term.to_be_bytes()),
     }
-    if let Some(k) = key {
+    if let Some((k, stamp)) = auth {
+        out.extend_from_slice(&stamp.time_ms.to_be_bytes());
+        out.extend_from_slice(&stamp.counter.to_be_bytes());
         let tag = k.tag(&out);
         out.extend_from_slice(&tag);
     }
@@ -250,7 +259,18 @@ fn xor(data: &mut [u8; 32], stream: &[u8; 32]) {
 
 /// Decode one datagram. With a site key, only messages with a valid tag are
 /// accepted; without one, only messages without a tag (see [`WireError::Unauthenticated`]).
+/// The stamp is not checked: see [`decode_stamped`].
 pub fn decode(bytes: &[u8], key: Option<&SiteKey>) -> Result<Message, WireError> {
+    decode_stamped(bytes, key).map(|(msg, _)| msg)
+}
+
+/// [`decode`], also returning the stamp of an authenticated message (`Some` exactly
+/// when a site key is given), for the receiver's
+/// [`ReplayGuard`](super::ReplayGuard) to check.
+pub fn decode_stamped(
+    bytes: &[u8],
+    key: Option<&SiteKey>,
+) -> Result<(Message, Option<Stamp>), WireError> {
     let mut r = Reader { buf: bytes, pos: 0 };
     if r.take(4, "magic")? != MAGIC {
         return Err(WireError::BadMagic);
@@ -282,6 +302,25 @@ pub fn decode(bytes: &[u8], key: Option<&SiteKey>) -> Result<Message, WireError>
             }
             r.buf = &bytes[..end];
             Some(k)
+        }
+    };
+    // The stamp ends the tagged part: read it from the back, then parse the rest.
+    let stamp = match key {
+        None => None,
+        Some(_) => {
+            let Some(start) = r.buf.len().checked_sub(16).filter(|&s| s >= r.pos) else {
+                return Err(WireError::TooShort { field: "stamp" });
+            };
+            let mut s = Reader {
+                buf: r.buf,
+                pos: start,
+            };
+            let stamp = Stamp {
+                time_ms: s.u64("stamp time")?,
+                counter: s.u64("stamp counter")?,
+            };
+            r.buf = &r.buf[..start];
+            Some(stamp)
         }
     };
     let node_id = r.u64("node id")?;
@@ -366,7 +405,7 @@ pub fn decode(bytes: &[u8], key: Option<&SiteKey>) -> Result<Message, WireError>
     if rest != 0 {
         return Err(WireError::TrailingBytes(rest));
     }
-    Ok(Message {
+    let msg = Message {
         node_id,
         addr,
         // Checked above, before the version was read: this cannot fail.
@@ -374,7 +413,8 @@ pub fn decode(bytes: &[u8], key: Option<&SiteKey>) -> Result<Message, WireError>
             reason: "not 1-64 characters of [A-Za-z0-9._-]",
         })?,
         body,
-    })
+    };
+    Ok((msg, stamp))
 }
 
 /// A cursor over a datagram whose reads fail instead of panicking.

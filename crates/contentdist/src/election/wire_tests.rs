@@ -5,11 +5,22 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::wire::{decode, encode, Body, MasterAnnounce, Message, P2pKey, MAX_MESSAGE_LEN};
-use super::{AuthMismatch, Rank, SiteKey, WireError};
+use super::{AuthMismatch, Rank, SiteKey, Stamp, WireError};
 use crate::config::{Protocol, Protocols};
 use crate::manifest::ContentKey;
 
 const NODE: u64 = 0x0123_4567_89AB_CDEF;
+
+/// Any stamp: the wire only carries it (the replay guard checks it).
+pub(super) const STAMP: Stamp = Stamp {
+    time_ms: 1_800_000_000_000,
+    counter: 42,
+};
+
+/// Authenticate with `key` and [`STAMP`].
+pub(super) fn sealed(key: &SiteKey) -> Option<(&SiteKey, Stamp)> {
+    Some((key, STAMP))
+}
 
 fn rank() -> Rank {
     Rank {
@@ -70,7 +81,7 @@ fn every_kind_round_trips_with_and_without_site_key() {
     let key = SiteKey::new(b"site secret");
     for m in every_kind() {
         for k in [None, Some(&key)] {
-            let bytes = encode(&m, k).unwrap();
+            let bytes = encode(&m, k.map(|k| (k, STAMP))).unwrap();
             assert!(bytes.len() <= MAX_MESSAGE_LEN, "{} bytes", bytes.len());
             assert_eq!(decode(&bytes, k).unwrap(), m, "key {}", k.is_some());
         }
@@ -83,8 +94,8 @@ fn p2p_key_is_in_clear_without_site_key_and_hidden_with_it() {
     let clear = encode(&m, None).unwrap();
     assert!(clear.windows(32).any(|w| w == [0xA5; 32]));
     let key = SiteKey::new(b"site secret");
-    let a = encode(&m, Some(&key)).unwrap();
-    let b = encode(&m, Some(&key)).unwrap();
+    let a = encode(&m, sealed(&key)).unwrap();
+    let b = encode(&m, sealed(&key)).unwrap();
     assert!(!a.windows(32).any(|w| w == [0xA5; 32]));
     // A fresh nonce per message: the same key never gives the same ciphertext.
     assert_ne!(a, b);
@@ -94,7 +105,7 @@ fn p2p_key_is_in_clear_without_site_key_and_hidden_with_it() {
 fn any_altered_byte_of_an_authenticated_message_is_refused() {
     let key = SiteKey::new(b"site secret");
     for m in every_kind() {
-        let bytes = encode(&m, Some(&key)).unwrap();
+        let bytes = encode(&m, sealed(&key)).unwrap();
         for i in 0..bytes.len() {
             let mut t = bytes.clone();
             t[i] ^= 0x01;
@@ -114,7 +125,7 @@ fn any_altered_byte_of_an_authenticated_message_is_refused() {
 #[test]
 fn wrong_site_key_is_refused() {
     let m = msg(Body::Master(master()));
-    let bytes = encode(&m, Some(&SiteKey::new(b"site A"))).unwrap();
+    let bytes = encode(&m, sealed(&SiteKey::new(b"site A"))).unwrap();
     assert_eq!(
         decode(&bytes, Some(&SiteKey::new(b"site B"))),
         Err(WireError::BadTag)
@@ -125,7 +136,7 @@ fn wrong_site_key_is_refused() {
 fn authentication_must_match_on_both_sides() {
     let key = SiteKey::new(b"site secret");
     let m = msg(Body::Candidate { rank: rank() });
-    let tagged = encode(&m, Some(&key)).unwrap();
+    let tagged = encode(&m, sealed(&key)).unwrap();
     let plain = encode(&m, None).unwrap();
     assert_eq!(
         decode(&tagged, None),
@@ -155,7 +166,9 @@ fn malformed_messages_get_the_error_that_names_the_problem() {
         Err(WireError::TooShort { field: "magic" })
     );
     assert_eq!(with(0, b'X'), Err(WireError::BadMagic));
-    assert_eq!(with(4, 2), Err(WireError::UnsupportedVersion(2)));
+    // Version 1 (no stamp) and versions from the future are refused alike.
+    assert_eq!(with(4, 1), Err(WireError::UnsupportedVersion(1)));
+    assert_eq!(with(4, 3), Err(WireError::UnsupportedVersion(3)));
     assert_eq!(with(5, 0), Err(WireError::UnknownKind(0)));
     assert_eq!(with(5, 7), Err(WireError::UnknownKind(7)));
     assert_eq!(with(6, 0x80), Err(WireError::UnknownFlags(0x80)));
@@ -308,7 +321,7 @@ fn arb_body(node_id: u64) -> impl Strategy<Value = Body> {
     ]
 }
 
-fn arb_message() -> impl Strategy<Value = Message> {
+pub(super) fn arb_message() -> impl Strategy<Value = Message> {
     (
         any::<u64>(),
         any::<IpAddr>(),
@@ -359,6 +372,6 @@ proptest! {
     fn decode_inverts_encode(m in arb_message()) {
         let key = SiteKey::new(b"site secret");
         prop_assert_eq!(decode(&encode(&m, None).unwrap(), None).unwrap(), m.clone());
-        prop_assert_eq!(decode(&encode(&m, Some(&key)).unwrap(), Some(&key)).unwrap(), m);
+        prop_assert_eq!(decode(&encode(&m, sealed(&key)).unwrap(), Some(&key)).unwrap(), m);
     }
 }

@@ -3,22 +3,25 @@
 //! Every agent binds `0.0.0.0:P2P_Port` with address and port reuse, so several
 //! agents on one host (the lab, tests on 127.0.0.x) all receive the broadcasts sent
 //! to `ElectionAddress`. Datagrams that do not decode or authenticate are dropped
-//! and counted, never fatal.
+//! and counted, never fatal; so are authenticated messages seen before or out of
+//! time (replays), and the datagrams the kernel dropped (see `recv.rs`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::recv::{self, DropCount};
 use super::{Role, RolePolicy, Shared, SubnetError, SubnetHandle};
 use crate::election::{
-    decode, encode, Action, Elections, Event, Instant, LocalInfo, SiteKey, Timing,
+    decode_stamped, encode, unix_ms, Action, Elections, Event, Instant, LocalInfo, Message,
+    ReplayGuard, SiteKey, Stamper, Timing,
 };
 use crate::tasks::Tasks;
 
@@ -44,10 +47,30 @@ pub struct SubnetOptions {
     pub tasks: Tasks,
 }
 
+/// How the election socket is set up (kept apart from [`SubnetOptions`] so that
+/// callers building those need not change).
+#[derive(Clone, Debug)]
+pub struct SocketOptions {
+    /// The receive buffer to ask the kernel for, in bytes (1 MiB). Room for about
+    /// 1,500 election datagrams (the kernel counts about 700 bytes per datagram):
+    /// seconds of a busy subnet, so that a burst waits in the queue instead of
+    /// being dropped. [`SubnetHandle::recv_buffer`] says what the kernel granted.
+    pub recv_buffer: usize,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            recv_buffer: 1 << 20,
+        }
+    }
+}
+
 /// How often the free cache space is measured again while nothing else asks.
 const FREE_SPACE_PERIOD: Duration = Duration::from_secs(60);
 
-fn bind(port: u16, broadcast: IpAddr) -> std::io::Result<UdpSocket> {
+/// Bind the election socket; returns it with the receive buffer the kernel granted.
+fn bind(port: u16, broadcast: IpAddr, opts: &SocketOptions) -> std::io::Result<(UdpSocket, usize)> {
     let domain = if broadcast.is_ipv6() {
         Domain::IPV6
     } else {
@@ -58,29 +81,40 @@ fn bind(port: u16, broadcast: IpAddr) -> std::io::Result<UdpSocket> {
     s.set_reuse_port(true)?;
     s.set_broadcast(true)?;
     s.set_nonblocking(true)?;
+    recv::enable_drop_count(&s)?;
+    let granted = recv::size_recv_buffer(&s, opts.recv_buffer)?;
     let any: IpAddr = if broadcast.is_ipv6() {
         std::net::Ipv6Addr::UNSPECIFIED.into()
     } else {
         Ipv4Addr::UNSPECIFIED.into()
     };
     s.bind(&SocketAddr::new(any, port).into())?;
-    Ok(s.into())
+    Ok((s.into(), granted))
 }
 
-/// Start the driver task; returns the handle jobs use.
+/// Start the driver task with the default [`SocketOptions`]; returns the handle
+/// jobs use.
 pub fn start(opts: SubnetOptions) -> Result<SubnetHandle, SubnetError> {
+    start_with(opts, SocketOptions::default())
+}
+
+/// Start the driver task on a socket set up as `socket` says.
+pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHandle, SubnetError> {
     let sock_err = |source| SubnetError::Socket {
         port: opts.port,
         source,
     };
-    let std_sock = bind(opts.port, opts.broadcast).map_err(sock_err)?;
+    let (std_sock, recv_buffer) = bind(opts.port, opts.broadcast, &socket).map_err(sock_err)?;
     let sock = tokio::net::UdpSocket::from_std(std_sock).map_err(sock_err)?;
     let local_addr = sock.local_addr().map_err(sock_err)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         roles: Mutex::new(HashMap::new()),
         status: Mutex::new(Vec::new()),
+        received: Default::default(),
         dropped: Default::default(),
+        replayed: Default::default(),
+        overflowed: Default::default(),
         free_bytes: opts.local.free_bytes.into(),
     });
     let handle = SubnetHandle {
@@ -89,6 +123,7 @@ pub fn start(opts: SubnetOptions) -> Result<SubnetHandle, SubnetError> {
         local_addr,
         advertised: opts.local.addr,
         policy: Arc::new(opts.policy),
+        recv_buffer,
     };
     tracing::info!(
         socket = %local_addr,
@@ -96,8 +131,21 @@ pub fn start(opts: SubnetOptions) -> Result<SubnetHandle, SubnetError> {
         node = format_args!("{:016x}", opts.local.node_id),
         weight = opts.local.weight,
         authenticated = opts.site_key.is_some(),
+        recv_buffer,
         "election socket listening"
     );
+    if recv_buffer < socket.recv_buffer.saturating_mul(2) {
+        tracing::warn!(
+            asked = socket.recv_buffer,
+            granted = recv_buffer,
+            "election socket receive buffer is smaller than asked: raise net.core.rmem_max"
+        );
+    }
+    // Counting up from the wall clock in µs: a restart with the same node id still
+    // counts above what it sent before.
+    let start_count = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let target = SocketAddr::new(opts.broadcast, local_addr.port());
     let machine = Elections::new(opts.local, opts.timing);
     let cache_dir = opts.cache_dir;
@@ -111,6 +159,9 @@ pub fn start(opts: SubnetOptions) -> Result<SubnetHandle, SubnetError> {
             events: rx,
             stop,
             cache_dir,
+            stamper: Stamper::new(start_count),
+            guard: ReplayGuard::default(),
+            drops: DropCount::default(),
         })
     });
     Ok(handle)
@@ -125,6 +176,12 @@ struct Driver {
     events: mpsc::UnboundedReceiver<Event>,
     stop: CancellationToken,
     cache_dir: Option<PathBuf>,
+    /// Stamps what we send (site key only).
+    stamper: Stamper,
+    /// Refuses replayed or stale authenticated messages.
+    guard: ReplayGuard,
+    /// The kernel's drops seen so far.
+    drops: DropCount,
 }
 
 async fn run(mut d: Driver) {
@@ -141,17 +198,10 @@ async fn run(mut d: Driver) {
         };
         let event = tokio::select! {
             _ = d.stop.cancelled() => return,
-            r = d.sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => match decode(&buf[..n], d.key.as_ref()) {
-                    Ok(msg) => Event::Received { msg },
-                    Err(e) => {
-                        let dropped = d.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                        // One line per 100 so a noisy neighbour cannot flood the log.
-                        if dropped % 100 == 1 {
-                            tracing::warn!(%from, error = %e, dropped, "election datagram dropped");
-                        }
-                        continue;
-                    }
+            r = recv::recv(&d.sock, &mut buf) => match r {
+                Ok(dg) => match d.open(&buf[..dg.len], &dg) {
+                    Some(msg) => Event::Received { msg },
+                    None => continue,
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "election socket receive failed");
@@ -188,6 +238,47 @@ async fn run(mut d: Driver) {
 }
 
 impl Driver {
+    /// Count a datagram read and decode it; `None` if it is dropped (counted and
+    /// logged, one line per 100 so that a noisy neighbour cannot flood the log).
+    fn open(&mut self, bytes: &[u8], dg: &recv::Datagram) -> Option<Message> {
+        let s = &self.shared;
+        s.received.fetch_add(1, Ordering::Relaxed);
+        let lost = self.drops.update(dg.drops);
+        if lost > 0 {
+            let total = s.overflowed.fetch_add(lost, Ordering::Relaxed) + lost;
+            // At most one line per 100 drops, at the first one.
+            if (total - lost) / 100 != total / 100 || total == lost {
+                tracing::warn!(
+                    lost,
+                    total,
+                    "election datagrams dropped by the kernel: receive queue full"
+                );
+            }
+        }
+        let from = dg.from.map(|a| a.to_string()).unwrap_or_default();
+        let (msg, stamp) = match decode_stamped(bytes, self.key.as_ref()) {
+            Ok(m) => m,
+            Err(e) => {
+                let dropped = s.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped % 100 == 1 {
+                    tracing::warn!(%from, error = %e, dropped, "election datagram dropped");
+                }
+                return None;
+            }
+        };
+        if let Some(stamp) = stamp {
+            let now = unix_ms(SystemTime::now());
+            if let Err(e) = self.guard.check(msg.node_id, stamp, now) {
+                let replayed = s.replayed.fetch_add(1, Ordering::Relaxed) + 1;
+                if replayed % 100 == 1 {
+                    tracing::warn!(%from, error = %e, replayed, "election message dropped: replayed or stale");
+                }
+                return None;
+            }
+        }
+        Some(msg)
+    }
+
     fn measure_free_space(&mut self) {
         let Some(dir) = &self.cache_dir else { return };
         match crate::cache::clean::disk_space(dir) {
@@ -201,14 +292,21 @@ impl Driver {
 
     async fn act(&mut self, action: Action) {
         match action {
-            Action::Broadcast(msg) => match encode(&msg, self.key.as_ref()) {
-                Ok(bytes) => {
-                    if let Err(e) = self.sock.send_to(&bytes, self.target).await {
-                        tracing::warn!(target = %self.target, error = %e, "election broadcast failed");
+            Action::Broadcast(msg) => {
+                let now = unix_ms(SystemTime::now());
+                let auth = match &self.key {
+                    Some(k) => Some((k, self.stamper.next(now))),
+                    None => None,
+                };
+                match encode(&msg, auth) {
+                    Ok(bytes) => {
+                        if let Err(e) = self.sock.send_to(&bytes, self.target).await {
+                            tracing::warn!(target = %self.target, error = %e, "election broadcast failed");
+                        }
                     }
+                    Err(e) => tracing::warn!(error = %e, "election message not encodable"),
                 }
-                Err(e) => tracing::warn!(error = %e, "election message not encodable"),
-            },
+            }
             Action::BecomeMaster { key } => {
                 tracing::info!(content = %key, "elected master: downloading from the origin");
                 self.shared.role_sender(&key).send_replace(Role::Master);

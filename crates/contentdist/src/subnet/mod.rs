@@ -9,14 +9,16 @@
 
 mod driver;
 mod membership;
+mod recv;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 
-pub use driver::{start, SubnetOptions};
+pub use driver::{start, start_with, SocketOptions, SubnetOptions};
 pub use membership::{AfterFailure, Membership, RolePolicy, Waited};
 
 use crate::election::{ElectionStatus, Event, MasterInfo};
@@ -56,8 +58,11 @@ impl SubnetError {
 pub(crate) struct Shared {
     roles: Mutex<HashMap<ContentKey, watch::Sender<Role>>>,
     status: Mutex<Vec<ElectionStatus>>,
-    dropped: std::sync::atomic::AtomicU64,
-    free_bytes: std::sync::atomic::AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    replayed: AtomicU64,
+    overflowed: AtomicU64,
+    free_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -93,6 +98,7 @@ pub struct SubnetHandle {
     local_addr: SocketAddr,
     advertised: IpAddr,
     policy: Arc<RolePolicy>,
+    recv_buffer: usize,
 }
 
 impl SubnetHandle {
@@ -130,11 +136,39 @@ impl SubnetHandle {
         self.shared.status.lock().expect("status lock").clone()
     }
 
-    /// Election datagrams dropped because they did not decode or authenticate.
+    /// Election datagrams dropped because they did not decode or authenticate
+    /// (malformed, another protocol version, wrong or missing site key).
     pub fn dropped(&self) -> u64 {
-        self.shared
-            .dropped
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Authenticated election messages dropped as replayed or stale: seen before
+    /// from that node, or more than 30 s off this host's clock. Always 0 without a
+    /// site key (nothing can tell a replay then).
+    pub fn replayed(&self) -> u64 {
+        self.shared.replayed.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams the kernel dropped before the driver read them (the socket's
+    /// receive queue was full: `SO_RXQ_OVFL`). Election messages among them are
+    /// lost. The kernel reports its count with the next datagram read, so drops
+    /// show once traffic resumes.
+    pub fn overflowed(&self) -> u64 {
+        self.shared.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams read from the election socket, accepted or not (our own
+    /// broadcasts come back and count too). Every datagram that reached the socket
+    /// is in `received() + overflowed()`; `dropped()` and `replayed()` are among
+    /// the received.
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(Ordering::Relaxed)
+    }
+
+    /// The election socket's receive buffer, in bytes, as the kernel reports it
+    /// (about twice what was asked: see [`SocketOptions::recv_buffer`]).
+    pub fn recv_buffer(&self) -> usize {
+        self.recv_buffer
     }
 
     /// The election socket's local address.
@@ -159,9 +193,7 @@ impl SubnetHandle {
 
     /// The free cache space the election ranks this agent by, as last measured.
     pub fn free_bytes(&self) -> u64 {
-        self.shared
-            .free_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.free_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -174,5 +206,7 @@ pub fn share_permille(verified: u64, total: u64) -> u16 {
     }
 }
 
+#[cfg(test)]
+mod flood_tests;
 #[cfg(test)]
 mod tests;

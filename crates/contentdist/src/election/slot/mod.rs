@@ -1,9 +1,10 @@
 //! One election: this agent's state for one content, and how it reacts.
 //!
 //! The states and their invariants are described in `STATE.md`; the reactions to
-//! messages are in `receive.rs`.
+//! messages are in `receive.rs`, the limit on answers to requests in `throttle.rs`.
 
 mod receive;
+mod throttle;
 
 use std::cmp::max;
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use super::types::{Action, Ctx, ElectionState, ElectionStatus, LocalInfo, Master
 use super::wire::{Body, MasterAnnounce, Message};
 use super::Instant;
 use crate::manifest::ContentKey;
+use throttle::Throttle;
 
 /// Where one election stands (see `STATE.md`).
 #[derive(Debug)]
@@ -78,6 +80,8 @@ pub(super) struct Slot {
     /// while it lives, we do not elect ourselves but ask it to announce itself.
     master_heard: Option<(u64, Instant)>,
     last_request: Option<Instant>,
+    /// Answers to others' requests (announcement or claim), rate-limited.
+    answers: Throttle,
 }
 
 impl Slot {
@@ -92,6 +96,7 @@ impl Slot {
             candidates: BTreeMap::new(),
             master_heard: None,
             last_request: None,
+            answers: Throttle::default(),
         }
     }
 
@@ -124,10 +129,30 @@ impl Slot {
     }
 
     /// Answer with our claim, unless weight 0 (never answers).
-    fn send_candidate(&self, cx: &mut Ctx<'_>) {
+    fn send_candidate(&mut self, cx: &mut Ctx<'_>) {
         if cx.local.weight > 0 {
+            self.answers.answered();
             let rank = self.rank(cx.local);
             self.send(cx, Body::Candidate { rank });
+        }
+    }
+
+    /// Answer a request now, or once the limit allows (see `throttle.rs`).
+    fn answer(&mut self, cx: &mut Ctx<'_>) {
+        if self
+            .answers
+            .request(cx.now, throttle::interval(cx.timing.election_window))
+        {
+            self.send_answer(cx);
+        }
+    }
+
+    /// A master answers with its announcement, anyone else with its claim.
+    fn send_answer(&mut self, cx: &mut Ctx<'_>) {
+        if let Phase::Master(_) = self.phase {
+            self.announce(cx);
+        } else {
+            self.send_candidate(cx);
         }
     }
 
@@ -151,6 +176,7 @@ impl Slot {
         };
         m.last_announce = cx.now;
         let term = m.term;
+        self.answers.answered();
         let l = cx.local;
         let a = MasterAnnounce {
             rank: self.rank(l),
@@ -329,6 +355,10 @@ impl Slot {
         let keep = cx.now.checked_sub(cx.timing.election_window * 2);
         self.candidates
             .retain(|_, (_, t)| keep.is_none_or(|k| *t >= k));
+        let every = throttle::interval(cx.timing.election_window);
+        if self.answers.fire(cx.now, every) {
+            self.send_answer(cx);
+        }
         // Every firing moves its timer past `now` or changes phase; the bound is a
         // guard, not a limit reached in practice.
         for _ in 0..8 {
@@ -370,6 +400,15 @@ impl Slot {
 
     /// When `poll` must next run.
     pub fn deadline(&self, t: &Timing) -> Option<Instant> {
+        let phase = self.phase_deadline(t);
+        match (phase, self.answers.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the phase's next timer fires.
+    fn phase_deadline(&self, t: &Timing) -> Option<Instant> {
         match &self.phase {
             Phase::Idle => None,
             Phase::Electing { deadline, .. } | Phase::Awaiting { deadline, .. } => Some(*deadline),

@@ -34,21 +34,23 @@ impl Slot {
         }
     }
 
+    /// Every answer goes through `answer`: at most a few per election window, so
+    /// a flood of requests (forged or replayed) is no amplifier.
     fn on_request(&mut self, cx: &mut Ctx<'_>, from: u64) {
         match &self.phase {
-            Phase::Master(_) => self.announce(cx),
+            Phase::Master(_) => self.answer(cx),
             // Our master re-runs the election: make our claim.
-            Phase::Following(f) if f.info.node_id == from => self.send_candidate(cx),
+            Phase::Following(f) if f.info.node_id == from => self.answer(cx),
             Phase::Following(_) => {}
             Phase::Electing { .. } | Phase::Awaiting { .. } | Phase::NoMaster { .. } => {
-                self.send_candidate(cx)
+                self.answer(cx)
             }
             Phase::Idle => match self.live_master(cx) {
-                Some(m) if m == from => self.send_candidate(cx),
+                Some(m) if m == from => self.answer(cx),
                 // A live master answers the newcomer.
                 Some(_) => {}
                 None if self.rank(cx.local).can_be_master() => self.join_election(cx),
-                None => self.send_candidate(cx),
+                None => self.answer(cx),
             },
         }
     }
