@@ -496,6 +496,10 @@ impl AgentView {
                 .map(ElectionReport::from)
                 .collect(),
             election_datagrams_dropped: self.subnet.as_ref().map(SubnetHandle::dropped),
+            election_datagrams_replayed: self.subnet.as_ref().map(SubnetHandle::replayed),
+            election_datagrams_overflowed: self.subnet.as_ref().map(SubnetHandle::overflowed),
+            election_datagrams_received: self.subnet.as_ref().map(SubnetHandle::received),
+            election_recv_buffer: self.subnet.as_ref().map(SubnetHandle::recv_buffer),
             election_free_bytes: self.subnet.as_ref().map(SubnetHandle::free_bytes),
             peer_server: self.peer_counters.as_ref().map(|c| c.snapshot()),
         }

@@ -86,6 +86,17 @@ async fn agents_in_one_process_stop_with_no_task_left() {
     let status = agents[1].status();
     assert!(status.bytes_from_peers > 0, "{status:?}");
     assert!(status.election_free_bytes.unwrap_or(0) > 0, "{status:?}");
+    assert!(
+        status.election_datagrams_received.unwrap_or(0) > 0,
+        "{status:?}"
+    );
+    assert_eq!(status.election_datagrams_replayed, Some(0), "{status:?}");
+    assert!(status.election_recv_buffer.unwrap_or(0) > 0, "{status:?}");
+    let served = agents[0].status().peer_server.expect("the master serves");
+    assert!(
+        served.requests > 0 && served.requests_refused == 0,
+        "{served:?}"
+    );
     // While running, the background work is there and has names.
     let live = agents[0].tasks_live();
     assert!(live.contains(&"election driver".to_string()), "{live:?}");

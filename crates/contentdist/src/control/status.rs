@@ -35,6 +35,20 @@ pub struct AgentStatus {
     /// (absent without peer copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub election_datagrams_dropped: Option<u64>,
+    /// Authenticated election messages dropped as replayed or stale (seen before,
+    /// or more than 30 s off this host's clock); absent without peer copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_datagrams_replayed: Option<u64>,
+    /// Election datagrams the kernel dropped because the socket's receive queue was
+    /// full (`SO_RXQ_OVFL`); absent without peer copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_datagrams_overflowed: Option<u64>,
+    /// Election datagrams read (refused ones and this agent's own included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_datagrams_received: Option<u64>,
+    /// The election socket's receive buffer, as the kernel reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_recv_buffer: Option<usize>,
     /// The free cache space elections rank this agent by, as last measured
     /// (absent without peer copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
