@@ -685,3 +685,32 @@ fn a_job_that_failed_on_a_full_disk_stays_failed_after_a_restart() {
         );
     });
 }
+
+#[test]
+fn delivery_refuses_to_follow_a_symlinked_directory_in_the_destination() {
+    with_timeout(Duration::from_secs(60), || {
+        let t = TestDir::new();
+        let src = t.subdir("src");
+        std::fs::create_dir_all(src.join("a")).unwrap();
+        std::fs::write(src.join("a/x"), b"payload").unwrap();
+        publish(&src, &t.subdir("origin"), "PKG00001", 3);
+        let nginx = Nginx::start(NginxOptions {
+            root: t.join("origin"),
+            ..Default::default()
+        })
+        .unwrap();
+        let agent = AgentProc::start(&t.join("agent"), &nginx.url(), "");
+        // Someone who can write into the destination plants a link to elsewhere.
+        let dest = t.subdir("D");
+        let elsewhere = t.subdir("O");
+        std::os::unix::fs::symlink(&elsewhere, dest.join("a")).unwrap();
+        let r = agent.get("PKG00001", 3, &dest, &[]);
+        assert_eq!(r.code(), 0xCD09, "{r:?}");
+        let msg = r.json["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("symbolic link") && msg.contains("/D/a"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    });
+}
