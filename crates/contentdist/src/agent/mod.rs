@@ -3,24 +3,23 @@
 //! off one cancellation token, so many agents can live in one process (tests, the
 //! lab) and `shutdown()` stops exactly one of them.
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{clean, Cache, CacheEntryInfo, CacheError, CleanPolicy, CleanReport};
+use crate::cache::{Cache, CacheEntryInfo, CacheError, CleanPolicy, CleanReport};
 use crate::codes::Code;
 use crate::config::Config;
 use crate::control::{AgentAddrs, AgentStatus, ControlServer, ControlSocketError, ElectionReport};
-use crate::election::{ElectionStatus, LocalInfo, P2pKey, SiteKey, Timing};
+use crate::election::ElectionStatus;
 use crate::job::{
-    ControlError, JobControl, JobId, JobInfo, JobManager, JobManagerOptions, JobRequest, PeerSetup,
+    ControlError, JobControl, JobId, JobInfo, JobManager, JobManagerOptions, JobRequest,
 };
 use crate::origin::{OriginClient, OriginOptions};
-use crate::peer::{PeerAuth, PeerClient, PeerClientOptions, PeerServer, PeerServerOptions};
-use crate::subnet::{RolePolicy, SubnetHandle, SubnetOptions};
+use crate::peer::PeerServer;
+use crate::subnet::SubnetHandle;
 use crate::tasks::Tasks;
 
 /// How long `join` waits for the agent's tasks, then for background flushes.
@@ -147,223 +146,6 @@ impl Agent {
             peer_server,
             cache,
         })
-    }
-}
-
-/// What [`start_subnet`] started.
-#[derive(Default)]
-struct SubnetParts {
-    peers: Option<PeerSetup>,
-    peer_server: Option<PeerServer>,
-    listeners: Vec<String>,
-}
-
-/// Start the peer-copy server (unless preboot) and the election driver, when peer
-/// copy is enabled and the subnet is not inhibited. Returns the job side's setup and
-/// the listener descriptions.
-fn start_subnet(
-    config: &Config,
-    cache: &Arc<Cache>,
-    tasks: &Tasks,
-) -> Result<SubnetParts, AgentError> {
-    let protocols = config.peer_protocols();
-    if protocols.is_empty() {
-        tracing::info!(
-            "peer copy disabled (P2PEnabled has no protocol): every job downloads from the origin"
-        );
-        return Ok(SubnetParts::default());
-    }
-    let addr = advertised_address(config);
-    if config.is_inhibited(addr) {
-        tracing::info!(%addr, "subnet listed in NomadInhibitedSubnets: no election, every job downloads from the origin");
-        return Ok(SubnetParts::default());
-    }
-    let p2p_key: [u8; 32] = rand::random();
-    let mut listeners = Vec::new();
-    let mut http_port = config.p2p_http_port;
-    let mut peer_server = None;
-    if config.p2p_enabled.has_http() && !config.preboot {
-        let server = PeerServer::start(PeerServerOptions {
-            listen: SocketAddr::new(config.listen_address, config.p2p_http_port),
-            cache: Arc::clone(cache),
-            auth: Arc::new(PeerAuth {
-                p2p_key,
-                authenticated_users: config.effective_authenticated_users(),
-                machine_key: config.machine_key.as_ref().map(|k| k.as_bytes().to_vec()),
-            }),
-            shutdown: tasks.token().child_token(),
-        })
-        .map_err(AgentError::Peer)?;
-        http_port = server.local_addr().port();
-        let url = format!("http://{}/content/", server.local_addr());
-        tracing::info!(%url, "peer-copy server listening (HTTP)");
-        listeners.push(url);
-        peer_server = Some(server);
-    }
-    let free = clean::disk_space(cache.root()).map(|(f, _)| f).unwrap_or(0);
-    let subnet = crate::subnet::start(SubnetOptions {
-        local: LocalInfo {
-            node_id: rand::random(),
-            addr,
-            weight: config.election_weight(),
-            preboot: config.preboot,
-            http_port,
-            https_port: config.p2p_https_port,
-            protocols,
-            p2p_key: P2pKey(p2p_key),
-            cert_fingerprint: None,
-            free_bytes: free,
-        },
-        timing: Timing::default(),
-        port: config.p2p_port,
-        broadcast: config.election_address,
-        site_key: config.site_key.as_ref().map(|k| SiteKey::new(k.as_bytes())),
-        policy: RolePolicy {
-            can_be_master: !config.preboot && config.election_weight() > 0,
-            ..RolePolicy::default()
-        },
-        cache_dir: Some(cache.root().to_path_buf()),
-        tasks: tasks.clone(),
-    })
-    .map_err(AgentError::Subnet)?;
-    listeners.push(format!(
-        "udp://{} (elections, broadcast to {})",
-        subnet.local_addr(),
-        config.election_address
-    ));
-    // Content already complete in the cache: answer elections for it.
-    for key in cache.keys() {
-        if let Ok(Some(e)) = cache.get(&key) {
-            if e.is_complete() {
-                subnet.complete(&key);
-            }
-        }
-    }
-    // SpecialNetShare 0x80: prove to masters that this is one of the site's
-    // machines, instead of using their P2P account (the settings ensure a key).
-    let credentials = match (
-        &config.machine_key,
-        config.special_net_share.machine_account(),
-    ) {
-        (Some(key), true) => Some(crate::peer::machine_credentials(
-            key.as_bytes(),
-            &hostname(),
-        )),
-        _ => None,
-    };
-    let client = PeerClient::new(PeerClientOptions {
-        credentials,
-        local_address: (!config.listen_address.is_unspecified()).then_some(config.listen_address),
-        ..PeerClientOptions::default()
-    })
-    .map_err(AgentError::Peer)?;
-    Ok(SubnetParts {
-        peers: Some(PeerSetup {
-            subnet,
-            client: Arc::new(client),
-            protocols,
-        }),
-        peer_server,
-        listeners,
-    })
-}
-
-/// This host's name (the machine account is `NAME$`).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// The address peers reach this agent at: `ListenAddress` when it names one, else
-/// the address this host uses towards `ElectionAddress`.
-pub fn advertised_address(config: &Config) -> IpAddr {
-    if !config.listen_address.is_unspecified() {
-        return config.listen_address;
-    }
-    let probe =
-        std::net::UdpSocket::bind(SocketAddr::new(config.listen_address, 0)).and_then(|s| {
-            s.set_broadcast(true)?;
-            s.connect(SocketAddr::new(config.election_address, 9))?;
-            s.local_addr()
-        });
-    match probe {
-        Ok(a) if !a.ip().is_unspecified() => a.ip(),
-        _ => config.listen_address,
-    }
-}
-
-/// Fetch again the blocks of content that lost some (a delivered hard link was
-/// written to, found when the peer server or a job re-hashed it): a complete entry
-/// has no job that would, and peers would wait for ever on a master that announces
-/// it but cannot serve it. A repair is a job without destination; as master it
-/// downloads only the missing blocks, and peers waiting on them take them as usual.
-async fn repair_damaged(
-    jobs: JobManager,
-    mut damaged: tokio::sync::broadcast::Receiver<crate::manifest::ContentKey>,
-    stop: CancellationToken,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let key = tokio::select! {
-            r = damaged.recv() => match r {
-                Ok(key) => key,
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "damage notices lost; those contents are fetched again by their next job");
-                    continue;
-                }
-                Err(RecvError::Closed) => return,
-            },
-            _ = stop.cancelled() => return,
-        };
-        if jobs.is_fetching(&key) {
-            continue;
-        }
-        let Ok(Some(entry)) = jobs.cache().get(&key) else {
-            continue;
-        };
-        if entry.is_complete() {
-            continue;
-        }
-        let request = JobRequest {
-            content_id: key.id().to_string(),
-            version: key.version(),
-            dest: None,
-            content_hash: Some(entry.manifest().content_hash.clone()),
-            priority: entry.meta().priority,
-        };
-        match jobs.submit(request) {
-            Ok(job) => {
-                tracing::warn!(job = job.id, content = %key, "cached blocks changed: repairing the content")
-            }
-            Err(e) => tracing::warn!(content = %key, error = %e, "could not start the repair"),
-        }
-    }
-}
-
-async fn clean_cycle(
-    cache: Arc<Cache>,
-    policy: CleanPolicy,
-    period: Duration,
-    tasks: Tasks,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(period);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let c = Arc::clone(&cache);
-        match tasks
-            .spawn_blocking("cache clean-up", move || c.clean(policy, 0))
-            .await
-        {
-            Ok(Err(e)) => tracing::warn!(error = %e, "periodic cache clean-up failed"),
-            Err(e) => tracing::warn!(error = %e, "periodic cache clean-up panicked"),
-            Ok(Ok(_)) => {}
-        }
     }
 }
 
@@ -535,6 +317,13 @@ impl JobControl for AgentView {
         self.jobs.cache_clean()
     }
 }
+
+mod background;
+mod subnet;
+
+use background::{clean_cycle, repair_damaged};
+pub use subnet::advertised_address;
+use subnet::{start_subnet, SubnetParts};
 
 #[cfg(test)]
 mod tests;

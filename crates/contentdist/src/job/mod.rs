@@ -12,6 +12,8 @@ mod control;
 mod fill;
 mod live;
 mod manager;
+mod ops;
+mod persist;
 mod run;
 mod types;
 
