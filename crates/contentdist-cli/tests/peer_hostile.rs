@@ -12,18 +12,10 @@ use std::time::{Duration, Instant};
 use support::agent::AgentProc;
 use support::{wait_until, with_timeout, TestDir};
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One agent with peer copy over HTTP on `127.0.X.1` (nothing to fetch: its peer
 /// server runs from the start), and its peer-copy address.
 fn agent(t: &TestDir) -> (AgentProc, SocketAddr) {
-    let port = free_udp_port();
+    let port = support::free_udp_port();
     let extra = format!(
         "P2PEnabled = 0x28\nP2P_Port = {port}\nP2PHttpPort = 0\n\
          ListenAddress = \"127.0.{}.1\"\n",

@@ -281,6 +281,34 @@ fn a_manifest_that_does_not_parse_or_does_not_match_is_refused() {
     });
 }
 
+/// A tmpfs mounted on a test's directory (only root can), unmounted when dropped:
+/// a small file system of the test's own, to fill up.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, opts: &str) -> Tmpfs {
+        let t = Tmpfs(dir.to_path_buf());
+        t.remount(opts);
+        t
+    }
+
+    /// Mount again with `opts` (`remount,size=64m` makes room).
+    fn remount(&self, opts: &str) {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs {opts}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// Verified bytes of the (single) job, from `contentdist jobs --json`.
 fn job_verified(agent: &AgentProc) -> u64 {
     agent
@@ -501,22 +529,7 @@ fn disk_full_fails_cleanly_and_the_job_resumes_once_there_is_room() {
         })
         .unwrap();
         let small = t.subdir("small");
-        let mount = |opts: &str| {
-            let st = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
-                .arg(&small)
-                .status()
-                .unwrap();
-            assert!(st.success(), "mount tmpfs {opts}");
-        };
-        mount("size=3m");
-        struct Unmount(std::path::PathBuf);
-        impl Drop for Unmount {
-            fn drop(&mut self) {
-                let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-            }
-        }
-        let _guard = Unmount(small.clone());
+        let tmpfs = Tmpfs::mount(&small, "size=3m");
         let agent = AgentProc::start(&small.join("agent"), &nginx.url(), "");
         let r = agent.get("PKG00001", 3, &t.join("dest"), &[]);
         assert_eq!(r.code(), 0x70, "{r:?}\n{}", agent.log());
@@ -525,7 +538,7 @@ fn disk_full_fails_cleanly_and_the_job_resumes_once_there_is_room() {
         assert!(verified > 0 && verified < size, "{verified}");
         // Make room and run again: the cache was left consistent, verified blocks
         // are kept, and only the rest comes from the origin.
-        mount("remount,size=64m");
+        tmpfs.remount("remount,size=64m");
         let r2 = agent.get("PKG00001", 3, &t.join("dest"), &[]);
         assert_eq!(r2.status, 0, "{r2:?}\n{}", agent.log());
         assert_trees_equal(t.join("src"), t.join("dest"));
@@ -648,19 +661,7 @@ fn a_job_that_failed_on_a_full_disk_stays_failed_after_a_restart() {
         })
         .unwrap();
         let small = t.subdir("small");
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
-            .arg(&small)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        struct Unmount(std::path::PathBuf);
-        impl Drop for Unmount {
-            fn drop(&mut self) {
-                let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-            }
-        }
-        let _guard = Unmount(small.clone());
+        let _tmpfs = Tmpfs::mount(&small, "size=3m");
         let mut agent = AgentProc::start(&small.join("agent"), &nginx.url(), "");
         let r = agent.get("PKG00001", 3, &t.join("dest"), &[]);
         assert_eq!(r.code(), 0x70, "{r:?}\n{}", agent.log());

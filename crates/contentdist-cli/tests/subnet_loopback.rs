@@ -13,14 +13,6 @@ use support::{assert_trees_equal, random_file, wait_until, with_timeout, TestDir
 
 const MIB: u64 = 1024 * 1024;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn publish(t: &TestDir, size: u64) -> u64 {
     let src = t.subdir("src");
     random_file(src.join("os/image.wim"), size, 7);
@@ -36,7 +28,7 @@ struct Subnet {
 
 impl Subnet {
     fn start(t: &TestDir, origin: &str, settings: &[&str]) -> Subnet {
-        let port = free_udp_port();
+        let port = support::free_udp_port();
         // 127.0.X.(i+1) with X from the port: addresses differ between tests too,
         // which keeps their logs apart (ports already keep their traffic apart).
         let agents = settings

@@ -351,3 +351,8 @@ pub fn publish(src: &Path, out: &Path, id: &str, version: u32) -> String {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     v["content_hash"].as_str().unwrap().to_string()
 }
+
+/// A UDP port free now, for a subnet of agents sharing one election port.
+pub fn free_udp_port() -> u16 {
+    contentdist::util::free_udp_port().expect("a free UDP port")
+}

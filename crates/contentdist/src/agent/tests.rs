@@ -26,19 +26,11 @@ fn config(dir: &std::path::Path, i: u8, origin: &str, election_port: u16) -> Con
     }
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_in_one_process_stop_with_no_task_left() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start(dir.path(), "TASKS001", 3 << 20, None);
-    let port = free_udp_port();
+    let port = crate::util::free_udp_port().unwrap();
     let mut agents: Vec<AgentHandle> = Vec::new();
     for i in 0..3 {
         let a = Agent::start(config(dir.path(), i, &origin.url(), port))

@@ -135,13 +135,7 @@ fn load_mine(file: &Path) -> Result<OwnedCert, String> {
 fn read_pem_pair(
     file: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
-        .map_err(|e| format!("cannot read: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("not PEM: {e}"))?;
-    if chain.is_empty() {
-        return Err("no certificate in the file".into());
-    }
+    let chain = pem_certificates(file)?;
     let beside = file.with_extension("key");
     let key = PrivateKeyDer::from_pem_file(file).or_else(|_| {
         PrivateKeyDer::from_pem_file(&beside).map_err(|e| {
@@ -187,14 +181,20 @@ fn read_pkcs12(
     Ok((certs, key))
 }
 
-fn load_trusted(file: &Path) -> Result<Vec<TrustedCert>, String> {
-    let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+/// Every certificate of a PEM file, in order; at least one.
+fn pem_certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
         .map_err(|e| format!("cannot read: {e}"))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("not PEM: {e}"))?;
-    if ders.is_empty() {
+    if certs.is_empty() {
         return Err("no certificate in the file".into());
     }
+    Ok(certs)
+}
+
+fn load_trusted(file: &Path) -> Result<Vec<TrustedCert>, String> {
+    let ders = pem_certificates(file)?;
     ders.into_iter()
         .map(|der| {
             let info = CertInfo::from_der(&der).map_err(|e| e.to_string())?;

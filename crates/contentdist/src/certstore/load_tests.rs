@@ -2,22 +2,9 @@
 //! and a certificate dropped in while running.
 
 use std::path::Path;
-use std::process::Command;
 
+use super::tests::openssl;
 use super::*;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A self-signed certificate for `cn` as `name.crt` + `name.key` in `dir`.
 fn make(dir: &Path, name: &str, cn: &str) {

@@ -127,7 +127,7 @@ fn a_host_whose_fqdn_is_its_host_name_matches_as_both() {
 }
 
 /// Run openssl in `dir`; panics with its output on failure.
-fn openssl(dir: &std::path::Path, args: &[&str]) -> String {
+pub(super) fn openssl(dir: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)

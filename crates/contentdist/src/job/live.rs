@@ -36,11 +36,7 @@ pub(super) struct Now {
 impl Live {
     pub fn new(state: JobState, from_origin: u64, from_peers: u64, elapsed_ms: u64) -> Live {
         Live {
-            state: Mutex::new(Now {
-                state,
-                source: Source::None,
-                waiting_for: None,
-            }),
+            state: Mutex::new(step(state, Source::None)),
             from_origin: AtomicU64::new(from_origin),
             from_peers: AtomicU64::new(from_peers),
             entry: Mutex::new(None),
@@ -49,16 +45,23 @@ impl Live {
         }
     }
 
+    /// Replace what the job does with `next` when `allowed` accepts the current
+    /// state, in one step under the lock; true when it did.
+    fn change_if(&self, allowed: impl FnOnce(JobState) -> bool, next: Now) -> bool {
+        let mut now = self.state.lock().expect("job state lock");
+        if !allowed(now.state) {
+            return false;
+        }
+        *now = next;
+        true
+    }
+
     /// A run starts: unless the job was paused or cancelled meanwhile (then false),
     /// it is downloading and its clock runs.
     pub fn begin(&self) -> bool {
-        let mut now = self.state.lock().expect("job state lock");
-        if matches!(now.state, JobState::Paused | JobState::Cancelled) {
+        if !self.change_if(running, step(JobState::Downloading, Source::None)) {
             return false;
         }
-        now.state = JobState::Downloading;
-        now.source = Source::None;
-        now.waiting_for = None;
         *self.started.lock().expect("job clock lock") = Some(Instant::now());
         true
     }
@@ -89,43 +92,27 @@ impl Live {
     /// Report a step of the job. A pause or cancel that arrived meanwhile wins: the
     /// task is winding down and must not make the job look running again.
     pub fn report(&self, state: JobState, source: Source) {
-        let mut now = self.state.lock().expect("job state lock");
-        if !matches!(now.state, JobState::Paused | JobState::Cancelled) {
-            now.state = state;
-            now.source = source;
-            now.waiting_for = None;
-        }
+        self.change_if(running, step(state, source));
     }
 
     /// The job waits for job `other`, which fetches the same content.
     pub fn report_waiting(&self, other: JobId) {
-        let mut now = self.state.lock().expect("job state lock");
-        if !matches!(now.state, JobState::Paused | JobState::Cancelled) {
-            now.state = JobState::Queued;
-            now.source = Source::None;
-            now.waiting_for = Some(other);
-        }
+        let next = Now {
+            waiting_for: Some(other),
+            ..step(JobState::Queued, Source::None)
+        };
+        self.change_if(running, next);
     }
 
     /// Set the state whatever it was (the manager: pause, cancel, final states).
     pub fn force(&self, state: JobState) {
-        let mut now = self.state.lock().expect("job state lock");
-        now.state = state;
-        now.source = Source::None;
-        now.waiting_for = None;
+        self.change_if(|_| true, step(state, Source::None));
     }
 
-    /// Change the state only if it is `from` (one atomic step for pause/resume).
+    /// Change the state only if it is one of `from` (one atomic step for pause and
+    /// resume).
     pub fn force_if(&self, from: &[JobState], state: JobState) -> bool {
-        let mut now = self.state.lock().expect("job state lock");
-        if from.contains(&now.state) {
-            now.state = state;
-            now.source = Source::None;
-            now.waiting_for = None;
-            true
-        } else {
-            false
-        }
+        self.change_if(|s| from.contains(&s), step(state, Source::None))
     }
 
     /// The cache entry the job fills, for its progress.
@@ -146,5 +133,19 @@ impl Live {
 
     pub fn peer_bytes(&self) -> u64 {
         self.from_peers.load(Ordering::Relaxed)
+    }
+}
+
+/// Not paused or cancelled: the job's own task may still report.
+fn running(state: JobState) -> bool {
+    !matches!(state, JobState::Paused | JobState::Cancelled)
+}
+
+/// `state` from `source`, waiting for no other job.
+fn step(state: JobState, source: Source) -> Now {
+    Now {
+        state,
+        source,
+        waiting_for: None,
     }
 }

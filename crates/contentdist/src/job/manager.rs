@@ -288,30 +288,28 @@ impl JobManager {
     /// True when a job not finished (and not paused) is for this content: it will
     /// fetch whatever blocks the content lacks.
     pub fn is_fetching(&self, key: &ContentKey) -> bool {
-        let jobs = self.inner.jobs.lock().expect("jobs lock");
-        jobs.values().any(|s| {
-            let state = s.live.now().state;
-            !state.is_final()
-                && state != JobState::Paused
-                && s.info.request.content_id == key.id()
-                && s.info.request.version == key.version()
-        })
+        self.find_active(|r| r.content_id == key.id() && r.version == key.version())
+            .is_some()
     }
 
     /// A job not finished that asks for exactly this (same content, version,
     /// destination and hash): a second `get` attaches to it instead of running twice.
     pub(super) fn same_running(&self, req: &JobRequest) -> Option<JobInfo> {
+        self.find_active(|r| {
+            r.content_id == req.content_id
+                && r.version == req.version
+                && r.dest == req.dest
+                && r.content_hash == req.content_hash
+        })
+    }
+
+    /// The first job neither finished nor paused whose request `matches`.
+    fn find_active(&self, matches: impl Fn(&JobRequest) -> bool) -> Option<JobInfo> {
         let jobs = self.inner.jobs.lock().expect("jobs lock");
         jobs.values()
             .find(|s| {
-                let r = &s.info.request;
                 let state = s.live.now().state;
-                !state.is_final()
-                    && state != JobState::Paused
-                    && r.content_id == req.content_id
-                    && r.version == req.version
-                    && r.dest == req.dest
-                    && r.content_hash == req.content_hash
+                !state.is_final() && state != JobState::Paused && matches(&s.info.request)
             })
             .map(Slot::snapshot)
     }

@@ -159,13 +159,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((hash(a), hash(b)), (Some(x), Some(y)) if x == y)
 }
 
-fn free_udp_port() -> Result<u16, LabRunError> {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| LabRunError::Setup(format!("no free UDP port: {e}")))
-}
-
 /// The settings of lab agent `i`.
 fn agent_config(
     work: &Path,
@@ -237,7 +230,8 @@ pub async fn run(
         rate_bytes_per_sec: Some(opts.wan_rate),
         shutdown: stop.clone(),
     })?;
-    let port = free_udp_port()?;
+    let port = crate::util::free_udp_port()
+        .map_err(|e| LabRunError::Setup(format!("no free UDP port: {e}")))?;
     let mut agents: Vec<Option<AgentHandle>> = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..opts.agents {

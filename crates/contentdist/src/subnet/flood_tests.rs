@@ -19,14 +19,6 @@ use crate::test_util::wait_until;
 const MASTER: u64 = 7;
 const BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_driver(
     tasks: &Tasks,
     port: u16,
@@ -94,7 +86,7 @@ async fn master(
     tasks: &Tasks,
     site_key: Option<SiteKey>,
 ) -> (SubnetHandle, tokio::net::UdpSocket, ContentKey, u16) {
-    let port = free_port();
+    let port = crate::util::free_udp_port().unwrap();
     let heard = listener(port);
     let subnet = start_driver(tasks, port, site_key, SocketOptions::default());
     let content = ContentKey::new("FLOOD001", 1).unwrap();
@@ -208,7 +200,7 @@ async fn a_replayed_authenticated_request_is_dropped_and_counted_after_the_first
 async fn datagrams_the_kernel_drops_are_counted_as_overflowed() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let tasks = Tasks::new(CancellationToken::new());
-        let port = free_port();
+        let port = crate::util::free_udp_port().unwrap();
         // The smallest buffer the kernel allows: a few datagrams fit.
         let small = SocketOptions { recv_buffer: 4096 };
         let subnet = start_driver(&tasks, port, None, small);
@@ -259,7 +251,7 @@ async fn datagrams_the_kernel_drops_are_counted_as_overflowed() {
 async fn a_message_of_the_old_wire_version_is_dropped_and_counted() {
     tokio::time::timeout(Duration::from_secs(30), async {
         let tasks = Tasks::new(CancellationToken::new());
-        let port = free_port();
+        let port = crate::util::free_udp_port().unwrap();
         let subnet = start_driver(&tasks, port, None, SocketOptions::default());
         let mut old = encode(&request(&ContentKey::new("OLD00001", 1).unwrap()), None).unwrap();
         old[4] = 1;

@@ -145,11 +145,6 @@ impl Membership {
         }
     }
 
-    /// More of the content is verified here.
-    pub fn progress(&self, share_permille: u16) {
-        self.subnet.progress(&self.key, share_permille);
-    }
-
     /// Every block is verified: answer elections for it from now on. A master keeps
     /// announcing for the linger time (a task in `tasks`), then resigns and stays a
     /// plain holder.

@@ -11,11 +11,7 @@ use crate::tasks::Tasks;
 use crate::test_util::wait_until;
 
 fn start_driver(tasks: &Tasks, cache_dir: &std::path::Path) -> SubnetHandle {
-    let port = std::net::UdpSocket::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::free_udp_port().unwrap();
     start(SubnetOptions {
         local: LocalInfo {
             node_id: 7,

@@ -1,5 +1,6 @@
 //! Small pieces shared by modules that would otherwise each keep their own copy: the
-//! HTTP/1 server loop, the `Range` header parser, and the token bucket.
+//! HTTP/1 server loop, the `Range` header parser, the token bucket, and a free UDP
+//! port for the election socket of a lab or a test.
 
 pub mod http_server;
 mod range;
@@ -7,3 +8,11 @@ mod token_bucket;
 
 pub use range::{parse_range, ByteRange};
 pub use token_bucket::TokenBucket;
+
+/// A UDP port free on this host now, for agents that must all share one election
+/// port (the lab, tests): the system picks it, the socket is closed again.
+pub fn free_udp_port() -> std::io::Result<u16> {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+}

@@ -140,14 +140,7 @@ async fn cuts_at_blocks_the_master_still_claims_count_as_bad_and_end_with_data_e
         let addr = lying_master(&c, Lie::CutShort).await;
         let peer = Node::new();
         let entry = peer.entry(&c);
-        let target = MasterTarget {
-            cert_fingerprint: None,
-            addr: addr.ip(),
-            http_port: addr.port(),
-            https_port: 1,
-            protocols: http_only(),
-            p2p_key: KEY,
-        };
+        let target = target_at(addr);
         let client = client();
         let err = client
             .copy(

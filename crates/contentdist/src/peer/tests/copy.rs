@@ -348,14 +348,7 @@ async fn a_master_sending_bytes_that_do_not_verify_is_abandoned_with_data_error(
         let addr = lying_master(&c, Lie::WrongBytes).await;
         let peer = Node::new();
         let entry = peer.entry(&c);
-        let target = MasterTarget {
-            cert_fingerprint: None,
-            addr: addr.ip(),
-            http_port: addr.port(),
-            https_port: 1,
-            protocols: http_only(),
-            p2p_key: KEY,
-        };
+        let target = target_at(addr);
         let client = client();
         let err = client
             .copy(

@@ -143,14 +143,7 @@ impl Master {
     }
 
     pub fn target(&self) -> MasterTarget {
-        MasterTarget {
-            cert_fingerprint: None,
-            addr: self.addr().ip(),
-            http_port: self.addr().port(),
-            https_port: 1,
-            protocols: Protocols::NONE.with(Protocol::Http),
-            p2p_key: KEY,
-        }
+        target_at(self.addr())
     }
 
     pub fn counters(&self) -> Arc<PeerServerCounters> {
@@ -389,4 +382,16 @@ pub(super) async fn lying_master(c: &Content, lie: Lie) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A master over HTTP at `addr`, with the tests' P2P key.
+pub fn target_at(addr: std::net::SocketAddr) -> MasterTarget {
+    MasterTarget {
+        cert_fingerprint: None,
+        addr: addr.ip(),
+        http_port: addr.port(),
+        https_port: 1,
+        protocols: Protocols::NONE.with(Protocol::Http),
+        p2p_key: KEY,
+    }
 }
