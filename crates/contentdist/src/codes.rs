@@ -21,7 +21,8 @@ pub struct Code(pub u32);
 impl Code {
     /// The job finished; the content is delivered.
     pub const OK: Code = Code(0);
-    /// Windows ERROR_BAD_ENVIRONMENT, seen with an invalid certificate on the master.
+    /// Windows ERROR_BAD_ENVIRONMENT: the page's other code for an invalid certificate
+    /// on the master; here, a peer that has no CA to check a PKI master with.
     pub const BAD_ENVIRONMENT: Code = Code(0xA);
     /// Windows ERROR_CRC: a block kept failing verification.
     pub const DATA_ERROR: Code = Code(0x17);
@@ -129,8 +130,8 @@ pub static CATALOGUE: &[CodeInfo] = &[
     entry!(OK, "The job finished and the content was delivered.", "Nothing to do."),
     entry!(
         BAD_ENVIRONMENT,
-        "Bad environment: seen when the master's certificate is invalid.",
-        "On the master check the certificate's expiry, that its subject holds the host name or FQDN, that its issuer is trusted by the peers, and that it is bound to the HTTPS port (contentdist status)."
+        "Invalid certificate on the master, as this peer sees it: the master presents a PKI certificate (or this peer requires one, P2PSslSettings 0x1) and this peer's store has no CA in trusted/ to check it against. Nothing was sent to the master.",
+        "Put the CA certificate that issued the masters' certificates into CertStoreDir/trusted/ (PEM) on the peers (contentdist certs lists what is there), or use self-signed certificates on every agent (P2PSslSettings without 0x1). Then check the master's certificate as for 0x2F8F."
     ),
     entry!(
         DATA_ERROR,
@@ -179,8 +180,8 @@ pub static CATALOGUE: &[CodeInfo] = &[
     ),
     entry!(
         CANNOT_CONNECT,
-        "Cannot connect: the server refused the connection (not listening, wrong port, or peer-copy server not enabled on the master).",
-        "Check the server is running; for peer copy, P2PEnabled and the ports must be the same on the master and the peers."
+        "Cannot connect: the server refused the connection (not listening, wrong port, or HTTP/HTTPS peer copy not enabled on the master; an HTTPS master with P2PSslSettings 0x1 and no qualifying PKI certificate does not listen on its HTTPS port).",
+        "Check the server is running; for peer copy, P2PEnabled and the ports must be the same on the master and the peers, and on the master contentdist status lists the URLs listened on and https_certificate says why HTTPS is not (contentdist certs gives the rule each certificate failed)."
     ),
     entry!(
         INVALID_SERVER_RESPONSE,
@@ -189,8 +190,8 @@ pub static CATALOGUE: &[CodeInfo] = &[
     ),
     entry!(
         SECURE_FAILURE,
-        "Secure channel failure: the server's certificate was rejected (untrusted issuer, expired, wrong name) or the TLS handshake failed.",
-        "Check the server certificate's expiry and subject, that its issuer is trusted (OriginCaFile, or the store's trusted/ directory for peers), and that it is bound to the port."
+        "Secure channel failure (invalid certificate on the master or origin): its certificate was rejected (untrusted issuer, expired or not yet valid, not for server authentication, not naming the master's host name or FQDN, or a self-signed master presenting another certificate than it announced) or the TLS handshake failed.",
+        "On the master: contentdist status (https_certificate: the certificate bound, its expiry and subject) and contentdist certs (why each certificate was or was not chosen); from the peer: openssl s_client -connect MASTER:5443 -CAfile CA.pem -verify_hostname NAME shows what it presents. The subject must hold the master's host name or FQDN (or set P2PEnabled 0x08 on the peers to reach masters by address), its issuer must be in the peers' trusted/ (origin: OriginCaFile), and it must be valid now."
     ),
     entry!(
         MANIFEST_INVALID,

@@ -70,3 +70,88 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A CA and leaves it issues, made with rcgen (fast; the openssl PKI is for the
+/// integration tests).
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate.
+    pub der: rustls::pki_types::CertificateDer<'static>,
+    /// The CA certificate, PEM.
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            der: cert.der().clone(),
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names` (the first is also its common name), valid `from..to`
+    /// days around now, with `usage`: certificate and key, PEM.
+    pub fn leaf_pem(
+        &self,
+        names: &[&str],
+        days: (i64, i64),
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        if let Some(cn) = names.first() {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, *cn);
+        }
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.0);
+        params.not_after = now + time::Duration::days(days.1);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// [`TestCa::leaf_pem`], ready for rustls.
+    pub fn leaf(
+        &self,
+        names: &[&str],
+        days: (i64, i64),
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> std::sync::Arc<rustls::sign::CertifiedKey> {
+        use rustls::pki_types::pem::PemObject;
+        let (cert, key) = self.leaf_pem(names, days, usage);
+        let cert = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        std::sync::Arc::new(
+            rustls::sign::CertifiedKey::from_der(vec![cert], key, &provider).unwrap(),
+        )
+    }
+
+    /// Write a server leaf for `names` into `store/my/NAME.pem` (certificate and
+    /// key in one file) and this CA into `store/trusted/ca-N.pem`.
+    pub fn install(&self, store: &Path, file: &str, names: &[&str], days: (i64, i64)) {
+        let (cert, key) = self.leaf_pem(names, days, rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+        std::fs::create_dir_all(store.join("my")).unwrap();
+        std::fs::write(store.join("my").join(file), format!("{cert}{key}")).unwrap();
+        self.trust(store);
+    }
+
+    /// Write this CA into `store/trusted/`.
+    pub fn trust(&self, store: &Path) {
+        std::fs::create_dir_all(store.join("trusted")).unwrap();
+        let name = format!("ca-{}.pem", &crate::certstore::thumbprint(&self.der)[..8]);
+        std::fs::write(store.join("trusted").join(name), &self.pem).unwrap();
+    }
+}

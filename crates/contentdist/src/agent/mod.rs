@@ -90,7 +90,8 @@ impl Agent {
         }
         let SubnetParts {
             peers,
-            peer_server,
+            servers,
+            server_certs,
             listeners,
         } = start_subnet(&config, &cache, &tasks)?;
         let jobs = JobManager::start(JobManagerOptions {
@@ -106,12 +107,19 @@ impl Agent {
         let subnet = peers.map(|p| p.subnet);
         let addrs = AgentAddrs {
             control_socket: config.control_socket.clone(),
-            peer_http: peer_server.as_ref().map(PeerServer::local_addr),
-            peer_https: None,
+            peer_http: config
+                .p2p_enabled
+                .has_http()
+                .then(|| servers.first().map(PeerServer::local_addr))
+                .flatten(),
+            peer_https: (config.p2p_enabled.has_https() && server_certs.is_some())
+                .then(|| servers.last().map(PeerServer::local_addr))
+                .flatten(),
             election: subnet.as_ref().map(SubnetHandle::local_addr),
         };
         let view = Arc::new(AgentView {
-            peer_counters: peer_server.as_ref().map(PeerServer::counters),
+            peer_counters: servers.first().map(PeerServer::counters),
+            server_certs,
             jobs: jobs.clone(),
             config: Arc::new(config.clone()),
             subnet: subnet.clone(),
@@ -143,7 +151,7 @@ impl Agent {
             view,
             tasks,
             server,
-            peer_server,
+            servers,
             cache,
         })
     }
@@ -155,7 +163,7 @@ pub struct AgentHandle {
     view: Arc<AgentView>,
     tasks: Tasks,
     server: ControlServer,
-    peer_server: Option<PeerServer>,
+    servers: Vec<PeerServer>,
     cache: Arc<Cache>,
 }
 
@@ -217,7 +225,7 @@ impl AgentHandle {
         self.tasks.shutdown();
         let servers = async {
             self.server.join().await;
-            if let Some(p) = self.peer_server {
+            for p in self.servers {
                 p.join().await;
             }
         };
@@ -249,6 +257,7 @@ impl AgentHandle {
 struct AgentView {
     jobs: JobManager,
     peer_counters: Option<Arc<crate::peer::PeerServerCounters>>,
+    server_certs: Option<Arc<crate::certstore::ServerCerts>>,
     config: Arc<Config>,
     subnet: Option<SubnetHandle>,
     listeners: Vec<String>,
@@ -284,6 +293,7 @@ impl AgentView {
             election_recv_buffer: self.subnet.as_ref().map(SubnetHandle::recv_buffer),
             election_free_bytes: self.subnet.as_ref().map(SubnetHandle::free_bytes),
             peer_server: self.peer_counters.as_ref().map(|c| c.snapshot()),
+            https_certificate: self.server_certs.as_ref().map(|c| c.state()),
         }
     }
 }
@@ -320,6 +330,7 @@ impl JobControl for AgentView {
 
 mod background;
 mod subnet;
+mod tls;
 
 use background::{clean_cycle, repair_damaged};
 pub use subnet::advertised_address;

@@ -1,15 +1,20 @@
-//! The agent on its subnet: the peer-copy server, the election driver and the
-//! peer-copy client, started when peer copy is enabled and the subnet not inhibited.
+//! The agent on its subnet: the peer-copy servers (HTTP, HTTPS), the election
+//! driver and the peer-copy client, started when peer copy is enabled and the subnet not inhibited.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use super::tls;
 use super::AgentError;
 use crate::cache::{clean, Cache};
+use crate::certstore::{CertStore, ServerCerts};
 use crate::config::Config;
 use crate::election::{LocalInfo, P2pKey, SiteKey, Timing};
 use crate::job::PeerSetup;
-use crate::peer::{PeerAuth, PeerClient, PeerClientOptions, PeerServer, PeerServerOptions};
+use crate::peer::{
+    server_tls_config, HttpsOptions, PeerAuth, PeerClient, PeerClientOptions, PeerServer,
+    PeerService, PeerTlsOptions,
+};
 use crate::subnet::{RolePolicy, SubnetOptions};
 use crate::tasks::Tasks;
 
@@ -17,7 +22,10 @@ use crate::tasks::Tasks;
 #[derive(Default)]
 pub(super) struct SubnetParts {
     pub(super) peers: Option<PeerSetup>,
-    pub(super) peer_server: Option<PeerServer>,
+    /// The HTTP and HTTPS peer-copy servers (sharing one service), as enabled.
+    pub(super) servers: Vec<PeerServer>,
+    /// The HTTPS server certificate manager, when HTTPS serves.
+    pub(super) server_certs: Option<Arc<ServerCerts>>,
     pub(super) listeners: Vec<String>,
 }
 
@@ -43,26 +51,60 @@ pub(super) fn start_subnet(
     }
     let p2p_key: [u8; 32] = rand::random();
     let mut listeners = Vec::new();
+    let mut servers = Vec::new();
     let mut http_port = config.p2p_http_port;
-    let mut peer_server = None;
-    if config.p2p_enabled.has_http() && !config.preboot {
-        let server = PeerServer::start(PeerServerOptions {
-            listen: SocketAddr::new(config.listen_address, config.p2p_http_port),
-            cache: Arc::clone(cache),
-            auth: Arc::new(PeerAuth {
+    let mut https_port = config.p2p_https_port;
+    let https = config.p2p_enabled.has_https();
+    // The store is read even by an agent that never serves: peers check masters
+    // against its trusted/.
+    let store = https.then(|| {
+        let store = Arc::new(CertStore::new(&config.cert_store_dir));
+        store.refresh_logged();
+        store
+    });
+    let serves = !config.preboot && (config.p2p_enabled.has_http() || https);
+    let mut server_certs = None;
+    if serves {
+        // One service for both ports: one set of counters and one per-source cap.
+        let service = PeerService::new(
+            Arc::clone(cache),
+            Arc::new(PeerAuth {
                 p2p_key,
                 authenticated_users: config.effective_authenticated_users(),
                 machine_key: config.machine_key.as_ref().map(|k| k.as_bytes().to_vec()),
             }),
-            shutdown: tasks.token().child_token(),
-        })
-        .map_err(AgentError::Peer)?;
-        http_port = server.local_addr().port();
-        let url = format!("http://{}/content/", server.local_addr());
-        tracing::info!(%url, "peer-copy server listening (HTTP)");
-        listeners.push(url);
-        peer_server = Some(server);
+            tasks.token().child_token(),
+        );
+        if config.p2p_enabled.has_http() {
+            let listen = SocketAddr::new(config.listen_address, config.p2p_http_port);
+            let server =
+                PeerServer::start_http(listen, service.clone()).map_err(AgentError::Peer)?;
+            http_port = server.local_addr().port();
+            listeners.push(format!("http://{}/content/", server.local_addr()));
+            servers.push(server);
+        }
+        if let Some(store) = &store {
+            let certs = tls::server_certs(config, store);
+            let listen = SocketAddr::new(config.listen_address, config.p2p_https_port);
+            let server = PeerServer::start_https(
+                HttpsOptions {
+                    listen,
+                    tls: server_tls_config(certs.resolver()).map_err(AgentError::Peer)?,
+                    usable: certs.usable(),
+                },
+                service,
+            )
+            .map_err(AgentError::Peer)?;
+            https_port = server.local_addr().port();
+            listeners.push(format!("https://{}/content/", server.local_addr()));
+            servers.push(server);
+            server_certs = Some(certs);
+        }
+        for url in &listeners {
+            tracing::info!(%url, "peer-copy URL");
+        }
     }
+    let identity = tls::host_identity(config);
     let free = clean::disk_space(cache.root()).map(|(f, _)| f).unwrap_or(0);
     let subnet = crate::subnet::start(SubnetOptions {
         local: LocalInfo {
@@ -71,10 +113,11 @@ pub(super) fn start_subnet(
             weight: config.election_weight(),
             preboot: config.preboot,
             http_port,
-            https_port: config.p2p_https_port,
+            https_port,
             protocols,
             p2p_key: P2pKey(p2p_key),
-            cert_fingerprint: None,
+            cert_fingerprint: server_certs.as_ref().and_then(|c| *c.pin().borrow()),
+            names: tls::announced_names(&identity),
             free_bytes: free,
         },
         timing: Timing::default(),
@@ -110,11 +153,24 @@ pub(super) fn start_subnet(
     ) {
         (Some(key), true) => Some(crate::peer::machine_credentials(
             key.as_bytes(),
-            &hostname(),
+            &identity.host_name,
         )),
         _ => None,
     };
+    if let Some(store) = &store {
+        tls::spawn_refresh(
+            tasks,
+            Arc::clone(store),
+            server_certs.clone(),
+            subnet.clone(),
+        );
+    }
     let client = PeerClient::new(PeerClientOptions {
+        tls: store.map(|store| PeerTlsOptions {
+            store,
+            require_pki: config.p2p_ssl_settings.pki_server_cert(),
+            literal_names: config.p2p_enabled.net_literal_names(),
+        }),
         credentials,
         local_address: (!config.listen_address.is_unspecified()).then_some(config.listen_address),
         ..PeerClientOptions::default()
@@ -126,16 +182,10 @@ pub(super) fn start_subnet(
             client: Arc::new(client),
             protocols,
         }),
-        peer_server,
+        servers,
+        server_certs,
         listeners,
     })
-}
-
-/// This host's name (the machine account is `NAME$`).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// The address peers reach this agent at: `ListenAddress` when it names one, else

@@ -260,4 +260,15 @@ impl CertStore {
         *state = (Some(sig), Arc::clone(&contents));
         Some(contents)
     }
+
+    /// [`CertStore::refresh`], logging each file skipped (once per change of the
+    /// store, not at every look).
+    pub fn refresh_logged(&self) -> Option<Arc<StoreContents>> {
+        let contents = self.refresh()?;
+        for p in &contents.problems {
+            tracing::warn!(file = %p.file.display(), reason = %p.reason,
+                "certificate store: file skipped");
+        }
+        Some(contents)
+    }
 }

@@ -4,7 +4,8 @@
 //! facts the rules look at ([`CertInfo`]: names, usages, dates, issuer, thumbprint)
 //! and choosing the server-authentication certificate by the product page's
 //! criteria and precedence ([`select_server`]), saying for every other certificate
-//! the rule that rejected it. The HTTPS listener and the peers' checks build on it (not yet implemented: see the README's status).
+//! the rule that rejected it. The HTTPS listener (`peer::https`) presents what
+//! [`ServerCerts`] chose; peers check masters with [`MasterVerifier`].
 //!
 //! - `cert`: [`CertInfo::from_der`], [`thumbprint`].
 //! - `load`: [`load`] reads `my/` (PEM, PKCS#12) and `trusted/`; [`CertStore`] reads
@@ -13,6 +14,8 @@
 //! - `selfsigned`: [`self_signed`], the agent's own certificate without 0x1, kept
 //!   and renewed; [`fingerprint`], what peers pin.
 //! - `resolver`: [`ServerCertResolver`], the certificate in force, swappable.
+//! - `server`: [`ServerCerts`], which keeps the resolver's certificate up to date
+//!   (store changes, expiry, renewal) and says what is bound or why nothing is.
 //! - `verify`: [`MasterVerifier`], how a peer checks a master's certificate (PKI
 //!   chain and name, or the announced pin of a self-signed one).
 //! - `select`: [`HostIdentity`], [`IssuerFilter`], [`select_server`], [`Rejection`].
@@ -23,6 +26,7 @@ mod report;
 mod resolver;
 mod select;
 mod selfsigned;
+mod server;
 mod verify;
 
 pub use cert::{thumbprint, CertError, CertInfo};
@@ -31,6 +35,7 @@ pub use report::{report, utc, CertsReport, MyCertLine, ProblemLine, TrustedLine}
 pub use resolver::ServerCertResolver;
 pub use select::{select_server, HostIdentity, IssuerFilter, NameMatch, Rejection, ServerChoice};
 pub use selfsigned::{fingerprint, self_signed, SelfSignedError, SELF_SIGNED_ORG};
+pub use server::{BoundCert, RejectedCert, ServerCertOptions, ServerCertState, ServerCerts};
 pub use verify::{MasterCheck, MasterVerifier};
 
 #[cfg(test)]

@@ -120,53 +120,7 @@ fn a_swapped_certificate_is_presented_from_the_next_handshake_on() {
     assert_eq!(thumbprint(&connect()), b.info.thumbprint);
 }
 
-/// A CA and leaves it issues, made with rcgen (fast; the openssl PKI is for the
-/// integration tests).
-struct TestCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    der: CertificateDer<'static>,
-}
-
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            der: cert.der().clone(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf for `names`, valid `from..to` days around now, with `usage`.
-    fn leaf(
-        &self,
-        names: &[&str],
-        days: (i64, i64),
-        usage: rcgen::ExtendedKeyUsagePurpose,
-    ) -> Arc<rustls::sign::CertifiedKey> {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(days.0);
-        params.not_after = now + time::Duration::days(days.1);
-        params.extended_key_usages = vec![usage];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let provider = rustls::crypto::ring::default_provider();
-        Arc::new(
-            rustls::sign::CertifiedKey::from_der(vec![cert.der().clone()], der, &provider).unwrap(),
-        )
-    }
-}
+use crate::test_util::TestCa;
 
 /// Connect a client checking with `check` to a server presenting `key`.
 fn try_connect(key: Arc<rustls::sign::CertifiedKey>, check: MasterCheck) -> Result<(), String> {

@@ -56,6 +56,10 @@ pub struct AgentStatus {
     /// The peer-copy server's counters (absent when it does not run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_server: Option<crate::peer::PeerServerStats>,
+    /// The certificate bound to the HTTPS peer-copy port, or why none is (absent
+    /// when this agent does not serve HTTPS): the `netsh http show sslcert` check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_certificate: Option<crate::certstore::ServerCertState>,
 }
 
 /// Where this agent stands in one content's election.

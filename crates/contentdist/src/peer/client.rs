@@ -13,14 +13,37 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use tracing::{info, warn};
+
 use super::auth::p2p_credentials;
+use super::tls::{PeerTls, PeerTlsOptions, TlsClients};
 use super::{HaveDoc, PeerError};
 use crate::config::{Protocol, Protocols};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::transfer::{
-    check_status, classify, http_client, tls_config, ClientOptions, ClientSetupError, ContentUrls,
-    HttpFailure, HttpSource, Remote, Roots,
+    check_status, classify, http_client, tls_config, ClientOptions, ContentUrls, HttpFailure,
+    HttpSource, Remote, Roots,
 };
+
+/// The data client (reads time out after the stall timeout) and the long-poll
+/// client (bounded per request) over `tls`.
+fn build_clients(
+    opts: &PeerClientOptions,
+    tls: rustls::ClientConfig,
+) -> Result<TlsClients, PeerError> {
+    let build = |read_timeout: Option<Duration>| {
+        let client = ClientOptions {
+            connect_timeout: opts.connect_timeout,
+            read_timeout,
+            local_address: opts.local_address,
+        };
+        http_client(tls.clone(), &client).map_err(|e| PeerError::Setup(e.to_string()))
+    };
+    Ok(TlsClients {
+        data: build(Some(opts.stall_timeout))?,
+        poll: build(None)?,
+    })
+}
 
 /// How the client talks to masters.
 #[derive(Clone)]
@@ -31,9 +54,9 @@ pub struct PeerClientOptions {
     pub stall_timeout: Duration,
     /// How long one `have` request may wait for the master to verify more blocks.
     pub long_poll: Duration,
-    /// TLS settings for HTTPS (server verification, client certificate). `None`: this
-    /// agent does not copy over HTTPS.
-    pub tls: Option<rustls::ClientConfig>,
+    /// How masters' HTTPS certificates are checked. `None`: this agent does not
+    /// copy over HTTPS.
+    pub tls: Option<PeerTlsOptions>,
     /// Credentials to send instead of the P2P account: the machine account
     /// (`SpecialNetShare` 0x80), from [`super::machine_credentials`].
     pub credentials: Option<(String, String)>,
@@ -83,6 +106,8 @@ pub struct MasterTarget {
     pub p2p_key: [u8; 32],
     /// SHA-256 of its HTTPS certificate, as announced (to pin a self-signed one).
     pub cert_fingerprint: Option<[u8; 32]>,
+    /// Its host name and FQDN, as announced: a PKI certificate must carry one.
+    pub names: Vec<String>,
 }
 
 impl MasterTarget {
@@ -96,6 +121,7 @@ impl MasterTarget {
             protocols: m.protocols,
             p2p_key: m.p2p_key.0,
             cert_fingerprint: m.cert_fingerprint,
+            names: m.names.clone(),
         }
     }
 }
@@ -108,6 +134,7 @@ impl std::fmt::Debug for MasterTarget {
             .field("https_port", &self.https_port)
             .field("protocols", &self.protocols)
             .field("cert_fingerprint", &self.cert_fingerprint.map(hex::encode))
+            .field("names", &self.names)
             .finish_non_exhaustive()
     }
 }
@@ -128,66 +155,70 @@ pub struct PeerClientCounters {
     pub cuts_not_held: AtomicU64,
 }
 
-/// Of the protocols both sides allow, the most secure one this agent can speak
-/// (`implemented`): HTTPS, then HTTP, then SMB.
+/// Of the protocols both sides allow, the ones this agent can speak
+/// (`implemented`), most secure first: HTTPS, then HTTP, then SMB.
+pub fn protocol_order(
+    local: Protocols,
+    master: Protocols,
+    implemented: Protocols,
+) -> Result<Vec<Protocol>, PeerError> {
+    let common = local.intersection(master);
+    if common.is_empty() {
+        return Err(PeerError::ProtocolMismatch { local, master });
+    }
+    let order: Vec<Protocol> = common.iter().filter(|p| implemented.contains(*p)).collect();
+    if order.is_empty() {
+        return Err(PeerError::ProtocolNotImplemented {
+            common,
+            local,
+            master,
+        });
+    }
+    Ok(order)
+}
+
+/// The first of [`protocol_order`]: the most secure protocol both sides allow and
+/// this agent speaks.
 pub fn choose_protocol(
     local: Protocols,
     master: Protocols,
     implemented: Protocols,
 ) -> Result<Protocol, PeerError> {
-    let common = local.intersection(master);
-    if common.is_empty() {
-        return Err(PeerError::ProtocolMismatch { local, master });
-    }
-    common
-        .iter()
-        .find(|p| implemented.contains(*p))
-        .ok_or(PeerError::ProtocolNotImplemented {
-            common,
-            local,
-            master,
-        })
+    protocol_order(local, master, implemented).map(|o| o[0])
 }
 
 /// A client for copying from masters; cheap to clone, share one per agent.
 #[derive(Clone, Debug)]
 pub struct PeerClient {
-    data: reqwest::Client,
-    poll: reqwest::Client,
+    plain: TlsClients,
+    tls: Option<Arc<PeerTls>>,
     opts: Arc<PeerClientOptions>,
     counters: Arc<PeerClientCounters>,
 }
 
-/// Where one content lives on one master, over the chosen protocol, and the
-/// account to ask with.
+/// Where one content lives on one master, over one protocol, and the account and
+/// clients to ask with.
 #[derive(Clone, Debug)]
 pub(super) struct Route {
+    /// The protocol.
+    pub(super) protocol: Protocol,
     /// `…/content/{id}/{version}/`.
     pub(super) urls: ContentUrls,
     pub(super) user: String,
     pub(super) password: String,
+    pub(super) clients: TlsClients,
 }
 
 impl PeerClient {
     /// A client with these options.
     pub fn new(opts: PeerClientOptions) -> Result<PeerClient, PeerError> {
-        let setup = |e: ClientSetupError| PeerError::Setup(e.to_string());
-        // Without HTTPS settings, a client that trusts nothing (see `transfer`).
-        let tls = match &opts.tls {
-            Some(c) => c.clone(),
-            None => tls_config(Roots::Nothing).map_err(setup)?,
-        };
-        let build = |read_timeout: Option<Duration>| {
-            let client = ClientOptions {
-                connect_timeout: opts.connect_timeout,
-                read_timeout,
-                local_address: opts.local_address,
-            };
-            http_client(tls.clone(), &client).map_err(setup)
-        };
+        // Plain HTTP gets a client that trusts nothing (see `transfer`).
+        let plain = tls_config(Roots::Nothing)
+            .map_err(|e| PeerError::Setup(e.to_string()))
+            .and_then(|tls| build_clients(&opts, tls))?;
         Ok(PeerClient {
-            data: build(Some(opts.stall_timeout))?,
-            poll: build(None)?,
+            plain,
+            tls: opts.tls.clone().map(|t| Arc::new(PeerTls::new(t))),
             opts: Arc::new(opts),
             counters: Arc::new(PeerClientCounters::default()),
         })
@@ -201,26 +232,28 @@ impl PeerClient {
     /// The protocols this client can speak: HTTP, and HTTPS when it has TLS settings.
     pub fn implemented(&self) -> Protocols {
         let p = Protocols::NONE.with(Protocol::Http);
-        if self.opts.tls.is_some() {
+        if self.tls.is_some() {
             p.with(Protocol::Https)
         } else {
             p
         }
     }
 
-    /// Where `id`/`version` is on `target`, over the protocol chosen from `local` and
-    /// what the master accepts.
-    pub(super) fn route(
+    /// Where `id`/`version` is on `target` over `proto`.
+    fn route_over(
         &self,
         target: &MasterTarget,
-        local: Protocols,
+        proto: Protocol,
         id: &str,
         version: u32,
     ) -> Result<Route, PeerError> {
-        let proto = choose_protocol(local, target.protocols, self.implemented())?;
-        let (scheme, port) = match proto {
-            Protocol::Https => ("https", target.https_port),
-            _ => ("http", target.http_port),
+        let (scheme, port, clients) = match (proto, &self.tls) {
+            (Protocol::Https, Some(tls)) => (
+                "https",
+                target.https_port,
+                tls.clients(target, |config| build_clients(&self.opts, config))?,
+            ),
+            _ => ("http", target.http_port, self.plain.clone()),
         };
         let addr = SocketAddr::new(target.addr, port);
         let root = Url::parse(&format!("{scheme}://{addr}/"))
@@ -230,15 +263,61 @@ impl PeerClient {
             None => p2p_credentials(&target.p2p_key),
         };
         Ok(Route {
+            protocol: proto,
             urls: ContentUrls::new(&root, &["content", id, &version.to_string()]),
             user,
             password,
+            clients,
         })
+    }
+
+    /// Reach `id`/`version` on `target` over the first protocol that works, in the
+    /// order of [`protocol_order`]: each is tried with a `have` request, and a
+    /// failure (refused connection, rejected certificate, refused credentials) is
+    /// logged with its code before the next is tried. The last failure is returned
+    /// when none works.
+    pub(super) async fn open(
+        &self,
+        target: &MasterTarget,
+        local: Protocols,
+        id: &str,
+        version: u32,
+    ) -> Result<Route, PeerError> {
+        let order = protocol_order(local, target.protocols, self.implemented())?;
+        let mut failed = None;
+        for (i, &proto) in order.iter().enumerate() {
+            let tried = match self.route_over(target, proto, id, version) {
+                Ok(route) => self.have(&route, None).await.map(|_| route),
+                Err(e) => Err(e),
+            };
+            let e = match tried {
+                Ok(route) => {
+                    if i > 0 {
+                        info!(master = %target.addr, protocol = %proto, "copying from the master over {proto}");
+                    }
+                    return Ok(route);
+                }
+                Err(e) => e,
+            };
+            match order.get(i + 1) {
+                Some(next) => warn!(master = %target.addr, code = %e.code(), error = %e,
+                    "peer copy over {proto} failed; trying {next}"),
+                None if i > 0 => warn!(master = %target.addr, code = %e.code(), error = %e,
+                    "peer copy over {proto} failed too; no protocol left"),
+                None => {}
+            }
+            failed = Some(e);
+        }
+        Err(failed.expect("protocol_order is never empty"))
     }
 
     fn get(&self, route: &Route, url: Url, poll: bool) -> reqwest::RequestBuilder {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let client = if poll { &self.poll } else { &self.data };
+        let client = if poll {
+            &route.clients.poll
+        } else {
+            &route.clients.data
+        };
         client
             .get(url)
             .basic_auth(&route.user, Some(&route.password))
@@ -248,7 +327,7 @@ impl PeerClient {
     pub(super) fn source<'a>(&'a self, route: &'a Route) -> HttpSource<'a> {
         HttpSource {
             remote: Remote::Master,
-            client: &self.data,
+            client: &route.clients.data,
             files: route.urls.join(&["files"]),
             credentials: Some((&route.user, &route.password)),
             // The data client's read timeout is the stall timeout.
@@ -259,7 +338,7 @@ impl PeerClient {
     }
 
     /// The master's manifest of `id`/`version`, checked to be for that id and version
-    /// (over HTTP, and trusting the master: callers must check it against the content
+    /// (over the first protocol that works, and trusting the master: callers must check it against the content
     /// hash when they have one).
     pub async fn fetch_manifest(
         &self,
@@ -268,7 +347,7 @@ impl PeerClient {
         id: &str,
         version: u32,
     ) -> Result<Manifest, PeerError> {
-        let route = self.route(target, local, id, version)?;
+        let route = self.open(target, local, id, version).await?;
         let url = route.urls.url(&[MANIFEST_FILE]);
         let failed = |e: reqwest::Error| classify(Remote::Master, &url, &e);
         let resp = self

@@ -54,7 +54,10 @@ impl PeerClient {
         stop: &CancellationToken,
     ) -> Result<CopyOutcome, PeerError> {
         let m = entry.manifest();
-        let route = self.route(target, local, &m.content_id, m.version)?;
+        let route = tokio::select! {
+            r = self.open(target, local, &m.content_id, m.version) => r?,
+            _ = stop.cancelled() => return Err(PeerError::Stopped),
+        };
         let mut bad = BadBlocks::new(MAX_BAD);
         let mut after: Option<usize> = None;
         let result = loop {

@@ -46,6 +46,10 @@ pub struct PeerServerCounters {
     /// Responses ended early after their head: a block was found changed or
     /// unreadable mid-body, or the server stopped.
     pub responses_aborted: AtomicU64,
+    /// HTTPS connections whose TLS handshake failed or timed out (a client that
+    /// does not trust the certificate, speaks plain HTTP to the HTTPS port, or an
+    /// old TLS version): nothing was served on them.
+    pub tls_handshakes_failed: AtomicU64,
 }
 
 /// The counters of a [`PeerServerCounters`] at one moment, as plain numbers (for
@@ -78,6 +82,9 @@ pub struct PeerServerStats {
     pub changed_ranges_refused: u64,
     /// See [`PeerServerCounters::responses_aborted`].
     pub responses_aborted: u64,
+    /// See [`PeerServerCounters::tls_handshakes_failed`].
+    #[serde(default)]
+    pub tls_handshakes_failed: u64,
 }
 
 impl PeerServerCounters {
@@ -99,6 +106,7 @@ impl PeerServerCounters {
             blocks_changed: get(&self.blocks_changed),
             changed_ranges_refused: get(&self.changed_ranges_refused),
             responses_aborted: get(&self.responses_aborted),
+            tls_handshakes_failed: get(&self.tls_handshakes_failed),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Peer copy: the server every agent holding verified blocks runs, the client a peer
 //! copies from its master with, and the P2P account both authenticate with.
 //!
-//! # Wire protocol (plain HTTP/1.1, any client can use it)
+//! # Wire protocol (HTTP/1.1, plain or inside TLS; any client can use it)
 //!
 //! Every request needs HTTP Basic authentication ([`auth`]); a refused one gets 403.
 //!
@@ -39,14 +39,17 @@
 //!
 //! - [`auth`]: the P2P and machine accounts, HTTP Basic, constant-time checks.
 //! - [`server`]: [`PeerServer`] (accept loop) over [`PeerService`] (one connection,
-//!   any byte stream: a TLS acceptor plugs in front of it for HTTPS).
+//!   any byte stream); an HTTP and an HTTPS server share one service.
+//! - `https`: [`PeerServer::start_https`], the TLS transport in front of it.
 //! - `request`: paths, `Range` and the `have` query, parsed.
 //! - `handlers`: authentication, routing, manifests, `have`.
 //! - `files`: files and ranges, streamed from verified blocks; changed blocks.
 //! - `limits`: [`PeerServerLimits`], the per-source connection cap, the refusal
 //!   log's rate limit.
 //! - `counters`: [`PeerServerCounters`] and their [`PeerServerStats`] snapshot.
-//! - [`client`]: [`PeerClient`], protocol choice, manifest and `have` requests.
+//! - [`client`]: [`PeerClient`], protocol order and fallback, manifest and `have`
+//!   requests.
+//! - `tls`: how a peer checks a master's certificate, one TLS client per master.
 //! - `copy`: [`PeerClient::copy`], the copy loop.
 
 pub mod auth;
@@ -55,9 +58,11 @@ mod copy;
 mod counters;
 mod files;
 mod handlers;
+mod https;
 mod limits;
 mod request;
 pub mod server;
+mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -74,12 +79,15 @@ pub use auth::{
     constant_time_eq, machine_credentials, p2p_credentials, PeerAuth, Principal, Refusal, P2P_USER,
 };
 pub use client::{
-    choose_protocol, MasterTarget, PeerClient, PeerClientCounters, PeerClientOptions,
+    choose_protocol, protocol_order, MasterTarget, PeerClient, PeerClientCounters,
+    PeerClientOptions,
 };
 pub use copy::CopyOutcome;
 pub use counters::{PeerServerCounters, PeerServerStats};
+pub use https::{server_tls_config, HttpsOptions};
 pub use limits::{ConnectionPermit, PeerServerLimits};
 pub use server::{ConnectionInfo, PeerServer, PeerServerOptions, PeerService};
+pub use tls::PeerTlsOptions;
 
 /// The longest a `have` request may wait (`wait_ms` above this is cut to it).
 pub const MAX_HAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -176,6 +184,17 @@ pub enum PeerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The master presents a PKI certificate (or this agent requires one), and the
+    /// store's `trusted/` holds no CA to check it with.
+    #[error("cannot check the HTTPS certificate of the master {master}: {why}, and {} holds no CA certificate; put the CA that issued the masters' certificates there (PEM), or use self-signed certificates on every agent (P2PSslSettings without 0x1)", trusted.display())]
+    NoTrustedCa {
+        /// The master's HTTPS address.
+        master: std::net::SocketAddr,
+        /// The store's `trusted/`.
+        trusted: std::path::PathBuf,
+        /// Why a PKI certificate is expected.
+        why: &'static str,
+    },
     /// The HTTP client could not be built (TLS settings).
     #[error("peer-copy client settings: {0}")]
     Setup(String),
@@ -202,6 +221,7 @@ impl PeerError {
             PeerError::Corrupt { .. } => Code::DATA_ERROR,
             PeerError::Cache(e) => e.code(),
             PeerError::Bind { .. } | PeerError::Setup(_) => Code::CONFIG_INVALID,
+            PeerError::NoTrustedCa { .. } => Code::BAD_ENVIRONMENT,
             PeerError::Stopped => Code::CANCELLED,
         }
     }

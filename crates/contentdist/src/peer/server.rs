@@ -83,6 +83,8 @@ pub(super) enum Refused<'a> {
     Request { path: &'a str, why: &'a Refusal },
     /// A connection closed unread: its source holds `open` already.
     Connection { open: usize },
+    /// An HTTPS connection whose TLS handshake failed.
+    Handshake { error: &'a str },
 }
 
 impl PeerService {
@@ -152,6 +154,10 @@ impl PeerService {
                 %remote, open, cap = self.inner.guard.max_connections(), not_logged, others,
                 "peer-copy connection closed unread: its source holds the most connections allowed (further refusals from this source are counted and logged at most once a minute)"
             ),
+            Refused::Handshake { error } => warn!(
+                %remote, error, not_logged, others,
+                "HTTPS peer-copy connection refused: the TLS handshake failed (further refusals from this source are counted and logged at most once a minute)"
+            ),
         }
     }
 
@@ -174,6 +180,43 @@ impl PeerService {
         if let Err(e) = serve_http1(io, service, &self.inner.shutdown, SHUTDOWN_GRACE).await {
             debug!(remote = %info.remote, error = %e, "peer connection ended with an error");
         }
+    }
+}
+
+/// A TCP socket bound to `listen` (not listening yet), with `SO_REUSEADDR`: a
+/// restarted agent must get its port back while connections of the previous one
+/// linger in TIME_WAIT.
+pub(super) fn bind(listen: SocketAddr) -> Result<TcpSocket, PeerError> {
+    let bind_err = |source| PeerError::Bind {
+        addr: listen,
+        source,
+    };
+    let socket = if listen.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(bind_err)?;
+    socket.set_reuseaddr(true).map_err(bind_err)?;
+    socket.bind(listen).map_err(bind_err)?;
+    Ok(socket)
+}
+
+impl PeerService {
+    /// How this service's accept loops stop: on `shutdown`, with twice the
+    /// per-connection grace (a connection that ignores it is dropped by its own
+    /// timer first).
+    pub(super) fn accept_options(&self, shutdown: CancellationToken) -> AcceptOptions {
+        AcceptOptions {
+            server: "peer-copy",
+            shutdown,
+            drain: SHUTDOWN_GRACE * 2,
+        }
+    }
+
+    /// The token that stops this service.
+    pub(super) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
     }
 }
 
@@ -200,33 +243,27 @@ impl PeerServer {
         opts: PeerServerOptions,
         limits: PeerServerLimits,
     ) -> Result<PeerServer, PeerError> {
-        let bind_err = |source| PeerError::Bind {
-            addr: opts.listen,
+        let service = PeerService::with_limits(opts.cache, opts.auth, opts.shutdown, &limits);
+        PeerServer::start_http(opts.listen, service)
+    }
+
+    /// Serve `service` over plain HTTP on `listen`, until the service's shutdown
+    /// token is cancelled. An HTTP and an HTTPS server may share one service: they
+    /// then share its counters and its per-source connection cap.
+    pub fn start_http(listen: SocketAddr, service: PeerService) -> Result<PeerServer, PeerError> {
+        let listener = bind(listen)?
+            .listen(1024)
+            .map_err(|source| PeerError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| PeerError::Bind {
+            addr: listen,
             source,
-        };
-        let socket = if opts.listen.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(bind_err)?;
-        // A restarted agent must get its port back while connections of the previous
-        // one linger in TIME_WAIT.
-        socket.set_reuseaddr(true).map_err(bind_err)?;
-        socket.bind(opts.listen).map_err(bind_err)?;
-        let listener = socket.listen(1024).map_err(bind_err)?;
-        let local_addr = listener.local_addr().map_err(bind_err)?;
-        let service =
-            PeerService::with_limits(opts.cache, opts.auth, opts.shutdown.clone(), &limits);
+        })?;
         info!(addr = %local_addr, "peer-copy server listening (HTTP)");
         let span = tracing::info_span!("peer_server", addr = %local_addr);
-        let accepting = AcceptOptions {
-            server: "peer-copy",
-            shutdown: opts.shutdown,
-            // Twice the per-connection grace: a connection that ignores it is dropped
-            // by its own timer first.
-            drain: SHUTDOWN_GRACE * 2,
-        };
+        let accepting = service.accept_options(service.shutdown_token().clone());
         let conns = service.clone();
         let task = tokio::spawn(
             accept_loop(listener, accepting, move |stream, remote| {
@@ -249,11 +286,19 @@ impl PeerServer {
             })
             .instrument(span),
         );
-        Ok(PeerServer {
+        Ok(PeerServer::running(local_addr, service, task))
+    }
+
+    pub(super) fn running(
+        local_addr: SocketAddr,
+        service: PeerService,
+        task: tokio::task::JoinHandle<()>,
+    ) -> PeerServer {
+        PeerServer {
             local_addr,
             service,
             task,
-        })
+        }
     }
 
     /// The address really bound (the port chosen when asked for port 0).

@@ -179,6 +179,7 @@ async fn no_master_listening_is_reported_lost_with_cannot_connect() {
         let peer = Node::new();
         let target = MasterTarget {
             cert_fingerprint: None,
+            names: Vec::new(),
             addr: "127.0.0.1".parse().unwrap(),
             http_port: port,
             https_port: port,

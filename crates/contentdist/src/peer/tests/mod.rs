@@ -2,6 +2,7 @@
 
 mod changed;
 mod copy;
+mod https;
 mod limits;
 mod server;
 
@@ -388,6 +389,7 @@ pub(super) async fn lying_master(c: &Content, lie: Lie) -> SocketAddr {
 pub fn target_at(addr: std::net::SocketAddr) -> MasterTarget {
     MasterTarget {
         cert_fingerprint: None,
+        names: Vec::new(),
         addr: addr.ip(),
         http_port: addr.port(),
         https_port: 1,
