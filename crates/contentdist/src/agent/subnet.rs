@@ -75,6 +75,7 @@ pub(super) fn start_subnet(
             protocols,
             p2p_key: P2pKey(p2p_key),
             cert_fingerprint: None,
+            names: Vec::new(),
             free_bytes: free,
         },
         timing: Timing::default(),
