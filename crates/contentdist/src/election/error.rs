@@ -33,6 +33,14 @@ pub enum WireError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A master announcement's names: more than 4, or one that is not 1 to 253
+    /// bytes of `[A-Za-z0-9.-]` or starts or ends with `-` or `.` (refused when
+    /// encoding too).
+    #[error("bad master name in election message: {reason}")]
+    BadName {
+        /// What is wrong with them.
+        reason: &'static str,
+    },
     /// A field holds a value outside its range (share > 1000, weight > 99, unknown
     /// protocol or flag bits).
     #[error("election message field {field} has invalid value {value}")]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::slot::Slot;
 use super::types::{Action, Ctx, ElectionStatus, Event, LocalInfo, Timing};
-use super::Instant;
+use super::{wire, Instant};
 use crate::manifest::ContentKey;
 
 /// All elections of one agent, keyed by content id and version.
@@ -24,9 +24,13 @@ pub struct Elections {
 
 impl Elections {
     /// An agent taking part in no election yet. Durations below 1 ms are taken as
-    /// 1 ms, so that no timer can fire again at the instant it fired.
+    /// 1 ms, so that no timer can fire again at the instant it fired. Names that
+    /// the wire refuses are dropped, and all but the first four valid ones: a
+    /// master whose announcement cannot be encoded would never be heard.
     pub fn new(mut local: LocalInfo, mut timing: Timing) -> Self {
         local.weight = local.weight.min(super::rank::MAX_WEIGHT);
+        local.names.retain(|n| wire::is_valid_master_name(n));
+        local.names.truncate(wire::MAX_NAMES);
         for d in [
             &mut timing.election_window,
             &mut timing.heartbeat_interval,
@@ -70,6 +74,21 @@ impl Elections {
         for slot in self.slots.values_mut() {
             slot.poll(&mut cx);
         }
+        // Timers due fired with what we said so far; what follows says the new
+        // fingerprint.
+        let cert_changed = match event {
+            Event::CertChanged { fingerprint } if fingerprint != self.local.cert_fingerprint => {
+                self.local.cert_fingerprint = fingerprint;
+                true
+            }
+            _ => false,
+        };
+        let mut cx = Ctx {
+            local: &self.local,
+            timing: &self.timing,
+            now,
+            out: &mut out,
+        };
         match event {
             Event::Want {
                 key,
@@ -104,6 +123,13 @@ impl Elections {
                 if msg.node_id != self.local.node_id {
                     if let Some(slot) = self.slots.get_mut(&msg.key) {
                         slot.on_message(&mut cx, &msg);
+                    }
+                }
+            }
+            Event::CertChanged { .. } => {
+                if cert_changed {
+                    for slot in self.slots.values_mut() {
+                        slot.on_cert_changed(&mut cx);
                     }
                 }
             }

@@ -12,7 +12,8 @@
 //!                 run(elections.handle(Instant::now(), Event::Received { msg })),
 //!             _ => count and log (rate-limited), drop the datagram,
 //!         },
-//!         job event (want, progress, complete, forget) => run(elections.handle(Instant::now(), event)),
+//!         job event (want, progress, complete, forget), certificate renewed (cert changed)
+//!             => run(elections.handle(Instant::now(), event)),
 //!         _ = sleep_until(elections.next_deadline()) => run(elections.handle(Instant::now(), Event::Tick)),
 //!     }
 //! }
@@ -42,6 +43,10 @@
 //!   until the driver sends `Forget` (content evicted, or no peer copied for a
 //!   while: the peer-copy server knows; `Forget` then `Complete` makes the agent a
 //!   plain holder again).
+//! - A master's announcement carries its certificate fingerprint and its names
+//!   (host name, FQDN). When the certificate is renewed (`CertChanged`), the master
+//!   announces again at once and its followers get `FollowMaster` with the new
+//!   fingerprint.
 //! - A preboot or weight-0 agent never becomes master. With no eligible master it
 //!   stays `Electing` and asks again every `request_retry`; the driver may then
 //!   fall back to the origin as the settings allow.
@@ -82,7 +87,9 @@ pub use fresh::{
 pub use machine::Elections;
 pub use rank::{Rank, FULL_SHARE, MAX_WEIGHT};
 pub use types::{Action, ElectionState, ElectionStatus, Event, LocalInfo, MasterInfo, Timing};
-pub use wire::{decode, decode_stamped, encode, Body, MasterAnnounce, Message, P2pKey};
+pub use wire::{
+    decode, decode_stamped, encode, is_valid_master_name, Body, MasterAnnounce, Message, P2pKey,
+};
 
 /// The clock the state machine runs on: the driver passes `Instant::now()` (tokio's,
 /// so a paused test clock works); simulations pass any base plus offsets.

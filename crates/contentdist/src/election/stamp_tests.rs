@@ -1,5 +1,5 @@
-//! Wire version 2: the stamp of authenticated messages, what an agent of version 1
-//! gets, and replays on the simulated subnet.
+//! The stamp of authenticated messages (since wire version 2), what agents of
+//! earlier versions get, and replays on the simulated subnet.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -35,13 +35,17 @@ fn the_stamp_travels_inside_the_tag_and_only_with_a_site_key() {
 }
 
 #[test]
-fn a_message_of_version_1_is_refused_by_name() {
+fn messages_of_versions_1_and_2_are_refused_by_name() {
+    // Version 1 had no stamp, version 2 no master names.
     let k = SiteKey::new(b"site secret");
-    for auth in [None, sealed(&k)] {
+    for (auth, v) in [None, sealed(&k)]
+        .into_iter()
+        .flat_map(|a| [(a, 1), (a, 2)])
+    {
         let mut old = encode(&request(9), auth).unwrap();
-        old[4] = 1;
+        old[4] = v;
         let err = decode(&old, auth.map(|(k, _)| k)).unwrap_err();
-        assert_eq!(err, WireError::UnsupportedVersion(1));
+        assert_eq!(err, WireError::UnsupportedVersion(v));
         assert!(
             err.to_string().contains(&format!("speaks {VERSION}")),
             "{err}"

@@ -410,6 +410,7 @@ fn a_live_master_heard_only_by_heartbeat_is_asked_not_replaced() {
         protocols: crate::config::Protocols::ALL,
         p2p_key: super::P2pKey([9; 32]),
         cert_fingerprint: None,
+        names: Vec::new(),
     };
     let follow = el.handle(t0 + ms(800), from_master(Body::Master(announce)));
     assert!(follow.iter().any(is_follow), "{follow:?}");
@@ -431,4 +432,142 @@ fn zero_timers_do_not_spin() {
     net.want(1, 0);
     net.run_until(ms(200));
     assert!(net.masters().len() <= 1);
+}
+
+/// The `FollowMaster` actions node `i` logged, in order.
+fn followed(net: &Net, i: usize) -> Vec<super::MasterInfo> {
+    net.nodes[i]
+        .log
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::FollowMaster { master, .. } => Some(master.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn announcements(net: &Net, i: usize) -> usize {
+    net.count(i, |a| sends(a, |b| matches!(b, Body::Master(_))))
+}
+
+#[test]
+fn a_renewed_certificate_is_announced_at_once_and_followers_pin_it() {
+    let mut net = Net::new(&[spec(61), spec(40)], 14);
+    let names = vec![
+        "agent1".to_string(),
+        "agent1.branch.example.com".to_string(),
+    ];
+    net.nodes[0].el = Elections::new(
+        LocalInfo {
+            cert_fingerprint: Some([1; 32]),
+            names: names.clone(),
+            ..net.nodes[0].el.local().clone()
+        },
+        Timing::default(),
+    );
+    net.want(0, 0);
+    net.want(1, 0);
+    net.run_until(ms(2_000));
+    assert_eq!(net.masters(), vec![0]);
+    let first = followed(&net, 1);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].cert_fingerprint, Some([1; 32]));
+    assert_eq!(
+        first[0].names, names,
+        "the follower knows the master's names"
+    );
+
+    // Renewed twice at one instant, right after an announcement: no rate limit
+    // holds either back.
+    let before = announcements(&net, 0);
+    for fp in [[2; 32], [3; 32]] {
+        net.event(
+            0,
+            Event::CertChanged {
+                fingerprint: Some(fp),
+            },
+        );
+    }
+    assert_eq!(announcements(&net, 0), before + 2);
+    assert_eq!(net.nodes[0].el.local().cert_fingerprint, Some([3; 32]));
+    net.run_until(ms(2_010));
+    let pinned: Vec<_> = followed(&net, 1)
+        .iter()
+        .map(|m| m.cert_fingerprint)
+        .collect();
+    assert_eq!(pinned, [Some([1; 32]), Some([2; 32]), Some([3; 32])]);
+    assert_eq!(followed(&net, 1).last().unwrap().names, names);
+
+    // The same fingerprint again: nothing to tell.
+    net.event(
+        0,
+        Event::CertChanged {
+            fingerprint: Some([3; 32]),
+        },
+    );
+    assert_eq!(announcements(&net, 0), before + 2);
+    // Heartbeats carry no fingerprint: followers keep the last one pinned.
+    net.run_until(ms(10_000));
+    assert_eq!(followed(&net, 1).len(), 3);
+    assert!(net.all_follow(0));
+}
+
+#[test]
+fn a_certificate_change_off_mastership_is_only_remembered() {
+    let t0 = Instant::now();
+    let mut el = Elections::new(
+        LocalInfo {
+            node_id: 1,
+            ..LocalInfo::default()
+        },
+        Timing::default(),
+    );
+    el.handle(
+        t0,
+        Event::Want {
+            key: key(),
+            share_permille: 0,
+        },
+    );
+    let out = el.handle(
+        t0 + ms(10),
+        Event::CertChanged {
+            fingerprint: Some([4; 32]),
+        },
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(el.local().cert_fingerprint, Some([4; 32]));
+    // Once master, it announces the fingerprint it was told last.
+    let won = el.handle(t0 + ms(600), Event::Tick);
+    let announced = won.iter().find_map(|a| match a {
+        Action::Broadcast(Message {
+            body: Body::Master(m),
+            ..
+        }) => Some(m.cert_fingerprint),
+        _ => None,
+    });
+    assert_eq!(announced, Some(Some([4; 32])));
+}
+
+#[test]
+fn names_the_wire_refuses_are_dropped_at_start() {
+    let el = Elections::new(
+        LocalInfo {
+            names: [
+                "host_1",
+                "host1",
+                "",
+                "host1.example.com.",
+                "a",
+                "b",
+                "c",
+                "d",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..LocalInfo::default()
+        },
+        Timing::default(),
+    );
+    assert_eq!(el.local().names, ["host1", "a", "b", "c"]);
 }

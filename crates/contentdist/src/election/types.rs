@@ -62,16 +62,23 @@ pub struct LocalInfo {
     pub protocols: Protocols,
     /// The key announced when this agent becomes master.
     pub p2p_key: P2pKey,
-    /// SHA-256 of this agent's HTTPS certificate, announced when master.
+    /// SHA-256 of this agent's HTTPS certificate, announced when master. Renewed
+    /// while running through [`Event::CertChanged`].
     pub cert_fingerprint: Option<[u8; 32]>,
+    /// This agent's host name and FQDN, announced when master, for peers to check a
+    /// PKI certificate's name. [`Elections::new`](super::Elections::new) keeps the
+    /// first [`MAX_NAMES`](super::wire::MAX_NAMES) names valid by
+    /// [`is_valid_master_name`](super::wire::is_valid_master_name) and drops the
+    /// others, so that the announcement always encodes.
+    pub names: Vec<String>,
     /// Free cache space in bytes (see [`Elections::set_free_bytes`](super::Elections::set_free_bytes)).
     pub free_bytes: u64,
 }
 
 impl Default for LocalInfo {
     /// Node 0 at 0.0.0.0, weight 50, ports 5080/5443, SMB (the default
-    /// `P2PEnabled` 0x9), an all-zero P2P key: set at least `node_id`, `addr` and
-    /// `p2p_key`.
+    /// `P2PEnabled` 0x9), an all-zero P2P key, no fingerprint, no names: set at
+    /// least `node_id`, `addr` and `p2p_key`.
     fn default() -> Self {
         LocalInfo {
             node_id: 0,
@@ -83,6 +90,7 @@ impl Default for LocalInfo {
             protocols: P2PEnabled::DEFAULT.protocols(),
             p2p_key: P2pKey([0; 32]),
             cert_fingerprint: None,
+            names: Vec::new(),
             free_bytes: 0,
         }
     }
@@ -124,6 +132,14 @@ pub enum Event {
         /// The message.
         msg: Message,
     },
+    /// This agent's HTTPS certificate changed (renewed before it expires): announce
+    /// `fingerprint` from now on. Every election this agent is master of announces
+    /// again at once, not rate-limited, so that followers pin the new certificate
+    /// (they get `FollowMaster` again). Nothing is sent if the fingerprint is the same.
+    CertChanged {
+        /// SHA-256 of the new certificate (DER); `None` if there is none.
+        fingerprint: Option<[u8; 32]>,
+    },
     /// Nothing but time passed: call at [`Elections::next_deadline`](super::Elections::next_deadline).
     Tick,
 }
@@ -139,7 +155,8 @@ pub enum Action {
         key: ContentKey,
     },
     /// Copy from this master; replaces any master followed before for this content.
-    /// Emitted again if the master's address, ports, protocols or keys change.
+    /// Emitted again if the master's address, ports, protocols, keys, certificate
+    /// fingerprint or names change.
     FollowMaster {
         /// The content.
         key: ContentKey,
@@ -177,6 +194,8 @@ pub struct MasterInfo {
     pub p2p_key: P2pKey,
     /// SHA-256 of its HTTPS certificate, to pin a self-signed one.
     pub cert_fingerprint: Option<[u8; 32]>,
+    /// Its host name and FQDN as announced, to check a PKI certificate's name.
+    pub names: Vec<String>,
     /// Its share of the content, as last heard (announcement, heartbeat, done).
     pub share_permille: u16,
     /// Its term.
@@ -194,6 +213,7 @@ impl MasterInfo {
             protocols: a.protocols,
             p2p_key: a.p2p_key,
             cert_fingerprint: a.cert_fingerprint,
+            names: a.names.clone(),
             share_permille: a.rank.share_permille,
             term: a.term,
         }
@@ -209,6 +229,7 @@ impl MasterInfo {
             self.protocols,
             self.p2p_key,
             self.cert_fingerprint,
+            &self.names,
         ) == (
             other.node_id,
             other.addr,
@@ -217,6 +238,7 @@ impl MasterInfo {
             other.protocols,
             other.p2p_key,
             other.cert_fingerprint,
+            &other.names,
         )
     }
 }

@@ -1,4 +1,4 @@
-//! Election messages and their binary format (version 2).
+//! Election messages and their binary format (version 3).
 //!
 //! The original product's packet format is not public; this one is ours. All
 //! integers are big-endian.
@@ -6,7 +6,8 @@
 //! ```text
 //! offset size  field
 //! 0      4     magic "CDEL"
-//! 4      1     protocol version (2; version 1 had no stamp and is refused)
+//! 4      1     protocol version (3; versions 1 (no stamp) and 2 (no master
+//!              names) are refused)
 //! 5      1     kind: 1 request, 2 candidate, 3 master, 4 heartbeat, 5 done, 6 resign
 //! 6      1     flags: 0x01 = authenticated (site key); other bits must be 0
 //! 7      8     sender node id
@@ -19,11 +20,15 @@
 //!                master:    rank, term u64, http port u16, https port u16,
 //!                           protocols u8 (0x01 SMB, 0x20 HTTP, 0x40 HTTPS),
 //!                           [nonce 16 bytes, authenticated only], p2p key 32 bytes,
-//!                           fingerprint flag u8 (0 or 1), [fingerprint 32 bytes]
+//!                           fingerprint flag u8 (0 or 1), [fingerprint 32 bytes],
+//!                           names count u8 (0..=4), then per name:
+//!                             length u8 (1..=253), the name's ASCII bytes
 //!                heartbeat: rank, term u64
 //!                done, resign: term u64
 //!              rank = flags u8 (0x01 preboot), share u16 (<= 1000), weight u8 (<= 99),
 //!                     free bytes u64; its node id is the sender's
+//!              name = a DNS name (see [`is_valid_master_name`]): letters, digits,
+//!                     `-` and `.`, not starting or ending with `-` or `.`
 //! ..     16    authenticated only: stamp = sender time u64 (ms since the Unix
 //!              epoch), sender counter u64 (see `fresh.rs`)
 //! end-16 16    authenticated only: HMAC-SHA256 tag over every byte before it
@@ -36,6 +41,9 @@
 //! [`ReplayGuard`](super::ReplayGuard) drops a message seen before or more than 30 s
 //! off its clock. Without a site key nothing stops a replay (or a forgery), so a
 //! stamp would mean nothing and none is sent.
+//!
+//! The master's names (host name, FQDN) let peers check a PKI certificate's name
+//! against the master they were told about; the fingerprint pins a self-signed one.
 //!
 //! Decoding is total: any byte string gives a [`Message`] or a [`WireError`], never
 //! a panic (a proptest and a cargo-fuzz target check it).
@@ -54,11 +62,26 @@ use crate::manifest::ContentKey;
 /// The first four bytes of every election message.
 pub const MAGIC: [u8; 4] = *b"CDEL";
 /// The protocol version this module speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The longest content id a message may carry.
 pub const MAX_ID_LEN: usize = 64;
-/// An upper bound of the encoded size of any message (fits one UDP datagram).
-pub const MAX_MESSAGE_LEN: usize = 256;
+/// How many names a master announcement may carry (host name, FQDN, a few aliases).
+pub const MAX_NAMES: usize = 4;
+/// The longest master name: the longest DNS name in its dotted text form.
+pub const MAX_NAME_LEN: usize = 253;
+/// The encoded size of the largest message: an authenticated announcement from an
+/// IPv6 address, with a 64-character content id, a fingerprint and four names of
+/// 253 bytes (1,256 bytes: one UDP datagram, unfragmented on an Ethernet MTU).
+pub const MAX_MESSAGE_LEN: usize = {
+    let header = 4 + 1 + 1 + 1 + 8;
+    let addr = 1 + 16;
+    let content = 1 + MAX_ID_LEN + 4;
+    let rank = 1 + 2 + 1 + 8;
+    let master = rank + 8 + 2 + 2 + 1 + NONCE_LEN + 32 + 1 + 32;
+    let names = 1 + MAX_NAMES * (1 + MAX_NAME_LEN);
+    let stamp = 16;
+    header + addr + content + master + names + stamp + TAG_LEN
+};
 
 const FLAG_AUTH: u8 = 0x01;
 const RANK_PREBOOT: u8 = 0x01;
@@ -136,6 +159,40 @@ pub struct MasterAnnounce {
     pub p2p_key: P2pKey,
     /// SHA-256 of its HTTPS certificate (DER), for peers to pin a self-signed one.
     pub cert_fingerprint: Option<[u8; 32]>,
+    /// Its host name and FQDN (at most [`MAX_NAMES`], each valid by
+    /// [`is_valid_master_name`]), for peers to check a PKI certificate's name.
+    pub names: Vec<String>,
+}
+
+/// Whether `name` may be announced as a master's name: 1 to 253 bytes of ASCII
+/// letters, digits, `-` and `.`, not starting or ending with `-` or `.` (so an FQDN
+/// goes without its trailing dot). Labels are not checked one by one: the rule only
+/// keeps the datagram's text safe to log and compare, the certificate check decides.
+pub fn is_valid_master_name(name: &str) -> bool {
+    check_name(name.as_bytes()).is_ok()
+}
+
+const TOO_MANY_NAMES: WireError = WireError::BadName {
+    reason: "more than 4 names",
+};
+const BAD_NAME_LEN: WireError = WireError::BadName {
+    reason: "its length is not 1-253",
+};
+const BAD_NAME_CHARS: WireError = WireError::BadName {
+    reason: "not [A-Za-z0-9.-], or starts or ends with - or .",
+};
+
+fn check_name(name: &[u8]) -> Result<(), WireError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(BAD_NAME_LEN);
+    }
+    let edge = |c: &u8| *c == b'-' || *c == b'.';
+    let allowed = |c: &u8| c.is_ascii_alphanumeric() || edge(c);
+    if !name.iter().all(allowed) || name.first().is_some_and(edge) || name.last().is_some_and(edge)
+    {
+        return Err(BAD_NAME_CHARS);
+    }
+    Ok(())
 }
 
 /// Whether `id` is a content id a message may carry: 1 to 64 characters of
@@ -159,7 +216,8 @@ fn kind_of(body: &Body) -> u8 {
 /// per message, from the sender's [`Stamper`](super::Stamper)) and the tag.
 ///
 /// Fails only on a message that [`decode`] would reject: a share above 1000, a weight
-/// above 99, or a rank whose node id is not the sender's. (An invalid content id would
+/// above 99, a rank whose node id is not the sender's, more than [`MAX_NAMES`] master
+/// names or one not valid by [`is_valid_master_name`]. (An invalid content id would
 /// be one too, but a [`ContentKey`] cannot hold one.)
 pub fn encode(msg: &Message, auth: Option<(&SiteKey, Stamp)>) -> Result<Vec<u8>, WireError> {
     let key = auth.map(|(k, _)| k);
@@ -209,6 +267,7 @@ pub fn encode(msg: &Message, auth: Option<(&SiteKey, Stamp)>) -> Result<Vec<u8>,
                     out.extend_from_slice(fp);
                 }
             }
+            put_names(&mut out, &m.names)?;
         }
         Body::Heartbeat { rank, term } => {
             put_rank(&mut out, rank, msg.node_id)?;
@@ -248,6 +307,20 @@ fn put_rank(out: &mut Vec<u8>, rank: &Rank, sender: u64) -> Result<(), WireError
     out.extend_from_slice(&rank.share_permille.to_be_bytes());
     out.push(rank.weight);
     out.extend_from_slice(&rank.free_bytes.to_be_bytes());
+    Ok(())
+}
+
+fn put_names(out: &mut Vec<u8>, names: &[String]) -> Result<(), WireError> {
+    if names.len() > MAX_NAMES {
+        return Err(TOO_MANY_NAMES);
+    }
+    out.push(names.len() as u8);
+    for name in names {
+        check_name(name.as_bytes())?;
+        // At most 253 bytes (checked above): the length fits one byte.
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+    }
     Ok(())
 }
 
@@ -380,6 +453,7 @@ pub fn decode_stamped(
                     })
                 }
             };
+            let names = r.names()?;
             Body::Master(MasterAnnounce {
                 rank,
                 term,
@@ -388,6 +462,7 @@ pub fn decode_stamped(
                 protocols,
                 p2p_key: P2pKey(p2p),
                 cert_fingerprint,
+                names,
             })
         }
         4 => Body::Heartbeat {
@@ -455,6 +530,28 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.array(field)?))
+    }
+
+    fn names(&mut self) -> Result<Vec<String>, WireError> {
+        let count = usize::from(self.u8("names count")?);
+        if count > MAX_NAMES {
+            return Err(TOO_MANY_NAMES);
+        }
+        let mut names = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = usize::from(self.u8("name length")?);
+            // Refused by its length before the datagram's end is checked, so that the
+            // error names the problem.
+            if len == 0 || len > MAX_NAME_LEN {
+                return Err(BAD_NAME_LEN);
+            }
+            let bytes = self.take(len, "name")?;
+            check_name(bytes)?;
+            // Only ASCII passes `check_name`: this cannot fail.
+            let name = std::str::from_utf8(bytes).map_err(|_| BAD_NAME_CHARS)?;
+            names.push(name.to_owned());
+        }
+        Ok(names)
     }
 
     fn rank(&mut self, node_id: u64) -> Result<Rank, WireError> {

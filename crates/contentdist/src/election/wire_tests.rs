@@ -4,7 +4,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
-use super::wire::{decode, encode, Body, MasterAnnounce, Message, P2pKey, MAX_MESSAGE_LEN};
+use super::wire::{
+    decode, encode, is_valid_master_name, Body, MasterAnnounce, Message, P2pKey, MAX_MESSAGE_LEN,
+    MAX_NAME_LEN,
+};
 use super::{AuthMismatch, Rank, SiteKey, Stamp, WireError};
 use crate::config::{Protocol, Protocols};
 use crate::manifest::ContentKey;
@@ -41,6 +44,7 @@ fn master() -> MasterAnnounce {
         protocols: Protocols::NONE.with(Protocol::Http).with(Protocol::Https),
         p2p_key: P2pKey([0xA5; 32]),
         cert_fingerprint: Some([0x5A; 32]),
+        names: vec!["agent7".into(), "agent7.branch.example.com".into()],
     }
 }
 
@@ -56,6 +60,7 @@ fn msg(body: Body) -> Message {
 fn every_kind() -> Vec<Message> {
     let mut no_fp = master();
     no_fp.cert_fingerprint = None;
+    no_fp.names.clear();
     let mut v6 = msg(Body::Request);
     v6.addr = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 1, 2, 3, 4));
     vec![
@@ -166,9 +171,11 @@ fn malformed_messages_get_the_error_that_names_the_problem() {
         Err(WireError::TooShort { field: "magic" })
     );
     assert_eq!(with(0, b'X'), Err(WireError::BadMagic));
-    // Version 1 (no stamp) and versions from the future are refused alike.
+    // Versions 1 (no stamp), 2 (no master names) and versions from the future are
+    // refused alike.
     assert_eq!(with(4, 1), Err(WireError::UnsupportedVersion(1)));
-    assert_eq!(with(4, 3), Err(WireError::UnsupportedVersion(3)));
+    assert_eq!(with(4, 2), Err(WireError::UnsupportedVersion(2)));
+    assert_eq!(with(4, 4), Err(WireError::UnsupportedVersion(4)));
     assert_eq!(with(5, 0), Err(WireError::UnknownKind(0)));
     assert_eq!(with(5, 7), Err(WireError::UnknownKind(7)));
     assert_eq!(with(6, 0x80), Err(WireError::UnknownFlags(0x80)));
@@ -255,6 +262,131 @@ fn errors_map_to_catalogue_codes() {
         WireError::BadContentId { reason: "x" }.code(),
         Code::INVALID_PACKAGE_PATH
     );
+    assert_eq!(
+        WireError::BadName { reason: "x" }.code(),
+        Code::INVALID_SERVER_RESPONSE
+    );
+}
+
+/// The error for more than four names.
+const TOO_MANY: WireError = WireError::BadName {
+    reason: "more than 4 names",
+};
+/// The error for a name that is empty or longer than 253 bytes.
+const BAD_LEN: WireError = WireError::BadName {
+    reason: "its length is not 1-253",
+};
+/// The error for a name with a character outside the rule, or a bad first or last one.
+const BAD_CHARS: WireError = WireError::BadName {
+    reason: "not [A-Za-z0-9.-], or starts or ends with - or .",
+};
+
+#[test]
+fn the_largest_message_round_trips_in_max_message_len() {
+    let mut a = master();
+    a.names = (b'a'..=b'd')
+        .map(|c| char::from(c).to_string().repeat(MAX_NAME_LEN))
+        .collect();
+    let m = Message {
+        addr: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 1, 2, 3, 4)),
+        key: ContentKey::new("x".repeat(64), u32::MAX).unwrap(),
+        ..msg(Body::Master(a))
+    };
+    let key = SiteKey::new(b"site secret");
+    let bytes = encode(&m, sealed(&key)).unwrap();
+    assert_eq!(bytes.len(), MAX_MESSAGE_LEN);
+    assert_eq!(decode(&bytes, Some(&key)).unwrap(), m);
+}
+
+#[test]
+fn master_names_follow_the_dns_rule() {
+    for good in [
+        "a",
+        "agent7",
+        "agent7.branch.example.com",
+        "10-0-0-7",
+        "Host-A.Example.COM",
+        &"x".repeat(MAX_NAME_LEN),
+    ] {
+        assert!(is_valid_master_name(good), "{good}");
+    }
+    for bad in [
+        "",
+        &"x".repeat(MAX_NAME_LEN + 1),
+        "under_score",
+        "space here",
+        "agent7.example.com.",
+        ".agent7",
+        "-agent7",
+        "agent7-",
+        "h\u{f4}te",
+        "agent7\0",
+    ] {
+        assert!(!is_valid_master_name(bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn encode_refuses_bad_master_names() {
+    let with_names = |names: &[&str]| {
+        let mut a = master();
+        a.names = names.iter().map(|n| n.to_string()).collect();
+        encode(&msg(Body::Master(a)), None)
+    };
+    assert!(with_names(&["a", "b", "c", "d"]).is_ok());
+    assert_eq!(with_names(&["a", "b", "c", "d", "e"]), Err(TOO_MANY));
+    assert_eq!(with_names(&[""]), Err(BAD_LEN));
+    assert_eq!(with_names(&["ok", &"x".repeat(254)]), Err(BAD_LEN));
+    for bad in ["under_score", "agent7.", "-agent7", "h\u{f4}te", "a/b"] {
+        assert_eq!(with_names(&[bad]), Err(BAD_CHARS), "{bad:?}");
+    }
+}
+
+#[test]
+fn decode_refuses_bad_master_names() {
+    let mut a = master();
+    a.names.clear();
+    let good = encode(&msg(Body::Master(a)), None).unwrap();
+    // Without a site key the names end the message; their count is the last byte.
+    assert_eq!(good.last(), Some(&0));
+    let with_names = |raw: &[u8]| {
+        let mut t = good[..good.len() - 1].to_vec();
+        t.extend_from_slice(raw);
+        decode(&t, None)
+    };
+    let Body::Master(a) = with_names(b"\x02\x05agent\x0ba.b-c.d-e.f").unwrap().body else {
+        panic!("not an announcement");
+    };
+    assert_eq!(a.names, ["agent", "a.b-c.d-e.f"]);
+    assert_eq!(with_names(b"\x05\x01a\x01b\x01c\x01d\x01e"), Err(TOO_MANY));
+    assert_eq!(with_names(&[0xFF]), Err(TOO_MANY));
+    assert_eq!(with_names(b"\x01\x00"), Err(BAD_LEN));
+    let mut long = vec![1, 254];
+    long.extend_from_slice(&[b'x'; 254]);
+    assert_eq!(with_names(&long), Err(BAD_LEN));
+    assert_eq!(with_names(b"\x01\x03a_b"), Err(BAD_CHARS));
+    assert_eq!(with_names(b"\x01\x06agent."), Err(BAD_CHARS));
+    assert_eq!(with_names(b"\x01\x02\xC3\xB4"), Err(BAD_CHARS));
+    assert_eq!(
+        with_names(b"\x01\x05ab"),
+        Err(WireError::TooShort { field: "name" })
+    );
+    assert_eq!(
+        with_names(b"\x02\x01a"),
+        Err(WireError::TooShort {
+            field: "name length"
+        })
+    );
+    assert_eq!(
+        with_names(b""),
+        Err(WireError::TooShort {
+            field: "names count"
+        })
+    );
+    assert_eq!(
+        with_names(b"\x01\x01a\x00"),
+        Err(WireError::TrailingBytes(1))
+    );
 }
 
 #[test]
@@ -288,6 +420,16 @@ fn arb_rank(node_id: u64) -> impl Strategy<Value = Rank> {
     )
 }
 
+/// Up to four names valid by the DNS rule, from one character to the longest.
+fn arb_names() -> impl Strategy<Value = Vec<String>> {
+    let name = prop_oneof![
+        "[A-Za-z0-9]",
+        "[A-Za-z0-9][A-Za-z0-9.-]{0,30}[A-Za-z0-9]",
+        "[A-Za-z0-9][A-Za-z0-9.-]{200,251}[A-Za-z0-9]",
+    ];
+    proptest::collection::vec(name, 0..=4)
+}
+
 fn arb_body(node_id: u64) -> impl Strategy<Value = Body> {
     let announce = (
         arb_rank(node_id),
@@ -297,8 +439,9 @@ fn arb_body(node_id: u64) -> impl Strategy<Value = Body> {
         0..8u8,
         any::<[u8; 32]>(),
         any::<Option<[u8; 32]>>(),
+        arb_names(),
     )
-        .prop_map(|(rank, term, http, https, p, key, fp)| {
+        .prop_map(|(rank, term, http, https, p, key, fp, names)| {
             let bits = [0, 0x01, 0x20, 0x40, 0x21, 0x41, 0x60, 0x61][p as usize];
             let protocols = Protocols::from_bits(bits);
             Body::Master(MasterAnnounce {
@@ -309,6 +452,7 @@ fn arb_body(node_id: u64) -> impl Strategy<Value = Body> {
                 protocols,
                 p2p_key: P2pKey(key),
                 cert_fingerprint: fp,
+                names,
             })
         });
     prop_oneof![
@@ -342,7 +486,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn decode_of_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+    fn decode_of_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..MAX_MESSAGE_LEN + 64)) {
         let key = SiteKey::new(b"k");
         let _ = decode(&bytes, None);
         let _ = decode(&bytes, Some(&key));

@@ -43,7 +43,7 @@ fn start_driver(
 }
 
 /// A socket on the election port that hears every broadcast, as another agent does.
-fn listener(port: u16) -> tokio::net::UdpSocket {
+pub(super) fn listener(port: u16) -> tokio::net::UdpSocket {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
     s.set_reuse_address(true).unwrap();
     s.set_reuse_port(true).unwrap();
@@ -82,7 +82,7 @@ fn request(content: &ContentKey) -> Message {
 }
 
 /// Start a driver that becomes master of a content; returns it with a listener.
-async fn master(
+pub(super) async fn master(
     tasks: &Tasks,
     site_key: Option<SiteKey>,
 ) -> (SubnetHandle, tokio::net::UdpSocket, ContentKey, u16) {
@@ -248,22 +248,25 @@ async fn datagrams_the_kernel_drops_are_counted_as_overflowed() {
 }
 
 #[tokio::test]
-async fn a_message_of_the_old_wire_version_is_dropped_and_counted() {
+async fn messages_of_old_wire_versions_are_dropped_and_counted() {
     tokio::time::timeout(Duration::from_secs(30), async {
         let tasks = Tasks::new(CancellationToken::new());
         let port = crate::util::free_udp_port().unwrap();
         let subnet = start_driver(&tasks, port, None, SocketOptions::default());
-        let mut old = encode(&request(&ContentKey::new("OLD00001", 1).unwrap()), None).unwrap();
-        old[4] = 1;
         let target = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
-        sender().send_to(&old, target).unwrap();
+        // Version 1 had no stamp, version 2 no master names.
+        for version in [1, 2] {
+            let mut old = encode(&request(&ContentKey::new("OLD00001", 1).unwrap()), None).unwrap();
+            old[4] = version;
+            sender().send_to(&old, target).unwrap();
+        }
         wait_until(
             Duration::from_secs(5),
-            "the datagram to be dropped",
-            || async { subnet.dropped() == 1 },
+            "the datagrams to be dropped",
+            || async { subnet.dropped() == 2 },
         )
         .await;
-        assert_eq!((subnet.received(), subnet.replayed()), (1, 0));
+        assert_eq!((subnet.received(), subnet.replayed()), (2, 0));
         tasks.shutdown();
         tasks.join(Duration::from_secs(5)).await.unwrap();
     })

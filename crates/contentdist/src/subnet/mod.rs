@@ -131,6 +131,13 @@ impl SubnetHandle {
         let _ = self.events.send(Event::Forget { key: key.clone() });
     }
 
+    /// This agent's HTTPS certificate changed (renewed): announce `fp` (SHA-256 of
+    /// the new certificate, DER) from now on. Where this agent is master it
+    /// announces again at once, and its followers pin the new certificate.
+    pub fn set_cert_fingerprint(&self, fp: Option<[u8; 32]>) {
+        let _ = self.events.send(Event::CertChanged { fingerprint: fp });
+    }
+
     /// The elections this agent takes part in.
     pub fn status(&self) -> Vec<ElectionStatus> {
         self.shared.status.lock().expect("status lock").clone()

@@ -1,4 +1,5 @@
-//! The driver's bookkeeping: roles of forgotten contents go, free space is measured.
+//! The driver's bookkeeping: roles of forgotten contents go, free space is measured,
+//! a renewed certificate is announced.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -79,4 +80,30 @@ async fn free_cache_space_is_measured_not_frozen_at_start() {
     assert!(measured.abs_diff(free) < 1 << 30, "{measured} vs {free}");
     tasks.shutdown();
     tasks.join(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_broadcast_by_the_master_at_once() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let tasks = Tasks::new(CancellationToken::new());
+        let (subnet, heard, content, _) = super::flood_tests::master(&tasks, None).await;
+        subnet.set_cert_fingerprint(Some([0xCE; 32]));
+        let mut buf = [0u8; 2048];
+        loop {
+            let len = heard.recv(&mut buf).await.unwrap();
+            let Ok(m) = crate::election::decode(&buf[..len], None) else {
+                continue;
+            };
+            if let crate::election::Body::Master(a) = m.body {
+                if a.cert_fingerprint == Some([0xCE; 32]) {
+                    assert_eq!(m.key, content);
+                    break;
+                }
+            }
+        }
+        tasks.shutdown();
+        tasks.join(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("the new fingerprint is announced within 30 s");
 }

@@ -186,6 +186,7 @@ impl Slot {
             protocols: l.protocols,
             p2p_key: l.p2p_key,
             cert_fingerprint: l.cert_fingerprint,
+            names: l.names.clone(),
         };
         self.send(cx, Body::Master(a));
     }
@@ -442,6 +443,14 @@ impl Slot {
             Phase::Awaiting { .. } | Phase::NoMaster { .. } => self.phase = Phase::Idle,
             // An election we take part in runs to its end: others count on our claim.
             Phase::Electing { .. } | Phase::Idle => {}
+        }
+    }
+
+    /// Our certificate changed: a master tells its followers at once (not through
+    /// `announce_limited`: the change must reach them, whenever it happens).
+    pub fn on_cert_changed(&mut self, cx: &mut Ctx<'_>) {
+        if let Phase::Master(_) = self.phase {
+            self.announce(cx);
         }
     }
 
