@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::auth::p2p_credentials;
 use super::tls::{PeerTls, PeerTlsOptions, TlsClients};
@@ -292,9 +292,6 @@ impl PeerClient {
             };
             let e = match tried {
                 Ok(route) => {
-                    if i > 0 {
-                        info!(master = %target.addr, protocol = %proto, "copying from the master over {proto}");
-                    }
                     return Ok(route);
                 }
                 Err(e) => e,

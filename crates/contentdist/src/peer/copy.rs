@@ -58,6 +58,7 @@ impl PeerClient {
             r = self.open(target, local, &m.content_id, m.version) => r?,
             _ = stop.cancelled() => return Err(PeerError::Stopped),
         };
+        info!(content = %entry.key(), master = %target.addr, protocol = %route.protocol, "copying from the master");
         let mut bad = BadBlocks::new(MAX_BAD);
         let mut after: Option<usize> = None;
         let result = loop {

@@ -76,15 +76,32 @@ impl PeerServer {
             addr: opts.listen,
             source,
         })?;
+        // With a certificate in force already, listen before returning: the agent
+        // announces the port next, and a peer must not find it closed.
+        let mut usable = opts.usable;
+        let first = if *usable.borrow_and_update() {
+            Port::Listening(socket.listen(1024).map_err(|source| PeerError::Bind {
+                addr: opts.listen,
+                source,
+            })?)
+        } else {
+            Port::Bound(socket)
+        };
         let span = tracing::info_span!("peer_server_https", addr = %local_addr);
         let run = Listening {
             addr: local_addr,
             acceptor: TlsAcceptor::from(opts.tls),
             service: service.clone(),
         };
-        let task = tokio::spawn(run.run(socket, opts.usable).instrument(span));
+        let task = tokio::spawn(run.run(first, usable).instrument(span));
         Ok(PeerServer::running(local_addr, service, task))
     }
+}
+
+/// The port: bound only (no certificate), or listening.
+enum Port {
+    Bound(TcpSocket),
+    Listening(tokio::net::TcpListener),
 }
 
 struct Listening {
@@ -94,34 +111,38 @@ struct Listening {
 }
 
 impl Listening {
-    async fn run(self, socket: TcpSocket, mut usable: watch::Receiver<bool>) {
+    async fn run(self, first: Port, mut usable: watch::Receiver<bool>) {
         let shutdown = self.service.shutdown_token().clone();
-        let mut reserved = Some(socket);
+        let mut port = Some(first);
         loop {
-            // Wait for a certificate.
-            while !*usable.borrow_and_update() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    changed = usable.changed() => if changed.is_err() { return },
-                }
-            }
-            let socket = match reserved.take().map_or_else(|| bind(self.addr), Ok) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "HTTPS peer-copy port cannot be bound again; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(REBIND_RETRY) => continue,
+            let listener = match port.take() {
+                Some(Port::Listening(l)) => l,
+                reserved => {
+                    // Wait for a certificate.
+                    while !*usable.borrow_and_update() {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            changed = usable.changed() => if changed.is_err() { return },
+                        }
                     }
-                }
-            };
-            let listener = match socket.listen(1024) {
-                Ok(l) => l,
-                Err(e) => {
-                    warn!(addr = %self.addr, error = %e, "HTTPS peer-copy port cannot listen; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(REBIND_RETRY) => continue,
+                    let socket = match reserved {
+                        Some(Port::Bound(s)) => Ok(s),
+                        _ => bind(self.addr),
+                    };
+                    match socket.and_then(|s| {
+                        s.listen(1024).map_err(|source| PeerError::Bind {
+                            addr: self.addr,
+                            source,
+                        })
+                    }) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            warn!(error = %e, "HTTPS peer-copy port cannot listen; retrying");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(REBIND_RETRY) => continue,
+                            }
+                        }
                     }
                 }
             };
@@ -145,7 +166,7 @@ impl Listening {
             }
             warn!(addr = %self.addr, "HTTPS peer-copy server stopped listening: no server certificate in force");
             // Keep the port bound while not listening.
-            reserved = bind(self.addr).ok();
+            port = bind(self.addr).ok().map(Port::Bound);
         }
     }
 
