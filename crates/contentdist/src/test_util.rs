@@ -105,8 +105,20 @@ impl TestCa {
         days: (i64, i64),
         usage: rcgen::ExtendedKeyUsagePurpose,
     ) -> (String, String) {
+        self.leaf_pem_with(names, names, days, usage)
+    }
+
+    /// [`TestCa::leaf_pem`] with the common name `names[0]` and the DNS names
+    /// `dns` apart (`dns` empty: a certificate named by its subject only).
+    pub fn leaf_pem_with(
+        &self,
+        names: &[&str],
+        dns: &[&str],
+        days: (i64, i64),
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
         let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            rcgen::CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
         if let Some(cn) = names.first() {
             params
@@ -129,8 +141,12 @@ impl TestCa {
         days: (i64, i64),
         usage: rcgen::ExtendedKeyUsagePurpose,
     ) -> std::sync::Arc<rustls::sign::CertifiedKey> {
+        Self::certified(self.leaf_pem(names, days, usage))
+    }
+
+    /// A PEM certificate and key, ready for rustls.
+    pub fn certified((cert, key): (String, String)) -> std::sync::Arc<rustls::sign::CertifiedKey> {
         use rustls::pki_types::pem::PemObject;
-        let (cert, key) = self.leaf_pem(names, days, usage);
         let cert = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
         let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
         let provider = rustls::crypto::ring::default_provider();

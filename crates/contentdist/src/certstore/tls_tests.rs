@@ -186,6 +186,14 @@ fn a_pki_master_is_checked_for_chain_dates_usage_and_name_unless_names_are_liter
     assert!(try_connect(early, pki(&ca, &["dp01"], true)).is_err());
     let client_only = ca.leaf(&["dp01"], (-1, 30), ClientAuth);
     assert!(try_connect(client_only, pki(&ca, &["dp01"], true)).is_err());
+    // Named by its subject only (no DNS names): the master may choose it (the
+    // page's "Subject/DNS"), so its peers accept it by that name.
+    let cn_only = TestCa::certified(ca.leaf_pem_with(&["dp01"], &[], (-1, 30), ServerAuth));
+    assert_eq!(
+        try_connect(cn_only.clone(), pki(&ca, &["DP01"], false)),
+        Ok(())
+    );
+    assert!(try_connect(cn_only, pki(&ca, &["dp02"], false)).is_err());
 }
 
 #[test]

@@ -95,12 +95,13 @@ impl ServerCertVerifier for MasterVerifier {
                     self.provider.signature_verification_algorithms.all,
                 )?;
                 if !ignore_name {
-                    let named = names.iter().any(|n| {
-                        ServerName::try_from(n.as_str()).is_ok_and(|sn| {
-                            rustls::client::verify_server_name(&parsed, &sn).is_ok()
-                        })
-                    });
-                    if !named {
+                    // The name rule the master chose its certificate by (subject
+                    // common name or DNS name, without case), so that a certificate
+                    // a master may select is one its peers accept: webpki alone
+                    // would ignore a common name.
+                    let info = CertInfo::from_der(end_entity)
+                        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+                    if !names.iter().any(|n| info.names(n)) {
                         return Err(Error::InvalidCertificate(CertificateError::NotValidForName));
                     }
                 }
