@@ -7,6 +7,7 @@
 //! - [`faulty_origin`]: an in-process HTTP origin that injects faults on demand.
 //! - [`pki`]: a throwaway PKI made with the `openssl` command.
 //! - [`agent`]: a real `contentdist agent` process and CLI calls against it.
+//! - [`subnet`]: agents on 127.0.X.Y sharing an election port, and their content.
 //! - `procs`: spawning child processes that die with the test process.
 //!
 //! Every integration test file compiles its own copy of this module and uses only
@@ -20,6 +21,7 @@ pub mod netns;
 pub mod nginx;
 pub mod pki;
 mod procs;
+pub mod subnet;
 
 use std::collections::BTreeMap;
 use std::fs;

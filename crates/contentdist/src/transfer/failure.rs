@@ -180,6 +180,35 @@ pub fn check_status(remote: Remote, url: &Url, status: StatusCode) -> Result<(),
     Err(HttpFailure::new(remote, url, FailureKind::Status(s), code))
 }
 
+/// A rustls error with the reason in words where the certificate was refused (the
+/// page: "the logging does not identify the cause": ours does).
+fn tls_words(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let why = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer | C::BadSignature => {
+                "its issuer is not a trusted CA (CertStoreDir/trusted/ for peers, OriginCaFile for the origin)"
+            }
+            C::Expired | C::ExpiredContext { .. } => "it has expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet",
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "it does not carry the server's name (for a master: its host name or FQDN; P2PEnabled 0x08 ignores names)"
+            }
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "it is not for server authentication"
+            }
+            C::Revoked => "it is revoked",
+            _ => "",
+        },
+        _ => "",
+    };
+    if why.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e}: the certificate was refused because {why}")
+    }
+}
+
 /// Turn a reqwest error into an [`HttpFailure`]: walk the cause chain for the I/O or
 /// TLS error underneath, since reqwest's own kinds do not say refused from
 /// unreachable.
@@ -204,7 +233,7 @@ pub fn classify(remote: Remote, url: &Url, e: &reqwest::Error) -> HttpFailure {
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         });
         if let Some(t) = rustls_error {
-            return tls(t.to_string());
+            return tls(tls_words(t));
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             let code = match (io.kind(), io.raw_os_error()) {

@@ -1,0 +1,119 @@
+//! A subnet of real agents on 127.0.X.Y sharing one election port, and the
+//! content and origin the subnet tests use.
+
+use std::time::Duration;
+
+use super::agent::AgentProc;
+use super::nginx::{Nginx, NginxOptions};
+use super::{random_file, wait_until, TestDir};
+
+pub const MIB: u64 = 1024 * 1024;
+
+pub fn publish(t: &TestDir, size: u64) -> u64 {
+    let src = t.subdir("src");
+    random_file(src.join("os/image.wim"), size, 7);
+    random_file(src.join("os/boot.cfg"), 3000, 8);
+    super::publish(&src, &t.subdir("origin"), "OSD00001", 1);
+    size + 3000
+}
+
+/// Agents sharing one election port, each on its own loopback address.
+pub struct Subnet {
+    pub agents: Vec<AgentProc>,
+}
+
+impl Subnet {
+    pub fn start(t: &TestDir, origin: &str, settings: &[&str]) -> Subnet {
+        let port = super::free_udp_port();
+        // 127.0.X.(i+1) with X from the port: addresses differ between tests too,
+        // which keeps their logs apart (ports already keep their traffic apart).
+        let agents = settings
+            .iter()
+            .enumerate()
+            .map(|(i, extra)| {
+                let extra = format!(
+                    "P2P_Port = {port}\nP2PHttpPort = 0\nP2PHttpsPort = 0\nListenAddress = \"127.0.{}.{}\"\n\
+                     ElectionAddress = \"127.255.255.255\"\n{extra}",
+                    port % 250,
+                    i + 1
+                );
+                AgentProc::start(&t.join(format!("agent{i}")), origin, &extra)
+            })
+            .collect();
+        Subnet { agents }
+    }
+
+    pub fn status(&self, i: usize) -> serde_json::Value {
+        let out = self.agents[i].cli(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Index of the agent that says it is master of the content.
+    pub fn master(&self) -> Option<usize> {
+        (0..self.agents.len()).find(|&i| {
+            let s = self.status(i);
+            s["elections"]
+                .as_array()
+                .is_some_and(|es| es.iter().any(|e| e["state"] == "master"))
+        })
+    }
+
+    pub fn submit_all(&self, t: &TestDir, which: impl Iterator<Item = usize>) {
+        for i in which {
+            let dest = t.join(format!("dest{i}")).display().to_string();
+            let out = self.agents[i].cli(&[
+                "get",
+                "OSD00001",
+                "--version",
+                "1",
+                "--no-wait",
+                "--dest",
+                &dest,
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    pub fn job(&self, i: usize) -> serde_json::Value {
+        self.agents[i].jobs().first().cloned().unwrap_or_default()
+    }
+
+    pub fn wait_done(&self, which: &[usize], timeout: Duration) {
+        let ok = wait_until(timeout, || {
+            which.iter().all(|&i| {
+                let j = self.job(i);
+                assert_ne!(
+                    j["state"],
+                    "failed",
+                    "agent {i} failed: {j}\n{}",
+                    self.agents[i].log()
+                );
+                j["state"] == "done"
+            })
+        });
+        let states: Vec<_> = which.iter().map(|&i| self.job(i)).collect();
+        assert!(ok, "not all done: {states:#?}");
+    }
+}
+
+pub fn content_bytes(nginx: &Nginx) -> u64 {
+    nginx
+        .access_log()
+        .iter()
+        .filter(|e| e.path.contains("/content/"))
+        .map(|e| e.bytes_sent)
+        .sum()
+}
+
+pub fn slow_origin(t: &TestDir, rate: u64) -> Nginx {
+    Nginx::start(NginxOptions {
+        root: t.join("origin"),
+        rate_limit_bytes_per_sec: Some(rate),
+        ..Default::default()
+    })
+    .unwrap()
+}
