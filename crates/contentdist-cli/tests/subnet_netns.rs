@@ -1,5 +1,6 @@
 //! A subnet of real agents in network namespaces on one bridge (real broadcast on
-//! a real L2 segment), with nginx as the origin behind a tbf-shaped WAN link. Runs
+//! a real L2 segment), with nginx as the origin behind a tbf-shaped WAN link; peer
+//! copy over HTTPS (self-signed, pinned) in the first test, HTTP in the second. Runs
 //! as root only (CI runs as root); elsewhere each test says it skipped.
 
 mod support;
@@ -23,6 +24,7 @@ impl Office {
         hosts: usize,
         wan_kbit: u64,
         size: u64,
+        p2p_enabled: u32,
     ) -> (Office, support::netns::NsNginx, u64) {
         let src = t.subdir("src");
         random_file(src.join("pkg/app.msi"), size, 11);
@@ -35,18 +37,15 @@ impl Office {
         let nginx = net.nginx_in_origin(&t.join("origin"));
         // The product's ports: these namespaces are ours alone. ListenAddress is left
         // at 0.0.0.0, so each agent finds the address it announces by itself.
-        let extra = format!(
-            "P2PEnabled = 0x28\nElectionAddress = \"{}\"",
-            net.broadcast()
-        );
         let agents = (0..hosts)
             .map(|i| {
-                AgentProc::start_in(
-                    Some(net.host_ns(i)),
-                    &t.join(format!("host{i}")),
-                    &nginx.url(),
-                    &extra,
-                )
+                let dir = t.join(format!("host{i}"));
+                let extra = format!(
+                    "P2PEnabled = {p2p_enabled:#x}\nElectionAddress = \"{}\"\nCertStoreDir = \"{}\"",
+                    net.broadcast(),
+                    dir.join("store").display()
+                );
+                AgentProc::start_in(Some(net.host_ns(i)), &dir, &nginx.url(), &extra)
             })
             .collect();
         (Office { net, agents }, nginx, size + 700)
@@ -122,7 +121,9 @@ fn hosts_on_a_bridge_elect_one_master_and_the_wan_carries_the_content_once() {
     with_timeout(Duration::from_secs(240), || {
         let t = TestDir::new();
         // 40 Mbit/s WAN, 12 MiB: the master needs ~2.5 s; the LAN is unshaped.
-        let (office, nginx, size) = Office::start(&t, 5, 40_000, 12 * MIB);
+        // HTTPS first, HTTP allowed, on the product's ports (5443, 5080): peers
+        // copy over HTTPS, pinning the master's self-signed certificate.
+        let (office, nginx, size) = Office::start(&t, 5, 40_000, 12 * MIB, 0x68);
         for i in 0..5 {
             office.submit(&t, i);
         }
@@ -150,6 +151,15 @@ fn hosts_on_a_bridge_elect_one_master_and_the_wan_carries_the_content_once() {
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let me = office.net.host_addr(m).to_string();
         assert_eq!(s["elections"][0]["master"], me, "{s}");
+        assert!(s["listeners"].to_string().contains(":5443/"), "{s}");
+        for i in (0..5).filter(|&i| i != m) {
+            let log = office.agents[i].log();
+            assert!(
+                log.contains("protocol=HTTPS"),
+                "host {i} did not copy over HTTPS:\n{log}"
+            );
+            assert!(!log.contains("trying HTTP"), "host {i} fell back:\n{log}");
+        }
     });
 }
 
@@ -164,7 +174,7 @@ fn kill_9_of_the_master_process_half_way_costs_at_most_five_percent() {
         // what was in flight (nginx counts bytes in its socket buffer as sent, ~1 MB
         // here), not what it had verified: the new master's Range request starts
         // where the verified blocks end. 48 MiB keeps that loss well inside 5%.
-        let (mut office, nginx, size) = Office::start(&t, 5, 64_000, 48 * MIB);
+        let (mut office, nginx, size) = Office::start(&t, 5, 64_000, 48 * MIB, 0x28);
         for i in 0..5 {
             office.submit(&t, i);
         }

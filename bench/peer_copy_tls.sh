@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# Peer-copy benchmark over HTTPS and over HTTP, against nginx on the same host.
+#
+#   bash bench/peer_copy_tls.sh [SIZE_MIB] [ROUNDS]     (defaults: 1024 MiB, 5 rounds)
+#
+# Two masters (CONTENTDIST_BIN, default target/release/contentdist) each download a
+# published file of SIZE_MIB MiB from a local nginx once and keep it: one serving
+# HTTPS only (P2PEnabled 0x40, its self-signed certificate), one HTTP only (0x20).
+# Each on its own election port and 127.0.X.* subnet. Then every round, for HTTPS and
+# for HTTP (the order of the two parts, and of the three transfers within a part,
+# alternates between rounds), with the page cache dropped before each transfer:
+#
+#   (a) nginx   `curl -o` of the file from nginx (HTTPS: TLS 1.3 only, a certificate
+#               this script makes with its own CA; HTTP: sendfile on);
+#   (b) master  `curl -o` of the same file from the master's peer-copy interface
+#               (GET /content/ID/VERSION/files/PATH, machine-account Basic auth),
+#               same curl options (HTTPS: -k instead of --cacert, same cipher);
+#   (c) peer    a fresh peer agent (empty cache, same P2PEnabled as its master) doing
+#               `contentdist get`, checked: bytes_from_peers = size,
+#               bytes_from_origin = 0, delivered file identical, peer log shows
+#               protocol=HTTPS (resp. HTTP).
+#
+# Over HTTPS both curls are forced to the TLS 1.3 cipher the master negotiates by
+# default (found with `openssl s_client -tls1_3` against the master).
+#
+# Prints per round and protocol the seconds and MiB/s of each transfer, the ratios
+# nginx_time / master_time and nginx_time / peer_time (> 1.0: contentdist faster;
+# the peer's time is the `get` wall time, submit to delivered, which includes the
+# ~0.5 s election window; the job's own time is shown too), and the CPU seconds
+# (user+sys) of server and client of each transfer; then the median ratios.
+# Needs nginx, curl, openssl, python3, bc and root (to drop caches; without it the
+# caches are not dropped and the script says so). Everything runs under a temp dir,
+# on 127.0.X.Y and ports chosen at run time.
+set -euo pipefail
+SIZE_MIB=${1:-1024}
+ROUNDS=${2:-5}
+SIZE=$((SIZE_MIB * 1024 * 1024))
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CONTENTDIST_BIN:-$ROOT/target/release/contentdist}
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q)
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+W=$(mktemp -d /tmp/cd-tlsbench.XXXXXX)
+PIDS=(); NGINX_STARTED=""
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$NGINX_STARTED" ] && "$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf" -s stop 2>/dev/null || true
+  [ -n "${KEEP_WORKDIR:-}" ] && { echo "work dir kept: $W"; return; }
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket(socket.AF_INET,socket.'"$1"');s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+DROP=1
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || DROP=0; }
+field() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
+# CPU seconds (user+sys) a process has used so far.
+CLK=$(getconf CLK_TCK)
+cpu_s() { awk -v clk="$CLK" '{ sub(/^.*\) /, ""); print ($12 + $13) / clk }' "/proc/$1/stat"; }
+f2() { printf '%.2f' "$1"; }
+building() { pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; }
+
+# --- content, certificates, nginx -------------------------------------------------
+mkdir -p "$W/src" "$W/origin" "$W/nginx/logs" "$W/pki" "$W/certstore"
+head -c "$SIZE" /dev/urandom > "$W/src/image.bin"
+"$BIN" publish "$W/src" --id BENCH --version 1 --out "$W/origin" > /dev/null
+
+NAME=bench.test   # nginx's certificate name, reached with curl --resolve
+(
+  cd "$W/pki"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout ca.key -out ca.pem -subj "/CN=contentdist bench CA" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout server.key -out server.csr -subj "/CN=$NAME" 2>/dev/null
+  printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' \
+    "$NAME" > server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile server.ext -out server.pem 2>/dev/null
+)
+
+HPORT=$(free_port SOCK_STREAM)
+SPORT=$(free_port SOCK_STREAM)
+USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
+cat > "$W/nginx/nginx.conf" <<NGX
+$USER_LINE
+worker_processes 1;
+error_log $W/nginx/logs/error.log;
+pid $W/nginx/nginx.pid;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  server { listen 127.0.0.1:$HPORT; root $W/origin; }
+  server {
+    listen 127.0.0.1:$SPORT ssl;
+    server_name $NAME;
+    ssl_certificate $W/pki/server.pem;
+    ssl_certificate_key $W/pki/server.key;
+    ssl_protocols TLSv1.3;
+    root $W/origin;
+  }
+}
+NGX
+"$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf"; NGINX_STARTED=1
+URL="http://127.0.0.1:$HPORT"
+SURL="https://$NAME:$SPORT"
+for _ in $(seq 50); do curl -sf -o /dev/null "$URL/BENCH/1/manifest.json" && break; sleep 0.1; done
+sleep 0.2
+NGINX_WORKER=$(pgrep -P "$(cat "$W/nginx/nginx.pid")" | head -1)
+
+# --- agents ------------------------------------------------------------------------
+MACHINE_KEY="bench-machine-key-0123456789"   # MachineKey needs 16+ characters
+MUSER='BENCH$'
+MPASS=$(python3 -c 'import hmac,hashlib,sys
+print(hmac.new(sys.argv[1].encode(), b"contentdist machine account v1" + b"bench", hashlib.sha256).hexdigest()[:32])' "$MACHINE_KEY")
+
+config() { # dir address p2penabled eport
+  mkdir -p "$1"
+  cat > "$1/agent.toml" <<TOML
+CacheDir = "$1/cache"
+ControlSocket = "$1/control.sock"
+CertStoreDir = "$W/certstore"
+OriginUrl = "$URL"
+P2PEnabled = $3
+P2PHttpPort = 0
+P2PHttpsPort = 0
+P2P_Port = $4
+ListenAddress = "$2"
+ElectionAddress = "127.255.255.255"
+AuthenticatedUsers = 1
+MachineKey = "$MACHINE_KEY"
+LogLevel = "info"
+TOML
+}
+start_agent() { # dir; sets AGENT_PID
+  "$BIN" agent --config "$1/agent.toml" 2>> "$1/agent.log" & AGENT_PID=$!; PIDS+=("$AGENT_PID")
+  for _ in $(seq 100); do "$BIN" jobs --config "$1/agent.toml" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "agent did not start:"; cat "$1/agent.log"; exit 1
+}
+
+# Two subnets: 127.0.X.1 the master, 127.0.X.2 its peers, one election port each.
+declare -A EPORT NET BITS MASTER_PID MASTER_URL
+BITS[HTTPS]=0x40; BITS[HTTP]=0x20
+EPORT[HTTPS]=$(free_port SOCK_DGRAM)
+while :; do EPORT[HTTP]=$(free_port SOCK_DGRAM); [ $((EPORT[HTTP] % 250)) != $((EPORT[HTTPS] % 250)) ] && break; done
+for proto in HTTPS HTTP; do
+  NET[$proto]="127.0.$((EPORT[$proto] % 250))"
+  d="$W/master-$proto"
+  config "$d" "${NET[$proto]}.1" "${BITS[$proto]}" "${EPORT[$proto]}"
+  start_agent "$d"; MASTER_PID[$proto]=$AGENT_PID
+  "$BIN" get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json" 2>> "$d/get.log"
+  "$BIN" status --json --config "$d/agent.toml" > "$d/status.json"
+  lower=$(echo "$proto" | tr A-Z a-z)
+  MASTER_URL[$proto]=$(python3 -c 'import json,sys
+for u in json.load(open(sys.argv[1]))["listeners"]:
+    if u.startswith(sys.argv[2] + "://"):
+        print(u.split("://")[1].split("/")[0]); break' "$d/status.json" "$lower")
+  [ -n "${MASTER_URL[$proto]}" ] || { echo "$proto master: no $lower listener"; cat "$d/status.json"; cat "$d/agent.log"; exit 1; }
+  echo "$proto master (P2PEnabled ${BITS[$proto]}): $lower://${MASTER_URL[$proto]}, downloaded ${SIZE_MIB} MiB from nginx in $(field "$d/get.json" elapsed_ms) ms"
+done
+python3 -c 'import json,sys
+c=json.load(open(sys.argv[1])).get("https_certificate")
+print("HTTPS master certificate:", json.dumps(c))' "$W/master-HTTPS/status.json"
+
+# --- TLS: the cipher the master negotiates by default, forced on both curls ---------
+MHOST=${MASTER_URL[HTTPS]}
+S_CLIENT=$(openssl s_client -connect "$MHOST" -tls1_3 </dev/null 2>&1 || true)
+CIPHER=$(sed -n 's/.*Cipher is \(TLS_[A-Z0-9_]*\).*/\1/p' <<< "$S_CLIENT" | head -1)
+[ -n "$CIPHER" ] || { echo "no TLS 1.3 handshake with the master at $MHOST:"; echo "$S_CLIENT" | head -30; exit 1; }
+echo "master $MHOST, openssl s_client -tls1_3: $(grep -m1 -i 'cipher is' <<< "$S_CLIENT")"
+TLS_OPTS=(--http1.1 --tlsv1.3 --tls-max 1.3 --tls13-ciphers "$CIPHER")
+NGINX_CURL=(curl -sS -f "${TLS_OPTS[@]}" --cacert "$W/pki/ca.pem" --resolve "$NAME:$SPORT:127.0.0.1")
+MASTER_CURL=(curl -sS -f "${TLS_OPTS[@]}" -k -u "$MUSER:$MPASS")
+HTTP_CURL=(curl -sS -f --http1.1)
+declare -A A_CMD B_CMD A_URL B_URL
+A_CMD[HTTPS]="NGINX_CURL";  A_URL[HTTPS]="$SURL/BENCH/1/content/image.bin"
+B_CMD[HTTPS]="MASTER_CURL"; B_URL[HTTPS]="https://$MHOST/content/BENCH/1/files/image.bin"
+A_CMD[HTTP]="HTTP_CURL";    A_URL[HTTP]="$URL/BENCH/1/content/image.bin"
+B_CMD[HTTP]="HTTP_CURL";    B_URL[HTTP]="http://${MASTER_URL[HTTP]}/content/BENCH/1/files/image.bin"
+HTTP_MASTER_AUTH=(-u "$MUSER:$MPASS")
+
+run_curl() { # part a|b url out: runs curl, sets T_WALL T_CPU
+  local -n cmd=${1}
+  local extra=(); [ "$1" = HTTP_CURL ] && [ "$2" = b ] && extra=("${HTTP_MASTER_AUTH[@]}")
+  local tf="$W/time.txt"
+  TIMEFORMAT='%R %U %S'
+  { time "${cmd[@]}" "${extra[@]}" -o "$4" "$3" 2>> "$W/curl.err"; } 2> "$tf" \
+    || { echo "curl $3 failed:"; cat "$W/curl.err"; exit 1; }
+  read -r T_WALL u s < "$tf"; T_CPU=$(echo "$u + $s" | bc -l)
+}
+# Check every URL answers (and which TLS each curl uses) before timing.
+for proto in HTTPS HTTP; do
+  for part in a b; do
+    if [ $part = a ]; then c=${A_CMD[$proto]}; u=${A_URL[$proto]}; else c=${B_CMD[$proto]}; u=${B_URL[$proto]}; fi
+    declare -n cmd=$c
+    extra=(); [ "$c" = HTTP_CURL ] && [ $part = b ] && extra=("${HTTP_MASTER_AUTH[@]}")
+    out=$("${cmd[@]}" "${extra[@]}" -v -r 0-1023 -o /dev/null -w 'HTTP %{http_code}' "$u" 2>&1) \
+      || { echo "check $proto $part $u failed:"; echo "$out"; exit 1; }
+    unset -n cmd
+    code=$(grep -o 'HTTP [0-9]*$' <<< "$out" || true)
+    tls=$(grep -m1 'SSL connection using' <<< "$out" | sed 's/^\* *//' || true)
+    echo "check $proto $([ $part = a ] && echo nginx || echo master): $u -> $code${tls:+, $tls}"
+    [[ "$code" =~ ^HTTP\ 20[06]$ ]] || { echo "$out"; exit 1; }
+  done
+done
+echo "TLS: curl ${TLS_OPTS[*]} (nginx: --cacert; master: -k)"
+
+# --- rounds --------------------------------------------------------------------------
+declare -A RB RC RCJ
+transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
+  local proto=$1 kind=$2 r=$3
+  case $kind in
+    a)
+      rm -f "$W/out.bin"; drop_caches
+      local s0; s0=$(cpu_s "$NGINX_WORKER")
+      run_curl "${A_CMD[$proto]}" a "${A_URL[$proto]}" "$W/out.bin"
+      A_S=$T_WALL
+      CPUL[a]="nginx $(f2 "$(echo "$(cpu_s "$NGINX_WORKER") - $s0" | bc -l)") + curl $(f2 "$T_CPU")"
+      cmp -s "$W/out.bin" "$W/src/image.bin" || { echo "round $r $proto nginx: bytes differ"; exit 1; }
+      ;;
+    b)
+      rm -f "$W/out.bin"; drop_caches
+      local mp=${MASTER_PID[$proto]} s0; s0=$(cpu_s "$mp")
+      run_curl "${B_CMD[$proto]}" b "${B_URL[$proto]}" "$W/out.bin"
+      B_S=$T_WALL
+      CPUL[b]="master $(f2 "$(echo "$(cpu_s "$mp") - $s0" | bc -l)") + curl $(f2 "$T_CPU")"
+      cmp -s "$W/out.bin" "$W/src/image.bin" || { echo "round $r $proto master: bytes differ"; exit 1; }
+      ;;
+    c)
+      local d="$W/peer-$proto"
+      rm -rf "$d"; config "$d" "${NET[$proto]}.2" "${BITS[$proto]}" "${EPORT[$proto]}"; drop_caches
+      start_agent "$d"; local pp=$AGENT_PID mp=${MASTER_PID[$proto]}
+      local m0 p0 t0 t1; m0=$(cpu_s "$mp"); p0=$(cpu_s "$pp")
+      t0=$(now)
+      "$BIN" get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json" 2>> "$d/get.log" \
+        || { echo "round $r $proto peer: get failed (status $?)"; cat "$d/get.json" "$d/get.log" "$d/agent.log"; exit 1; }
+      t1=$(now)
+      CPUL[c]="master $(f2 "$(echo "$(cpu_s "$mp") - $m0" | bc -l)") + peer agent $(f2 "$(echo "$(cpu_s "$pp") - $p0" | bc -l)")"
+      kill "$pp"; wait "$pp" 2>/dev/null || true
+      local from_peers from_origin
+      from_peers=$(field "$d/get.json" bytes_from_peers); from_origin=$(field "$d/get.json" bytes_from_origin)
+      [ "$from_origin" = 0 ] && [ "$from_peers" = "$SIZE" ] \
+        || { echo "round $r $proto peer: not a peer copy (origin $from_origin, peers $from_peers)"; cat "$d/agent.log"; exit 1; }
+      cmp -s "$d/dest/image.bin" "$W/src/image.bin" || { echo "round $r $proto peer: delivered bytes differ"; exit 1; }
+      local proto_seen
+      proto_seen=$(sed 's/\x1b\[[0-9;]*m//g' "$d/agent.log" | grep -o 'protocol=[A-Z]*' | sort -u | tr '\n' ' ' || true)
+      [ "$proto_seen" = "protocol=$proto " ] \
+        || { echo "round $r $proto peer: log shows '${proto_seen}', expected protocol=$proto"; cat "$d/agent.log"; exit 1; }
+      C_S=$(echo "$t1 - $t0" | bc -l)
+      C_JOB=$(echo "$(field "$d/get.json" elapsed_ms) / 1000" | bc -l)
+      ;;
+  esac
+}
+
+for r in $(seq "$ROUNDS"); do
+  note=""; building && note=" [cargo/rustc running at round start]"
+  parts=(HTTPS HTTP); kinds=(a b c)
+  [ $((r % 2)) = 0 ] && { parts=(HTTP HTTPS); kinds=(c b a); }
+  for proto in "${parts[@]}"; do
+    declare -A CPUL=()
+    for k in "${kinds[@]}"; do transfer "$proto" "$k" "$r"; done
+    rb=$(echo "$A_S / $B_S" | bc -l); rc=$(echo "$A_S / $C_S" | bc -l); rcj=$(echo "$A_S / $C_JOB" | bc -l)
+    RB[$proto]+="$rb "; RC[$proto]+="$rc "; RCJ[$proto]+="$rcj "
+    mbs() { printf '%.0f' "$(echo "$SIZE_MIB / $1" | bc -l)"; }
+    during=""; building && during=" [cargo/rustc running at end]"
+    printf 'round %d %-5s (%s): nginx %.2f s (%s MiB/s); master %.2f s (%s MiB/s), ratio %.2f; peer %.2f s (%s MiB/s; job %.2f s), ratio %.2f (job %.2f)%s%s\n' \
+      "$r" "$proto" "${kinds[*]}" "$A_S" "$(mbs "$A_S")" "$B_S" "$(mbs "$B_S")" "$rb" \
+      "$C_S" "$(mbs "$C_S")" "$C_JOB" "$rc" "$rcj" "$note" "$during"
+    printf '    cpu s (server + client): (a) %s; (b) %s; (c) %s\n' "${CPUL[a]}" "${CPUL[b]}" "${CPUL[c]}"
+  done
+done
+[ "$DROP" = 1 ] || echo "WARNING: page caches could not be dropped (not root?)"
+median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "median ratios nginx_time / contentdist_time over $ROUNDS rounds (> 1.0: contentdist faster):"
+for proto in HTTPS HTTP; do
+  printf '  %-5s server-only (master) %.2f; peer copy %.2f (job time %.2f)\n' "$proto" \
+    "$(median "${RB[$proto]}")" "$(median "${RC[$proto]}")" "$(median "${RCJ[$proto]}")"
+done
