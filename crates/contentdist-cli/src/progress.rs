@@ -86,8 +86,17 @@ fn activity(job: &JobInfo) -> String {
         (JobState::Downloading, Source::Cache) => "from cache".into(),
         (JobState::Downloading, Source::None) => "starting".into(),
         (JobState::Queued, _) => match job.waiting_for {
-            Some(other) => format!("waiting for job {other}, which fetches the same content"),
+            Some(other) => format!(
+                "waiting for job {other} (it fetches the same content, or waits for a client certificate)"
+            ),
             None => "queued".into(),
+        },
+        (JobState::WaitingForCertificate, _) => match job.cert_wait_until_unix {
+            Some(t) => format!(
+                "waiting for a client certificate until {} (P2PSslSettings 0x2; see contentdist certs)",
+                contentdist::certstore::utc(t as i64)
+            ),
+            None => "waiting for a client certificate".into(),
         },
         (JobState::Delivering, _) => "delivering".into(),
         (JobState::Paused, _) => "paused (contentdist jobs resume ID)".into(),
@@ -139,7 +148,7 @@ mod tests {
             ..job(JobState::Queued, Source::None, 0, 100)
         };
         assert!(
-            line(&waiting, 0.0).ends_with("waiting for job 7, which fetches the same content"),
+            line(&waiting, 0.0).contains("waiting for job 7 (it fetches the same content"),
             "{}",
             line(&waiting, 0.0)
         );

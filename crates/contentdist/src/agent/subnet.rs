@@ -36,6 +36,7 @@ pub(super) fn start_subnet(
     config: &Config,
     cache: &Arc<Cache>,
     tasks: &Tasks,
+    certs: &AgentCerts,
 ) -> Result<SubnetParts, AgentError> {
     let protocols = config.peer_protocols();
     if protocols.is_empty() {
@@ -49,19 +50,16 @@ pub(super) fn start_subnet(
         tracing::info!(%addr, "subnet listed in NomadInhibitedSubnets: no election, every job downloads from the origin");
         return Ok(SubnetParts::default());
     }
-    let p2p_key: [u8; 32] = rand::random();
+    let https = config.p2p_enabled.has_https();
+    // Certificate authentication (0x2, over HTTPS): peers prove themselves with
+    // client certificates, and no P2P account exists (the page: it is not created),
+    // so no key is announced either.
+    let by_certificate = https && config.p2p_ssl_settings.client_cert_auth();
+    let p2p_key: Option<[u8; 32]> = (!by_certificate).then(rand::random);
     let mut listeners = Vec::new();
     let mut servers = Vec::new();
     let mut http_port = config.p2p_http_port;
     let mut https_port = config.p2p_https_port;
-    let https = config.p2p_enabled.has_https();
-    // The store is read even by an agent that never serves: peers check masters
-    // against its trusted/.
-    let store = https.then(|| {
-        let store = Arc::new(CertStore::new(&config.cert_store_dir));
-        store.refresh_logged();
-        store
-    });
     let serves = !config.preboot && (config.p2p_enabled.has_http() || https);
     let mut server_certs = None;
     if serves {
@@ -83,14 +81,18 @@ pub(super) fn start_subnet(
             listeners.push(format!("http://{}/content/", server.local_addr()));
             servers.push(server);
         }
-        if let Some(store) = &store {
-            let certs = tls::server_certs(config, store);
+        if https {
+            let server_cert = tls::server_certs(config, &certs.store);
+            let clients = by_certificate
+                .then(|| Arc::new(PeerCertVerifier::new(Arc::clone(&certs.store))) as _);
             let listen = SocketAddr::new(config.listen_address, config.p2p_https_port);
             let server = PeerServer::start_https(
                 HttpsOptions {
                     listen,
-                    tls: server_tls_config(certs.resolver()).map_err(AgentError::Peer)?,
-                    usable: certs.usable(),
+                    tls: server_tls_config(server_cert.resolver(), clients)
+                        .map_err(AgentError::Peer)?,
+                    usable: server_cert.usable(),
+                    client_certificates: by_certificate,
                 },
                 service,
             )
@@ -98,7 +100,7 @@ pub(super) fn start_subnet(
             https_port = server.local_addr().port();
             listeners.push(format!("https://{}/content/", server.local_addr()));
             servers.push(server);
-            server_certs = Some(certs);
+            server_certs = Some(server_cert);
         }
         for url in &listeners {
             tracing::info!(%url, "peer-copy URL");
@@ -115,7 +117,7 @@ pub(super) fn start_subnet(
             http_port,
             https_port,
             protocols,
-            p2p_key: P2pKey(p2p_key),
+            p2p_key: P2pKey(p2p_key.unwrap_or([0; 32])),
             cert_fingerprint: server_certs.as_ref().and_then(|c| *c.pin().borrow()),
             names: tls::announced_names(&identity),
             free_bytes: free,
@@ -157,19 +159,12 @@ pub(super) fn start_subnet(
         )),
         _ => None,
     };
-    if let Some(store) = &store {
-        tls::spawn_refresh(
-            tasks,
-            Arc::clone(store),
-            server_certs.clone(),
-            subnet.clone(),
-        );
-    }
     let client = PeerClient::new(PeerClientOptions {
-        tls: store.map(|store| PeerTlsOptions {
-            store,
+        tls: https.then(|| PeerTlsOptions {
+            store: Arc::clone(&certs.store),
             require_pki: config.p2p_ssl_settings.pki_server_cert(),
             literal_names: config.p2p_enabled.net_literal_names(),
+            client_cert: by_certificate.then(|| Arc::clone(&certs.client)),
         }),
         credentials,
         local_address: (!config.listen_address.is_unspecified()).then_some(config.listen_address),

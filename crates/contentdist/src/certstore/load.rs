@@ -96,7 +96,7 @@ pub fn load(dir: &Path) -> StoreContents {
         if is_companion(&file) {
             continue;
         }
-        match load_mine(&file) {
+        match load_owned(&file) {
             Ok(c) => s.mine.push(c),
             Err(reason) => s.problems.push(StoreProblem { file, reason }),
         }
@@ -110,7 +110,9 @@ pub fn load(dir: &Path) -> StoreContents {
     s
 }
 
-fn load_mine(file: &Path) -> Result<OwnedCert, String> {
+/// One certificate with its private key from `file` (as in `my/`: PEM with the key
+/// inside or in `NAME.key`, or PKCS#12 with the password in `NAME.pass`).
+pub fn load_owned(file: &Path) -> Result<OwnedCert, String> {
     let (chain, key) = match ext(file).as_str() {
         "p12" | "pfx" => read_pkcs12(file)?,
         "pem" | "crt" | "cer" => read_pem_pair(file)?,

@@ -18,10 +18,14 @@
 //!   (store changes, expiry, renewal) and says what is bound or why nothing is.
 //! - `verify`: [`MasterVerifier`], how a peer checks a master's certificate (PKI
 //!   chain and name, or the announced pin of a self-signed one).
+//! - `peerauth`: [`PeerCertVerifier`], how a master checks its peers' client
+//!   certificates (`P2PSslSettings` 0x2).
 //! - `select`: [`HostIdentity`], [`IssuerFilter`], [`select_server`], [`Rejection`].
 
 mod cert;
+mod clientcerts;
 mod load;
+mod peerauth;
 mod report;
 mod resolver;
 mod select;
@@ -30,8 +34,10 @@ mod server;
 mod verify;
 
 pub use cert::{thumbprint, CertError, CertInfo};
-pub use load::{load, CertStore, OwnedCert, StoreContents, StoreProblem, TrustedCert};
+pub use clientcerts::{ClientCertLine, ClientCertOptions, ClientCertState, ClientCerts};
+pub use load::{load, load_owned, CertStore, OwnedCert, StoreContents, StoreProblem, TrustedCert};
 pub use report::{report, utc, CertsReport, MyCertLine, ProblemLine, TrustedLine};
+pub use peerauth::PeerCertVerifier;
 pub use resolver::ServerCertResolver;
 pub use select::{select_server, HostIdentity, IssuerFilter, NameMatch, Rejection, ServerChoice};
 pub use selfsigned::{fingerprint, self_signed, SelfSignedError, SELF_SIGNED_ORG};

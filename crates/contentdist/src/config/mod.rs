@@ -50,6 +50,7 @@ pub const KEYS: &[&str] = &[
     "P2P_Port",
     "P2PSslSettings",
     "P2PClientCertWaitPeriodMins",
+    "P2PClientCertRetryMins",
     "CertIssuer",
     "CertSubject",
     "AuthenticatedUsers",
@@ -66,6 +67,8 @@ pub const KEYS: &[&str] = &[
     "NomadInhibitedSubnets",
     "CacheDir",
     "CertStoreDir",
+    "CertStoreRefreshSecs",
+    "BootImageCertFile",
     "HostName",
     "Fqdn",
     "ControlSocket",
@@ -103,6 +106,9 @@ pub struct Config {
     pub p2p_ssl_settings: SslSettings,
     /// `P2PClientCertWaitPeriodMins`: how long a job waits for a client certificate (1440).
     pub p2p_client_cert_wait_period_mins: u32,
+    /// `P2PClientCertRetryMins`: how often a waiting job looks for a client
+    /// certificate again (10, as the product; tests shorten it).
+    pub p2p_client_cert_retry_mins: u32,
     /// `CertIssuer`: issuer substrings preferred in certificate selection (empty).
     pub cert_issuer: Vec<String>,
     /// `CertSubject`: subject substrings preferred in certificate selection (empty).
@@ -138,6 +144,12 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// `CertStoreDir`: the certificate store (/etc/contentdist/certs).
     pub cert_store_dir: PathBuf,
+    /// `CertStoreRefreshSecs`: how often the agent reads the store again (5; 0 = not
+    /// watched: read at start and at each client-certificate retry only).
+    pub cert_store_refresh_secs: u32,
+    /// `BootImageCertFile`: the boot image's client certificate (PEM with its key,
+    /// or PKCS#12 with the password in `NAME.pass`); `None` = none.
+    pub boot_image_cert_file: Option<PathBuf>,
     /// `ControlSocket`: the control socket (/run/contentdist/control.sock).
     pub control_socket: PathBuf,
     /// `OriginUrl`: the origin's base URL, without trailing slash; `None` = not configured.
@@ -184,6 +196,7 @@ impl Default for Config {
             p2p_port: 1779,
             p2p_ssl_settings: SslSettings(0),
             p2p_client_cert_wait_period_mins: 1440,
+            p2p_client_cert_retry_mins: 10,
             cert_issuer: Vec::new(),
             cert_subject: Vec::new(),
             authenticated_users: 1,
@@ -205,6 +218,8 @@ impl Default for Config {
             platform_thumbprint: None,
             cache_dir: PathBuf::from("/var/cache/contentdist"),
             cert_store_dir: PathBuf::from("/etc/contentdist/certs"),
+            cert_store_refresh_secs: 5,
+            boot_image_cert_file: None,
             control_socket: PathBuf::from("/run/contentdist/control.sock"),
             origin_url: None,
             origin_ca_file: None,
@@ -366,6 +381,17 @@ impl Config {
     /// `P2PClientCertWaitPeriodMins` as a duration.
     pub fn client_cert_wait_period(&self) -> Duration {
         Duration::from_secs(u64::from(self.p2p_client_cert_wait_period_mins) * 60)
+    }
+
+    /// `P2PClientCertRetryMins` as a duration.
+    pub fn client_cert_retry(&self) -> Duration {
+        Duration::from_secs(u64::from(self.p2p_client_cert_retry_mins) * 60)
+    }
+
+    /// `CertStoreRefreshSecs` as a duration; `None` when the store is not watched.
+    pub fn cert_store_refresh(&self) -> Option<Duration> {
+        (self.cert_store_refresh_secs > 0)
+            .then(|| Duration::from_secs(self.cert_store_refresh_secs.into()))
     }
 
     /// `CacheCleanCycleHrs` as a duration; `None` when clean-up is off.

@@ -92,6 +92,11 @@ impl Reader<'_> {
             "P2PClientCertWaitPeriodMins" => {
                 c.p2p_client_cert_wait_period_mins = self.u32(key, v)?
             }
+            "P2PClientCertRetryMins" => {
+                c.p2p_client_cert_retry_mins =
+                    self.ranged(key, v, 1, 1440, "minutes between looks for a client certificate")?
+                        as u32
+            }
             "CertIssuer" => c.cert_issuer = self.list(key, v)?,
             "CertSubject" => c.cert_subject = self.list(key, v)?,
             "AuthenticatedUsers" => {
@@ -147,6 +152,14 @@ impl Reader<'_> {
             }
             "CacheDir" => c.cache_dir = self.path(key, v)?,
             "CertStoreDir" => c.cert_store_dir = self.path(key, v)?,
+            "CertStoreRefreshSecs" => {
+                c.cert_store_refresh_secs =
+                    self.ranged(key, v, 0, 86_400, "seconds; 0 = the store is not watched")? as u32
+            }
+            "BootImageCertFile" => {
+                let text = self.string(key, v)?.trim();
+                c.boot_image_cert_file = (!text.is_empty()).then(|| self.base.join(text));
+            }
             "HostName" | "Fqdn" => {
                 let text = self.string(key, v)?.trim();
                 let name = if text.is_empty() {

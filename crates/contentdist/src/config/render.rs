@@ -66,7 +66,14 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
         "P2PSslSettings" => (hex(c.p2p_ssl_settings.0), c.p2p_ssl_settings.describe()),
         "P2PClientCertWaitPeriodMins" => (
             c.p2p_client_cert_wait_period_mins.to_string(),
-            "minutes a job waits for a valid client certificate (retrying every 10 minutes)".into(),
+            format!(
+                "minutes a job waits for a valid client certificate (looking again every {} minutes)",
+                c.p2p_client_cert_retry_mins
+            ),
+        ),
+        "P2PClientCertRetryMins" => (
+            c.p2p_client_cert_retry_mins.to_string(),
+            "minutes between looks for a client certificate while a job waits".into(),
         ),
         "CertIssuer" => (
             list(&c.cert_issuer),
@@ -152,6 +159,22 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
             path(&c.cert_store_dir),
             "certificate store: my/ (own certificates and keys), trusted/ (CAs)".into(),
         ),
+        "CertStoreRefreshSecs" => (
+            c.cert_store_refresh_secs.to_string(),
+            if c.cert_store_refresh_secs == 0 {
+                "the store is read at start and at each client-certificate retry only".into()
+            } else {
+                "seconds between looks at the certificate store".into()
+            },
+        ),
+        "BootImageCertFile" => match &c.boot_image_cert_file {
+            Some(file) => (
+                path(file),
+                "the boot image's client certificate (preboot first; else when the store has none)"
+                    .into(),
+            ),
+            None => (quote(""), "no boot-image client certificate".into()),
+        },
         "HostName" => match &c.host_name {
             Some(n) => (
                 quote(n),
@@ -416,6 +439,7 @@ mod tests {
             P2P_Port = 11779
             P2PSslSettings = 3
             P2PClientCertWaitPeriodMins = 0
+            P2PClientCertRetryMins = 1
             CertIssuer = ["CN=Issuing CA, O=Example", "Contoso \"Root\""]
             CertSubject = "host1, host2"
             AuthenticatedUsers = 0
@@ -432,6 +456,8 @@ mod tests {
             NomadInhibitedSubnets = "10.1.2.0/24,fd00::/8"
             CacheDir = "/srv/cache"
             CertStoreDir = "/srv/certs"
+            CertStoreRefreshSecs = 0
+            BootImageCertFile = "/srv/boot.p12"
             HostName = "dp01"
             Fqdn = "dp01.branch.example"
             ControlSocket = "/tmp/x.sock"

@@ -58,6 +58,9 @@ pub(super) struct JobContext {
     pub content_locks: Mutex<HashMap<ContentKey, Arc<ContentLock>>>,
     /// Where blocking steps (re-verification, delivery) and helpers run, accounted.
     pub tasks: Tasks,
+    /// The client-certificate wait, when this agent authenticates to masters with
+    /// a client certificate.
+    pub cert_wait: Option<Arc<super::certwait::CertWait>>,
     /// Tests: the step that panics, to show a panic fails the job with a code.
     #[cfg(test)]
     pub panic_at: Mutex<Option<&'static str>>,

@@ -23,6 +23,8 @@ pub(super) struct Live {
     elapsed_before_ms: AtomicU64,
     /// When the current run started, while one runs.
     started: Mutex<Option<Instant>>,
+    /// The deadline of the client-certificate wait, kept across runs.
+    cert_deadline: Mutex<Option<u64>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +38,7 @@ pub(super) struct Now {
 impl Live {
     pub fn new(state: JobState, from_origin: u64, from_peers: u64, elapsed_ms: u64) -> Live {
         Live {
+            cert_deadline: Mutex::new(None),
             state: Mutex::new(step(state, Source::None)),
             from_origin: AtomicU64::new(from_origin),
             from_peers: AtomicU64::new(from_peers),
@@ -113,6 +116,16 @@ impl Live {
     /// resume).
     pub fn force_if(&self, from: &[JobState], state: JobState) -> bool {
         self.change_if(|s| from.contains(&s), step(state, Source::None))
+    }
+
+    /// The deadline of the client-certificate wait (Unix seconds), once one began.
+    pub fn cert_deadline(&self) -> Option<u64> {
+        *self.cert_deadline.lock().expect("cert deadline lock")
+    }
+
+    /// Start (`Some`) or end (`None`) the client-certificate wait's deadline.
+    pub fn set_cert_deadline(&self, deadline: Option<u64>) {
+        *self.cert_deadline.lock().expect("cert deadline lock") = deadline;
     }
 
     /// The cache entry the job fills, for its progress.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use super::certwait::CertWait;
 use super::context::{Counters, JobContext, PeerSetup};
 use super::live::Live;
 use super::persist::Persisted;
@@ -40,6 +41,9 @@ pub struct JobManagerOptions {
     /// The subnet (elections and peer copy); `None`: every job downloads from the
     /// origin itself (peer copy off, or an inhibited subnet).
     pub peers: Option<PeerSetup>,
+    /// The client-certificate wait (`P2PSslSettings` 0x2 with HTTPS); `None`: jobs
+    /// need no client certificate.
+    pub cert_wait: Option<Arc<CertWait>>,
 }
 
 /// The manager's record of one job: the request and result, and the live part
@@ -58,6 +62,7 @@ impl Slot {
         info.state = now.state;
         info.source = now.source;
         info.waiting_for = now.waiting_for;
+        info.cert_wait_until_unix = self.live.cert_deadline();
         info.bytes_from_origin = self.live.origin_bytes();
         info.bytes_from_peers = self.live.peer_bytes();
         if let Some((total, verified)) = self.live.progress() {
@@ -123,6 +128,7 @@ impl JobManager {
                 permits: tokio::sync::Semaphore::new(max),
                 content_locks: Mutex::new(HashMap::new()),
                 tasks: opts.tasks,
+                cert_wait: opts.cert_wait,
                 #[cfg(test)]
                 panic_at: Mutex::new(None),
             },
@@ -249,6 +255,7 @@ impl JobManager {
                             &[
                                 JobState::Queued,
                                 JobState::Downloading,
+                                JobState::WaitingForCertificate,
                                 JobState::Delivering,
                             ],
                             JobState::Queued,
@@ -316,13 +323,16 @@ impl JobManager {
 }
 
 pub(super) fn slot_from(info: JobInfo) -> Slot {
+    let live = Live::new(
+        info.state,
+        info.bytes_from_origin,
+        info.bytes_from_peers,
+        info.elapsed_ms,
+    );
+    // A restart keeps the client-certificate wait's deadline (the page).
+    live.set_cert_deadline(info.cert_wait_until_unix);
     Slot {
-        live: Arc::new(Live::new(
-            info.state,
-            info.bytes_from_origin,
-            info.bytes_from_peers,
-            info.elapsed_ms,
-        )),
+        live: Arc::new(live),
         info,
         stop: None,
     }

@@ -7,6 +7,7 @@
 //! life; `fill` fills the cache entry from the origin or, on a subnet, following
 //! the election's role for the content.
 
+mod certwait;
 mod context;
 mod control;
 mod fill;
@@ -20,6 +21,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use certwait::CertWait;
 pub use context::{Counters, PeerSetup};
 pub use control::*;
 pub use manager::{JobManager, JobManagerOptions, JobStats};

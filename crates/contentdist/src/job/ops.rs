@@ -61,6 +61,7 @@ impl JobManager {
             bytes_from_peers: 0,
             source: Source::None,
             waiting_for: None,
+            cert_wait_until_unix: None,
             elapsed_ms: 0,
         };
         self.inner
@@ -90,6 +91,7 @@ impl JobManager {
             let running = [
                 JobState::Queued,
                 JobState::Downloading,
+                JobState::WaitingForCertificate,
                 JobState::Delivering,
             ];
             if !s.live.force_if(&running, JobState::Paused) {

@@ -30,6 +30,13 @@ pub enum JobError {
     /// Copying from the master failed.
     #[error(transparent)]
     Peer(#[from] crate::peer::PeerError),
+    /// No valid client certificate (`P2PSslSettings` 0x2): at once in preboot mode,
+    /// else after `P2PClientCertWaitPeriodMins`.
+    #[error("no valid client certificate: {reason}")]
+    ClientCertMissing {
+        /// Each certificate considered and why it is not usable.
+        reason: String,
+    },
     /// A step of the job panicked: a bug. The job fails instead of hanging.
     #[error("internal error in {step}: {detail}")]
     Internal {
@@ -50,6 +57,7 @@ impl JobError {
             JobError::Delivery(_) => Code::DELIVERY_FAILED,
             JobError::NoOrigin(e) => e.code(),
             JobError::Peer(e) => e.code(),
+            JobError::ClientCertMissing { .. } => Code::CLIENT_CERT_MISSING,
             JobError::Internal { .. } => Code::INTERNAL_ERROR,
         }
     }
@@ -115,6 +123,9 @@ async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
         _ = stop.cancelled() => return Ok(Outcome::Stopped),
     };
     if !job.live.begin() {
+        return Ok(Outcome::Stopped);
+    }
+    if super::certwait::ensure_client_cert(ctx, job).await? == Outcome::Stopped {
         return Ok(Outcome::Stopped);
     }
     let req = &job.request;

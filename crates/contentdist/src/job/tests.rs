@@ -27,6 +27,7 @@ fn manager(dir: &std::path::Path, origin: &str, tasks: &Tasks) -> JobManager {
         max_concurrent: 4,
         tasks: tasks.clone(),
         peers: None,
+        cert_wait: None,
     })
 }
 

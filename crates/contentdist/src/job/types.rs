@@ -38,6 +38,9 @@ pub enum JobState {
     Queued,
     /// Fetching the manifest and the blocks (from the origin, or later from peers).
     Downloading,
+    /// Waiting for a valid client certificate (`P2PSslSettings` 0x2): until one is
+    /// in the store or the deadline (`P2PClientCertWaitPeriodMins`) passes.
+    WaitingForCertificate,
     /// Linking the verified content into the destination.
     Delivering,
     /// Stopped by the caller; `resume` continues from the verified blocks.
@@ -100,9 +103,15 @@ pub struct JobInfo {
     pub bytes_from_peers: u64,
     /// Where bytes come from right now.
     pub source: Source,
-    /// While queued behind another job that fetches the same content: that job.
+    /// While queued behind another job that fetches the same content, or that
+    /// waits for a client certificate: that job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<JobId>,
+    /// While the job waits for a client certificate (and across a pause or a
+    /// restart, which do not stop the wait): when it fails with 0x209A, Unix
+    /// seconds (wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_wait_until_unix: Option<u64>,
     /// Milliseconds since the job started running (frozen once final).
     pub elapsed_ms: u64,
 }

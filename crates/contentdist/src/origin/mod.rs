@@ -43,6 +43,9 @@ pub struct OriginOptions {
     pub rate_limit: Option<u64>,
     /// Pause between failed attempts: doubles each time, up to 16 times this.
     pub backoff: Duration,
+    /// The client certificate presented when an HTTPS origin asks for one (the
+    /// agent's, chosen as for peers: the page's "HTTPS site systems").
+    pub client_cert: Option<std::sync::Arc<dyn rustls::client::ResolvesClientCert>>,
 }
 
 impl Default for OriginOptions {
@@ -55,6 +58,7 @@ impl Default for OriginOptions {
             connect_timeout: Duration::from_secs(10),
             rate_limit: None,
             backoff: Duration::from_millis(250),
+            client_cert: None,
         }
     }
 }
@@ -164,7 +168,7 @@ impl OriginClient {
             read_timeout: None,
             local_address: None,
         };
-        let http = http_client(tls_config(roots).map_err(setup)?, &client).map_err(setup)?;
+        let http = http_client(tls_config(roots, opts.client_cert.clone()).map_err(setup)?, &client).map_err(setup)?;
         let throttle = opts
             .rate_limit
             .map(|r| Arc::new(tokio::sync::Mutex::new(Throttle::new(r))));

@@ -108,6 +108,9 @@ pub enum Refusal {
     /// A machine account while `AuthenticatedUsers` is 2 (or 0).
     #[error("machine account {0:?} not allowed: AuthenticatedUsers is 2 (P2P account only)")]
     MachineAccountNotAllowed(String),
+    /// The P2P account, on a master that has none (certificate authentication).
+    #[error("the P2P account does not exist on this master: it authenticates peers by client certificate (P2PSslSettings 0x2) over HTTPS")]
+    NoP2pAccount,
     /// A machine account, but this agent has no machine key to check it with.
     #[error("machine account {0:?} cannot be checked: no machine key is configured")]
     NoMachineKey(String),
@@ -116,8 +119,10 @@ pub enum Refusal {
 /// What the peer-copy server accepts.
 #[derive(Clone)]
 pub struct PeerAuth {
-    /// This agent's P2P key, the one it shares when it is elected master.
-    pub p2p_key: [u8; 32],
+    /// This agent's P2P key, the one it shares when it is elected master; `None`:
+    /// no P2P account exists (`P2PSslSettings` 0x2: peers prove themselves with
+    /// client certificates, and the page says the account is not created).
+    pub p2p_key: Option<[u8; 32]>,
     /// `AuthenticatedUsers`: 1 also accepts machine accounts; 2 (and 0) only the P2P
     /// account.
     pub authenticated_users: u32,
@@ -150,7 +155,10 @@ impl PeerAuth {
         let header = authorization.ok_or(Refusal::NoCredentials)?;
         let (user, password) = parse_basic(header).ok_or(Refusal::Malformed)?;
         if user.eq_ignore_ascii_case(P2P_USER) {
-            let (_, expected) = p2p_credentials(&self.p2p_key);
+            let Some(key) = &self.p2p_key else {
+                return Err(Refusal::NoP2pAccount);
+            };
+            let (_, expected) = p2p_credentials(key);
             return if constant_time_eq(password.as_bytes(), expected.as_bytes()) {
                 Ok(Principal::P2pAccount)
             } else {
@@ -202,7 +210,7 @@ mod tests {
 
     fn auth(au: u32, machine: bool) -> PeerAuth {
         PeerAuth {
-            p2p_key: [7; 32],
+            p2p_key: Some([7; 32]),
             authenticated_users: au,
             machine_key: machine.then(|| b"site secret".to_vec()),
         }
@@ -244,6 +252,19 @@ mod tests {
         assert_eq!(
             check(&auth(1, true), &u, &p2p_credentials(&[9; 32]).1),
             Err(Refusal::WrongPassword(u.clone()))
+        );
+    }
+
+    #[test]
+    fn without_a_p2p_account_its_credentials_are_refused_and_machine_accounts_still_work() {
+        let mut a = auth(1, true);
+        a.p2p_key = None;
+        let (u, p) = p2p_credentials(&[7; 32]);
+        assert_eq!(check(&a, &u, &p), Err(Refusal::NoP2pAccount));
+        let (mu, mp) = machine_credentials(b"site secret", "peer7");
+        assert_eq!(
+            check(&a, &mu, &mp),
+            Ok(Principal::Machine("PEER7".into()))
         );
     }
 

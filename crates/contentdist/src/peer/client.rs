@@ -204,8 +204,9 @@ pub(super) struct Route {
     pub(super) protocol: Protocol,
     /// `…/content/{id}/{version}/`.
     pub(super) urls: ContentUrls,
-    pub(super) user: String,
-    pub(super) password: String,
+    /// The account to send (HTTP Basic); `None` over HTTPS with a client
+    /// certificate, which is the proof then.
+    pub(super) credentials: Option<(String, String)>,
     pub(super) clients: TlsClients,
 }
 
@@ -213,7 +214,7 @@ impl PeerClient {
     /// A client with these options.
     pub fn new(opts: PeerClientOptions) -> Result<PeerClient, PeerError> {
         // Plain HTTP gets a client that trusts nothing (see `transfer`).
-        let plain = tls_config(Roots::Nothing)
+        let plain = tls_config(Roots::Nothing, None)
             .map_err(|e| PeerError::Setup(e.to_string()))
             .and_then(|tls| build_clients(&opts, tls))?;
         Ok(PeerClient {
@@ -258,15 +259,17 @@ impl PeerClient {
         let addr = SocketAddr::new(target.addr, port);
         let root = Url::parse(&format!("{scheme}://{addr}/"))
             .map_err(|e| PeerError::Setup(format!("master address {addr}: {e}")))?;
-        let (user, password) = match &self.opts.credentials {
-            Some((u, p)) => (u.clone(), p.clone()),
-            None => p2p_credentials(&target.p2p_key),
+        let by_certificate =
+            proto == Protocol::Https && self.tls.as_ref().is_some_and(|t| t.uses_client_cert());
+        let credentials = match &self.opts.credentials {
+            _ if by_certificate => None,
+            Some((u, p)) => Some((u.clone(), p.clone())),
+            None => Some(p2p_credentials(&target.p2p_key)),
         };
         Ok(Route {
             protocol: proto,
             urls: ContentUrls::new(&root, &["content", id, &version.to_string()]),
-            user,
-            password,
+            credentials,
             clients,
         })
     }
@@ -296,11 +299,18 @@ impl PeerClient {
                 }
                 Err(e) => e,
             };
+            // Name the certificate this agent offered: the master's log names it
+            // too, with its reason.
+            let offered = match (proto, &self.tls) {
+                (Protocol::Https, Some(t)) => t.offered(),
+                _ => None,
+            };
+            let offered = offered.as_deref().unwrap_or("-");
             match order.get(i + 1) {
                 Some(next) => warn!(master = %target.addr, code = %e.code(), error = %e,
-                    "peer copy over {proto} failed; trying {next}"),
+                    client_certificate = offered, "peer copy over {proto} failed; trying {next}"),
                 None if i > 0 => warn!(master = %target.addr, code = %e.code(), error = %e,
-                    "peer copy over {proto} failed too; no protocol left"),
+                    client_certificate = offered, "peer copy over {proto} failed too; no protocol left"),
                 None => {}
             }
             failed = Some(e);
@@ -315,9 +325,11 @@ impl PeerClient {
         } else {
             &route.clients.data
         };
-        client
-            .get(url)
-            .basic_auth(&route.user, Some(&route.password))
+        let req = client.get(url);
+        match &route.credentials {
+            Some((user, password)) => req.basic_auth(user, Some(password)),
+            None => req,
+        }
     }
 
     /// The content's files on the master, as a source for the transfer engine.
@@ -326,7 +338,10 @@ impl PeerClient {
             remote: Remote::Master,
             client: &route.clients.data,
             files: route.urls.join(&["files"]),
-            credentials: Some((&route.user, &route.password)),
+            credentials: route
+                .credentials
+                .as_ref()
+                .map(|(u, p)| (u.as_str(), p.as_str())),
             // The data client's read timeout is the stall timeout.
             stall: None,
             throttle: None,

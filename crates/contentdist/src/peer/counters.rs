@@ -116,7 +116,9 @@ impl PeerServerCounters {
         let by_reason = match why {
             Refusal::NoCredentials | Refusal::Malformed => &self.refused_no_credentials,
             Refusal::UnknownUser(_) | Refusal::WrongPassword(_) => &self.refused_bad_credentials,
-            Refusal::MachineAccountNotAllowed(_) | Refusal::NoMachineKey(_) => {
+            Refusal::MachineAccountNotAllowed(_)
+            | Refusal::NoMachineKey(_)
+            | Refusal::NoP2pAccount => {
                 &self.refused_account_not_allowed
             }
         };

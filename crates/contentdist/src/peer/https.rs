@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::ResolvesServerCert;
 use rustls::ServerConfig;
 use tokio::net::TcpSocket;
@@ -40,16 +41,22 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const REBIND_RETRY: Duration = Duration::from_secs(5);
 
 /// The TLS settings of the HTTPS peer-copy server: TLS 1.2 and 1.3, AEAD suites,
-/// HTTP/1.1 by ALPN, the certificate from `certs`, no client certificate asked.
+/// HTTP/1.1 by ALPN, the certificate from `certs`; with `clients`, a client
+/// certificate is required and checked by it (`P2PSslSettings` 0x2), else none is
+/// asked for.
 pub fn server_tls_config(
     certs: Arc<dyn ResolvesServerCert>,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<Arc<ServerConfig>, PeerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| PeerError::Setup(format!("TLS versions: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+        .map_err(|e| PeerError::Setup(format!("TLS versions: {e}")))?;
+    let mut config = match clients {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -63,6 +70,9 @@ pub struct HttpsOptions {
     pub tls: Arc<ServerConfig>,
     /// True while a certificate is in force: the port listens only then.
     pub usable: watch::Receiver<bool>,
+    /// `tls` requires and checks client certificates: requests are then accepted
+    /// without credentials (the certificate is the peer's proof).
+    pub client_certificates: bool,
 }
 
 impl PeerServer {
@@ -90,6 +100,7 @@ impl PeerServer {
         let span = tracing::info_span!("peer_server_https", addr = %local_addr);
         let run = Listening {
             addr: local_addr,
+            client_certificates: opts.client_certificates,
             acceptor: TlsAcceptor::from(opts.tls),
             service: service.clone(),
         };
@@ -106,6 +117,7 @@ enum Port {
 
 struct Listening {
     addr: SocketAddr,
+    client_certificates: bool,
     acceptor: TlsAcceptor,
     service: PeerService,
 }
@@ -181,6 +193,7 @@ impl Listening {
         let stream = permit.is_some().then_some(stream);
         let acceptor = self.acceptor.clone();
         let service = self.service.clone();
+        let client_certificate = self.client_certificates;
         let span = tracing::debug_span!("peer_conn", %remote, tls = true);
         async move {
             let (Some(stream), Some(_permit)) = (stream, permit) else {
@@ -194,7 +207,7 @@ impl Listening {
             };
             let info = ConnectionInfo {
                 remote,
-                client_certificate: false,
+                client_certificate,
             };
             service.serve_connection(tls, info).await;
         }

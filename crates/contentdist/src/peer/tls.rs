@@ -23,7 +23,7 @@ use rustls::RootCertStore;
 
 use super::client::MasterTarget;
 use super::PeerError;
-use crate::certstore::{CertStore, MasterCheck, MasterVerifier};
+use crate::certstore::{CertStore, ClientCerts, MasterCheck, MasterVerifier};
 
 /// At most this many masters' TLS clients are kept; past it the cache starts over
 /// (a subnet has few masters at a time, and a client is cheap to build again).
@@ -40,6 +40,10 @@ pub struct PeerTlsOptions {
     /// `P2PEnabled` 0x08: masters are reached by address, so a certificate that
     /// does not name the master is not refused for that (chain and dates still are).
     pub literal_names: bool,
+    /// `P2PSslSettings` 0x2: this agent proves itself to masters with this client
+    /// certificate (and sends no account credentials over HTTPS); `None`: with the
+    /// P2P or machine account.
+    pub client_cert: Option<Arc<ClientCerts>>,
 }
 
 /// What identifies one master's TLS client: the same master presenting the same
@@ -68,6 +72,20 @@ pub(super) struct PeerTls {
 }
 
 impl PeerTls {
+    /// True when this agent authenticates with a client certificate over HTTPS.
+    pub(super) fn uses_client_cert(&self) -> bool {
+        self.opts.client_cert.is_some()
+    }
+
+    /// The thumbprint of the client certificate offered now, for messages.
+    pub(super) fn offered(&self) -> Option<String> {
+        let c = self.opts.client_cert.as_ref()?;
+        match c.state() {
+            crate::certstore::ClientCertState::Chosen(l) => Some(l.thumbprint),
+            _ => None,
+        }
+    }
+
     pub(super) fn new(opts: PeerTlsOptions) -> PeerTls {
         PeerTls {
             opts,
@@ -138,8 +156,11 @@ impl PeerTls {
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| PeerError::Setup(format!("TLS versions: {e}")))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let config = match &self.opts.client_cert {
+            Some(c) => config.with_client_cert_resolver(Arc::clone(c) as _),
+            None => config.with_no_client_auth(),
+        };
         let built = build(config)?;
         if clients.len() >= MAX_CLIENTS {
             clients.clear();

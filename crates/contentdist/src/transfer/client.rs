@@ -41,8 +41,13 @@ pub enum ClientSetupError {
     Http(#[from] reqwest::Error),
 }
 
-/// A rustls client configuration trusting `roots`, without a client certificate.
-pub fn tls_config(roots: Roots<'_>) -> Result<rustls::ClientConfig, ClientSetupError> {
+/// A rustls client configuration trusting `roots`, presenting the certificate
+/// `client` resolves when a server asks for one (an HTTPS origin with mandatory
+/// client certificates), or none.
+pub fn tls_config(
+    roots: Roots<'_>,
+    client: Option<Arc<dyn rustls::client::ResolvesClientCert>>,
+) -> Result<rustls::ClientConfig, ClientSetupError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let mut store = rustls::RootCertStore::empty();
@@ -72,10 +77,13 @@ pub fn tls_config(roots: Roots<'_>) -> Result<rustls::ClientConfig, ClientSetupE
         Roots::Nothing => {}
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(store)
-        .with_no_client_auth())
+        .with_root_certificates(store);
+    Ok(match client {
+        Some(c) => builder.with_client_cert_resolver(c),
+        None => builder.with_no_client_auth(),
+    })
 }
 
 /// How to build one HTTP client.

@@ -200,12 +200,35 @@ fn tls_words(e: &rustls::Error) -> String {
             C::Revoked => "it is revoked",
             _ => "",
         },
+        // TLS 1.3 reports a refused client certificate as an alert after the
+        // handshake seemed done: say that it was ours that was refused.
+        rustls::Error::AlertReceived(a) => {
+            use rustls::AlertDescription as A;
+            match a {
+                A::CertificateRequired => {
+                    "the server requires a client certificate and this agent has none (P2PSslSettings 0x2: see contentdist certs)"
+                }
+                A::UnknownCA => {
+                    "the server refused this agent's client certificate: not issued by a CA it trusts, or self-signed"
+                }
+                A::CertificateExpired => {
+                    "the server refused this agent's client certificate: expired or not valid yet"
+                }
+                A::UnsupportedCertificate => {
+                    "the server refused this agent's client certificate: not for client authentication"
+                }
+                A::BadCertificate | A::CertificateUnknown | A::AccessDenied => {
+                    "the server refused this agent's client certificate"
+                }
+                _ => "",
+            }
+        }
         _ => "",
     };
-    if why.is_empty() {
-        e.to_string()
-    } else {
-        format!("{e}: the certificate was refused because {why}")
+    match e {
+        _ if why.is_empty() => e.to_string(),
+        rustls::Error::AlertReceived(_) => format!("{e}: {why}"),
+        _ => format!("{e}: the certificate was refused because {why}"),
     }
 }
 
@@ -233,7 +256,14 @@ pub fn classify(remote: Remote, url: &Url, e: &reqwest::Error) -> HttpFailure {
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         });
         if let Some(t) = rustls_error {
-            return tls(tls_words(t));
+            let code = match t {
+                // The server asked for a client certificate and this agent had none.
+                rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+                    Code::CLIENT_CERT_MISSING
+                }
+                _ => Code::SECURE_FAILURE,
+            };
+            return HttpFailure::new(remote, url, FailureKind::Tls { detail: tls_words(t) }, code);
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             let code = match (io.kind(), io.raw_os_error()) {
@@ -272,6 +302,14 @@ pub fn classify(remote: Remote, url: &Url, e: &reqwest::Error) -> HttpFailure {
     .iter()
     .any(|m| detail.contains(m))
     {
+        if detail.contains("CertificateRequired") {
+            return HttpFailure::new(
+                remote,
+                url,
+                FailureKind::Tls { detail },
+                Code::CLIENT_CERT_MISSING,
+            );
+        }
         return tls(detail);
     }
     if e.is_connect() {

@@ -58,8 +58,9 @@ impl TlsMaster {
         let https = PeerServer::start_https(
             HttpsOptions {
                 listen: "127.0.0.1:0".parse().unwrap(),
-                tls: server_tls_config(certs.resolver()).unwrap(),
+                tls: server_tls_config(certs.resolver(), None).unwrap(),
                 usable: certs.usable(),
+                client_certificates: false,
             },
             service,
         )

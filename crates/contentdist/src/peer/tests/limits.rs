@@ -69,7 +69,7 @@ async fn a_flood_of_refused_requests_is_counted_in_full_and_logged_once_per_sour
         let m = Master::with_key();
         let url = format!("http://{}/content/PKG1/3/manifest.json", m.addr());
         let client = http_client(
-            tls_config(Roots::Nothing).unwrap(),
+            tls_config(Roots::Nothing, None).unwrap(),
             &ClientOptions {
                 connect_timeout: Duration::from_secs(2),
                 read_timeout: Some(Duration::from_secs(5)),

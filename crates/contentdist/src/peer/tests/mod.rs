@@ -161,7 +161,7 @@ impl Drop for Master {
 /// The P2P account of [`KEY`] only.
 pub(super) fn key_auth() -> PeerAuth {
     PeerAuth {
-        p2p_key: KEY,
+        p2p_key: Some(KEY),
         authenticated_users: 1,
         machine_key: None,
     }

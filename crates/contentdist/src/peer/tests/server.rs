@@ -67,7 +67,7 @@ async fn requests_need_the_p2p_account_or_an_allowed_machine_account() {
         let p2p = p2p_auth();
         for (au, machine_ok) in [(1, true), (2, false), (0, false)] {
             let m = Master::start(PeerAuth {
-                p2p_key: KEY,
+                p2p_key: Some(KEY),
                 authenticated_users: au,
                 machine_key: Some(machine_key.clone()),
             });

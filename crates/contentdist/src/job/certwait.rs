@@ -1,0 +1,175 @@
+//! The missing-client-certificate wait (the page's "Missing or invalid client
+//! authentication certificate"), for agents that authenticate to masters with a
+//! client certificate (`P2PSslSettings` 0x2 with HTTPS):
+//!
+//! - preboot: a job without a valid certificate fails at once with 0x209A;
+//! - otherwise it waits, looking again every `P2PClientCertRetryMins` (10) and as
+//!   soon as the agent's store refresh finds one, until `P2PClientCertWaitPeriodMins`
+//!   (1440) passed; then it fails with 0x209A. The deadline is wall-clock time and
+//!   is kept in the job: a pause, a restart of the agent or a sleep of the machine
+//!   do not stop it. A cancel fails the job as any cancel does;
+//! - while one job waits, no other job is processed: each job passes the wait's
+//!   gate before it starts, and the waiting job holds it;
+//! - when a certificate appears, the job goes on to its election (a new one: it
+//!   had not joined any) and downloads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::context::JobContext;
+use super::live::Live;
+use super::run::{JobError, JobRun, Outcome};
+use super::{JobId, JobState, Source};
+use crate::certstore::{CertStore, ClientCertState, ClientCerts};
+
+/// What the wait needs, present only when client certificates are required.
+pub struct CertWait {
+    /// This agent's client certificate.
+    pub certs: Arc<ClientCerts>,
+    /// The store, read again at each retry (it may not be watched).
+    pub store: Arc<CertStore>,
+    /// Preboot mode: fail at once.
+    pub preboot: bool,
+    /// `P2PClientCertWaitPeriodMins`.
+    pub period: Duration,
+    /// `P2PClientCertRetryMins`.
+    pub retry: Duration,
+    /// Held by the job that waits: no other job starts meanwhile.
+    pub(super) gate: tokio::sync::Mutex<()>,
+    /// The job holding the gate, for the others to say whom they wait for.
+    pub(super) holder: std::sync::Mutex<Option<JobId>>,
+}
+
+impl CertWait {
+    /// A wait with these settings.
+    pub fn new(
+        certs: Arc<ClientCerts>,
+        store: Arc<CertStore>,
+        preboot: bool,
+        period: Duration,
+        retry: Duration,
+    ) -> CertWait {
+        CertWait {
+            certs,
+            store,
+            preboot,
+            period,
+            retry,
+            gate: tokio::sync::Mutex::new(()),
+            holder: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Read the store and choose again (blocking: files, perhaps PKCS#12).
+    fn look(&self) -> bool {
+        self.store.refresh_logged();
+        self.certs.refresh(crate::cache::now_unix() as i64);
+        self.certs.current().is_some()
+    }
+
+    fn reason(&self) -> String {
+        match self.certs.state() {
+            ClientCertState::Missing { reason } => reason,
+            _ => "no client certificate".into(),
+        }
+    }
+}
+
+/// Returns when the job may go on (a certificate is there, or none is required),
+/// `Stopped` when its token fired, or the 0x209A failure.
+pub(super) async fn ensure_client_cert(
+    ctx: &JobContext,
+    job: &JobRun,
+) -> Result<Outcome, JobError> {
+    let Some(wait) = &ctx.cert_wait else {
+        return Ok(Outcome::Done);
+    };
+    let stop = &job.stop;
+    let _gate = match wait.gate.try_lock() {
+        Ok(g) => g,
+        Err(_) => {
+            if let Some(other) = *wait.holder.lock().expect("holder lock") {
+                job.live.report_waiting(other);
+            }
+            tokio::select! {
+                g = wait.gate.lock() => g,
+                _ = stop.cancelled() => return Ok(Outcome::Stopped),
+            }
+        }
+    };
+    if looked(ctx, wait).await? {
+        job.live.set_cert_deadline(None);
+        job.live.report(JobState::Downloading, Source::None);
+        return Ok(Outcome::Done);
+    }
+    if wait.preboot {
+        return Err(JobError::ClientCertMissing {
+            reason: format!("{} (preboot: no wait)", wait.reason()),
+        });
+    }
+    *wait.holder.lock().expect("holder lock") = Some(job.id);
+    let _release = Release(&wait.holder);
+    let now = crate::cache::now_unix();
+    let deadline = match job.live.cert_deadline() {
+        Some(d) => d,
+        None => {
+            let d = now + wait.period.as_secs();
+            job.live.set_cert_deadline(Some(d));
+            d
+        }
+    };
+    job.live.report(JobState::WaitingForCertificate, Source::None);
+    tracing::warn!(job = job.id, code = %crate::codes::Code::CLIENT_CERT_MISSING,
+        until = %crate::certstore::utc(deadline as i64),
+        retry_mins = wait.retry.as_secs() / 60,
+        "no valid client certificate: the job waits for one (no other job runs meanwhile): {}",
+        wait.reason());
+    let mut available = wait.certs.available();
+    loop {
+        let now = crate::cache::now_unix();
+        if now >= deadline {
+            return Err(expired(&job.live, wait));
+        }
+        // Wall-clock deadline: a sleep of the machine shortens what is left.
+        let left = Duration::from_secs(deadline - now);
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(Outcome::Stopped),
+            _ = available.wait_for(|a| *a) => {}
+            _ = tokio::time::sleep(wait.retry.min(left)) => {}
+        }
+        if looked(ctx, wait).await? {
+            tracing::info!(job = job.id, "a client certificate is available: the job goes on");
+            job.live.set_cert_deadline(None);
+            job.live.report(JobState::Downloading, Source::None);
+            return Ok(Outcome::Done);
+        }
+    }
+}
+
+fn expired(live: &Live, wait: &CertWait) -> JobError {
+    live.set_cert_deadline(None);
+    JobError::ClientCertMissing {
+        reason: format!(
+            "{} (waited P2PClientCertWaitPeriodMins, {} minutes)",
+            wait.reason(),
+            wait.period.as_secs() / 60
+        ),
+    }
+}
+
+async fn looked(ctx: &JobContext, wait: &Arc<CertWait>) -> Result<bool, JobError> {
+    let w = Arc::clone(wait);
+    let h = ctx.tasks.spawn_blocking("client certificate look", move || w.look());
+    h.await.map_err(|e| JobError::Internal {
+        step: "client certificate look",
+        detail: e.to_string(),
+    })
+}
+
+struct Release<'a>(&'a std::sync::Mutex<Option<JobId>>);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().expect("holder lock") = None;
+    }
+}
