@@ -4,8 +4,10 @@
 //! facts the rules look at ([`CertInfo`]: names, usages, dates, issuer, thumbprint)
 //! and choosing the server-authentication certificate by the product page's
 //! criteria and precedence ([`select_server`]), saying for every other certificate
-//! the rule that rejected it. The HTTPS listener (`peer::https`) presents what
-//! [`ServerCerts`] chose; peers check masters with [`MasterVerifier`].
+//! the rule that rejected it; and the client-authentication certificate a peer
+//! presents to masters ([`select_client`]). The HTTPS listener (`peer::https`)
+//! presents what [`ServerCerts`] chose; peers check masters with
+//! [`MasterVerifier`].
 //!
 //! - `cert`: [`CertInfo::from_der`], [`thumbprint`].
 //! - `load`: [`load`] reads `my/` (PEM, PKCS#12) and `trusted/`; [`CertStore`] reads
@@ -19,8 +21,11 @@
 //! - `verify`: [`MasterVerifier`], how a peer checks a master's certificate (PKI
 //!   chain and name, or the announced pin of a self-signed one).
 //! - `select`: [`HostIdentity`], [`IssuerFilter`], [`select_server`], [`Rejection`].
+//! - `client`: [`select_client`] by the page's client rules and the `[Platform]`
+//!   exception; [`client_usable`], the check a cached choice is kept by.
 
 mod cert;
+mod client;
 mod load;
 mod report;
 mod resolver;
@@ -30,6 +35,10 @@ mod server;
 mod verify;
 
 pub use cert::{thumbprint, CertError, CertInfo};
+pub use client::{
+    client_usable, select_client, ClientChoice, ClientRejection, ClientRule, ClientRules,
+    SubjectFilter,
+};
 pub use load::{load, CertStore, OwnedCert, StoreContents, StoreProblem, TrustedCert};
 pub use report::{report, utc, CertsReport, MyCertLine, ProblemLine, TrustedLine};
 pub use resolver::ServerCertResolver;
@@ -38,6 +47,8 @@ pub use selfsigned::{fingerprint, self_signed, SelfSignedError, SELF_SIGNED_ORG}
 pub use server::{BoundCert, RejectedCert, ServerCertOptions, ServerCertState, ServerCerts};
 pub use verify::{MasterCheck, MasterVerifier};
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod load_tests;
 #[cfg(test)]
