@@ -1,5 +1,6 @@
 //! `contentdist certs`: the certificate store as the agent reads it, and which
-//! certificate the server-authentication rules choose (and why not the others).
+//! certificates the server- and client-authentication rules choose (and why not
+//! the others).
 
 use clap::Args;
 
@@ -30,17 +31,43 @@ pub fn run(args: CertsArgs, settings: &SettingsArgs) -> anyhow::Result<Exit> {
     if !r.cert_issuer.is_empty() {
         println!("CertIssuer: {}", r.cert_issuer.join(", "));
     }
+    if !r.cert_subject.is_empty() {
+        println!("CertSubject: {}", r.cert_subject.join(", "));
+    }
+    if let Some(t) = &r.platform_thumbprint {
+        let applies = if r.cert_issuer.is_empty() && r.cert_subject.is_empty() {
+            "chosen as client certificate when usable"
+        } else {
+            "ignored: CertIssuer or CertSubject is set"
+        };
+        println!("[Platform] thumbprint: {t} ({applies})");
+    }
     let mode = if r.pki_server_certificate {
         "P2PSslSettings 0x1: the server certificate comes from my/"
     } else {
         "P2PSslSettings without 0x1: the agent uses a self-signed server certificate; my/ is shown as the rules would choose"
     };
     println!("{mode}");
+    let client_mode = if r.client_certificate_authentication {
+        "P2PSslSettings 0x2: peers present a client certificate from my/ to masters"
+    } else {
+        "P2PSslSettings without 0x2: peers present no client certificate; my/ is shown as the rules would choose"
+    };
+    println!("{client_mode}");
     println!(
         "server authentication: {}",
         r.server_choice
             .as_deref()
             .unwrap_or("no certificate qualifies")
+    );
+    let no_client = if r.client_certificate_authentication {
+        "no certificate is usable: download jobs fail with 0x209A (ERROR_CLIENT_CERT_MISSING)"
+    } else {
+        "no certificate is usable"
+    };
+    println!(
+        "client authentication: {}",
+        r.client_choice.as_deref().unwrap_or(no_client)
     );
     println!("\nmy/ ({}):", r.my.len());
     for c in &r.my {
@@ -59,6 +86,7 @@ pub fn run(args: CertsArgs, settings: &SettingsArgs) -> anyhow::Result<Exit> {
             if c.client_auth { " client" } else { "" }
         );
         println!("    server authentication: {}", c.server_authentication);
+        println!("    client authentication: {}", c.client_authentication);
     }
     println!("\ntrusted/ ({}):", r.trusted.len());
     for t in &r.trusted {

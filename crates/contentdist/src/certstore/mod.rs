@@ -4,8 +4,10 @@
 //! facts the rules look at ([`CertInfo`]: names, usages, dates, issuer, thumbprint)
 //! and choosing the server-authentication certificate by the product page's
 //! criteria and precedence ([`select_server`]), saying for every other certificate
-//! the rule that rejected it. The HTTPS listener (`peer::https`) presents what
-//! [`ServerCerts`] chose; peers check masters with [`MasterVerifier`].
+//! the rule that rejected it; and the client-authentication certificate a peer
+//! presents to masters ([`select_client`]). The HTTPS listener (`peer::https`)
+//! presents what [`ServerCerts`] chose; peers check masters with
+//! [`MasterVerifier`].
 //!
 //! - `cert`: [`CertInfo::from_der`], [`thumbprint`].
 //! - `load`: [`load`] reads `my/` (PEM, PKCS#12) and `trusted/`; [`CertStore`] reads
@@ -21,8 +23,13 @@
 //! - `peerauth`: [`PeerCertVerifier`], how a master checks its peers' client
 //!   certificates (`P2PSslSettings` 0x2).
 //! - `select`: [`HostIdentity`], [`IssuerFilter`], [`select_server`], [`Rejection`].
+//! - `client`: [`select_client`] by the page's client rules and the `[Platform]`
+//!   exception; [`client_usable`], the check a cached choice is kept by.
+//! - `clientcerts`: [`ClientCerts`], the chosen client certificate, cached until it
+//!   expires or leaves the store, with the boot-image certificate as fallback.
 
 mod cert;
+mod client;
 mod clientcerts;
 mod load;
 mod peerauth;
@@ -34,6 +41,10 @@ mod server;
 mod verify;
 
 pub use cert::{thumbprint, CertError, CertInfo};
+pub use client::{
+    client_usable, select_client, ClientChoice, ClientRejection, ClientRule, ClientRules,
+    SubjectFilter,
+};
 pub use clientcerts::{ClientCertLine, ClientCertOptions, ClientCertState, ClientCerts};
 pub use load::{load, load_owned, CertStore, OwnedCert, StoreContents, StoreProblem, TrustedCert};
 pub use report::{report, utc, CertsReport, MyCertLine, ProblemLine, TrustedLine};
@@ -44,6 +55,8 @@ pub use selfsigned::{fingerprint, self_signed, SelfSignedError, SELF_SIGNED_ORG}
 pub use server::{BoundCert, RejectedCert, ServerCertOptions, ServerCertState, ServerCerts};
 pub use verify::{MasterCheck, MasterVerifier};
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod load_tests;
 #[cfg(test)]

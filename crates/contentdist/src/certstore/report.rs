@@ -1,12 +1,12 @@
 //! What `contentdist certs` shows: the store's certificates, which one the server
-//! rules choose and why each other one is not chosen, the trusted CAs, and the
-//! files skipped.
+//! rules and which one the client rules choose and why each other one is not
+//! chosen, the trusted CAs, and the files skipped.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{load, select_server, HostIdentity, IssuerFilter, Rejection};
+use super::{load, select_client, select_server, ClientRules, HostIdentity, IssuerFilter};
 use crate::config::Config;
 
 /// One of this host's certificates.
@@ -32,6 +32,8 @@ pub struct MyCertLine {
     pub self_signed: bool,
     /// "chosen", or the rule that rejected it for server authentication.
     pub server_authentication: String,
+    /// "chosen", or why it is not the client-authentication certificate.
+    pub client_authentication: String,
 }
 
 /// A trusted CA certificate.
@@ -72,6 +74,15 @@ pub struct CertsReport {
     pub pki_server_certificate: bool,
     /// The thumbprint the server rules choose, when one qualifies.
     pub server_choice: Option<String>,
+    /// `P2PSslSettings` 0x2: peers authenticate to masters with a client
+    /// certificate (without one, a job fails with 0x209A).
+    pub client_certificate_authentication: bool,
+    /// `CertSubject` (empty: no subject preferred).
+    pub cert_subject: Vec<String>,
+    /// `[Platform] thumbprint`, when set.
+    pub platform_thumbprint: Option<String>,
+    /// The thumbprint the client rules choose, when one is usable.
+    pub client_choice: Option<String>,
     /// `my/`.
     pub my: Vec<MyCertLine>,
     /// `trusted/`.
@@ -97,7 +108,19 @@ pub fn utc(t: i64) -> String {
     }
 }
 
-/// Read the store `config` names and apply the server rules at `now`.
+/// "chosen" for `chosen`, else the reason given for `i` (every index not chosen
+/// has one).
+fn verdict<R: ToString>(i: usize, chosen: Option<usize>, rejected: &[(usize, R)]) -> String {
+    if chosen == Some(i) {
+        return "chosen".into();
+    }
+    rejected
+        .iter()
+        .find(|(j, _)| *j == i)
+        .map_or_else(String::new, |(_, r)| r.to_string())
+}
+
+/// Read the store `config` names and apply the server and client rules at `now`.
 pub fn report(config: &Config, now: i64) -> CertsReport {
     let contents = load(&config.cert_store_dir);
     let id = HostIdentity {
@@ -105,24 +128,19 @@ pub fn report(config: &Config, now: i64) -> CertsReport {
         fqdn: config.fqdn_in_force(),
     };
     let infos: Vec<_> = contents.mine.iter().map(|c| c.info.clone()).collect();
-    let choice = select_server(&infos, &id, &IssuerFilter(config.cert_issuer.clone()), now);
-    let verdict = |i: usize| -> String {
-        if choice.chosen == Some(i) {
-            return "chosen".into();
-        }
-        choice
-            .rejected
-            .iter()
-            .find(|(j, _)| *j == i)
-            .map_or_else(String::new, |(_, r): &(usize, Rejection)| r.to_string())
-    };
+    let server = select_server(&infos, &id, &IssuerFilter(config.cert_issuer.clone()), now);
+    let client = select_client(&infos, &ClientRules::from_config(config), now);
     CertsReport {
         store: config.cert_store_dir.clone(),
         host_name: id.host_name,
         fqdn: id.fqdn,
         cert_issuer: config.cert_issuer.clone(),
         pki_server_certificate: config.p2p_ssl_settings.pki_server_cert(),
-        server_choice: choice.chosen.map(|i| infos[i].thumbprint.clone()),
+        server_choice: server.chosen.map(|i| infos[i].thumbprint.clone()),
+        client_certificate_authentication: config.p2p_ssl_settings.client_cert_auth(),
+        cert_subject: config.cert_subject.clone(),
+        platform_thumbprint: config.platform_thumbprint.clone(),
+        client_choice: client.chosen.map(|i| infos[i].thumbprint.clone()),
         my: contents
             .mine
             .iter()
@@ -137,7 +155,8 @@ pub fn report(config: &Config, now: i64) -> CertsReport {
                 server_auth: c.info.server_auth,
                 client_auth: c.info.client_auth,
                 self_signed: c.info.self_signed,
-                server_authentication: verdict(i),
+                server_authentication: verdict(i, server.chosen, &server.rejected),
+                client_authentication: verdict(i, client.chosen, &client.rejected),
             })
             .collect(),
         trusted: contents

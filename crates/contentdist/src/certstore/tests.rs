@@ -5,8 +5,8 @@ use std::process::Command;
 
 use super::*;
 
-const NOW: i64 = 1_800_000_000;
-const DAY: i64 = 86_400;
+pub(super) const NOW: i64 = 1_800_000_000;
+pub(super) const DAY: i64 = 86_400;
 
 fn id() -> HostIdentity {
     HostIdentity {
@@ -16,7 +16,7 @@ fn id() -> HostIdentity {
 }
 
 /// A certificate valid from yesterday for `days`, for server and client use.
-fn cert(tp: &str, names: &[&str], days: i64) -> CertInfo {
+pub(super) fn cert(tp: &str, names: &[&str], days: i64) -> CertInfo {
     CertInfo {
         thumbprint: tp.into(),
         subject: format!("CN={}", names.first().unwrap_or(&"")),
