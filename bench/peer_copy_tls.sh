@@ -27,7 +27,8 @@
 # nginx_time / master_time and nginx_time / peer_time (> 1.0: contentdist faster;
 # the peer's time is the `get` wall time, submit to delivered, which includes the
 # ~0.5 s election window; the job's own time is shown too), and the CPU seconds
-# (user+sys) of server and client of each transfer; then the median ratios.
+# (user+sys) of server and client of each transfer; then the median ratios. A
+# transfer during which cargo or rustc ran on the machine is marked "*".
 # Needs nginx, curl, openssl, python3, bc and root (to drop caches; without it the
 # caches are not dropped and the script says so). Everything runs under a temp dir,
 # on 127.0.X.Y and ports chosen at run time.
@@ -59,6 +60,13 @@ CLK=$(getconf CLK_TCK)
 cpu_s() { awk -v clk="$CLK" '{ sub(/^.*\) /, ""); print ($12 + $13) / clk }' "/proc/$1/stat"; }
 f2() { printf '%.2f' "$1"; }
 building() { pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; }
+# Another build on the machine skews the timings: sample every 0.25 s whether cargo or
+# rustc runs, and mark each transfer during which one did ("*" in the output).
+busy_sampler() { while :; do building && echo "$(now) 1" >> "$W/busy.log"; sleep 0.25; done; }
+busy_during() { # t0 t1: "*" if a build ran between them
+  [ -f "$W/busy.log" ] && awk -v a="$1" -v b="$2" '$1 >= a - 0.3 && $1 <= b + 0.3 { f = 1 } END { if (f) printf "*" }' "$W/busy.log"
+  return 0
+}
 
 # --- content, certificates, nginx -------------------------------------------------
 mkdir -p "$W/src" "$W/origin" "$W/nginx/logs" "$W/pki" "$W/certstore"
@@ -205,6 +213,9 @@ for proto in HTTPS HTTP; do
 done
 echo "TLS: curl ${TLS_OPTS[*]} (nginx: --cacert; master: -k)"
 
+busy_sampler & PIDS+=("$!")
+BUSY_ANY=""
+
 # --- rounds --------------------------------------------------------------------------
 declare -A RB RC RCJ
 transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
@@ -212,17 +223,17 @@ transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
   case $kind in
     a)
       rm -f "$W/out.bin"; drop_caches
-      local s0; s0=$(cpu_s "$NGINX_WORKER")
+      local s0 t0; s0=$(cpu_s "$NGINX_WORKER"); t0=$(now)
       run_curl "${A_CMD[$proto]}" a "${A_URL[$proto]}" "$W/out.bin"
-      A_S=$T_WALL
+      A_S=$T_WALL; A_BUSY=$(busy_during "$t0" "$(now)")
       CPUL[a]="nginx $(f2 "$(echo "$(cpu_s "$NGINX_WORKER") - $s0" | bc -l)") + curl $(f2 "$T_CPU")"
       cmp -s "$W/out.bin" "$W/src/image.bin" || { echo "round $r $proto nginx: bytes differ"; exit 1; }
       ;;
     b)
       rm -f "$W/out.bin"; drop_caches
-      local mp=${MASTER_PID[$proto]} s0; s0=$(cpu_s "$mp")
+      local mp=${MASTER_PID[$proto]} s0 t0; s0=$(cpu_s "$mp"); t0=$(now)
       run_curl "${B_CMD[$proto]}" b "${B_URL[$proto]}" "$W/out.bin"
-      B_S=$T_WALL
+      B_S=$T_WALL; B_BUSY=$(busy_during "$t0" "$(now)")
       CPUL[b]="master $(f2 "$(echo "$(cpu_s "$mp") - $s0" | bc -l)") + curl $(f2 "$T_CPU")"
       cmp -s "$W/out.bin" "$W/src/image.bin" || { echo "round $r $proto master: bytes differ"; exit 1; }
       ;;
@@ -234,7 +245,7 @@ transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
       t0=$(now)
       "$BIN" get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json" 2>> "$d/get.log" \
         || { echo "round $r $proto peer: get failed (status $?)"; cat "$d/get.json" "$d/get.log" "$d/agent.log"; exit 1; }
-      t1=$(now)
+      t1=$(now); C_BUSY=$(busy_during "$t0" "$t1")
       CPUL[c]="master $(f2 "$(echo "$(cpu_s "$mp") - $m0" | bc -l)") + peer agent $(f2 "$(echo "$(cpu_s "$pp") - $p0" | bc -l)")"
       kill "$pp"; wait "$pp" 2>/dev/null || true
       local from_peers from_origin
@@ -253,7 +264,6 @@ transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
 }
 
 for r in $(seq "$ROUNDS"); do
-  note=""; building && note=" [cargo/rustc running at round start]"
   parts=(HTTPS HTTP); kinds=(a b c)
   [ $((r % 2)) = 0 ] && { parts=(HTTP HTTPS); kinds=(c b a); }
   for proto in "${parts[@]}"; do
@@ -262,14 +272,15 @@ for r in $(seq "$ROUNDS"); do
     rb=$(echo "$A_S / $B_S" | bc -l); rc=$(echo "$A_S / $C_S" | bc -l); rcj=$(echo "$A_S / $C_JOB" | bc -l)
     RB[$proto]+="$rb "; RC[$proto]+="$rc "; RCJ[$proto]+="$rcj "
     mbs() { printf '%.0f' "$(echo "$SIZE_MIB / $1" | bc -l)"; }
-    during=""; building && during=" [cargo/rustc running at end]"
-    printf 'round %d %-5s (%s): nginx %.2f s (%s MiB/s); master %.2f s (%s MiB/s), ratio %.2f; peer %.2f s (%s MiB/s; job %.2f s), ratio %.2f (job %.2f)%s%s\n' \
-      "$r" "$proto" "${kinds[*]}" "$A_S" "$(mbs "$A_S")" "$B_S" "$(mbs "$B_S")" "$rb" \
-      "$C_S" "$(mbs "$C_S")" "$C_JOB" "$rc" "$rcj" "$note" "$during"
+    [ -n "$A_BUSY$B_BUSY$C_BUSY" ] && BUSY_ANY=1
+    printf 'round %d %-5s (%s): nginx%s %.2f s (%s MiB/s); master%s %.2f s (%s MiB/s), ratio %.2f; peer%s %.2f s (%s MiB/s; job %.2f s), ratio %.2f (job %.2f)\n' \
+      "$r" "$proto" "${kinds[*]}" "$A_BUSY" "$A_S" "$(mbs "$A_S")" "$B_BUSY" "$B_S" "$(mbs "$B_S")" "$rb" \
+      "$C_BUSY" "$C_S" "$(mbs "$C_S")" "$C_JOB" "$rc" "$rcj"
     printf '    cpu s (server + client): (a) %s; (b) %s; (c) %s\n' "${CPUL[a]}" "${CPUL[b]}" "${CPUL[c]}"
   done
 done
 [ "$DROP" = 1 ] || echo "WARNING: page caches could not be dropped (not root?)"
+[ -n "$BUSY_ANY" ] && echo "WARNING: cargo/rustc ran during the transfers marked *: those timings are skewed"
 median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "median ratios nginx_time / contentdist_time over $ROUNDS rounds (> 1.0: contentdist faster):"
 for proto in HTTPS HTTP; do

@@ -68,7 +68,9 @@ fn table(jobs: &[JobInfo]) -> String {
                 job.request.version.to_string(),
                 match (job.waiting_for, job.cert_wait_until_unix) {
                     (Some(other), _) => format!("{} (after job {other})", format::state(job.state)),
-                    (None, Some(t)) if job.state == contentdist::job::JobState::WaitingForCertificate => {
+                    (None, Some(t))
+                        if job.state == contentdist::job::JobState::WaitingForCertificate =>
+                    {
                         format!(
                             "{} (until {})",
                             format::state(job.state),

@@ -27,6 +27,7 @@ pub fn job(state: JobState) -> JobInfo {
         bytes_from_peers: MIB,
         source: Source::None,
         waiting_for: None,
+        cert_wait_until_unix: None,
         elapsed_ms: 1500,
     }
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::control::{AgentAddrs, AgentStatus, ControlServer, ControlSocketError, ElectionReport};
 use crate::election::ElectionStatus;
 use crate::job::{
-    ControlError, JobControl, JobId, JobInfo, JobManager, JobManagerOptions, JobRequest,
+    CertWait, ControlError, JobControl, JobId, JobInfo, JobManager, JobManagerOptions, JobRequest,
 };
 use crate::origin::{OriginClient, OriginOptions};
 use crate::peer::PeerServer;
@@ -84,7 +84,12 @@ impl Agent {
     pub async fn start(config: Config) -> Result<AgentHandle, AgentError> {
         let tasks = Tasks::new(CancellationToken::new());
         let cache = Arc::new(Cache::open(&config.cache_dir)?);
-        let origin = OriginClient::new(origin_options(&config)).map_err(Arc::new);
+        let certs = AgentCerts::new(&config);
+        let origin = OriginClient::new(OriginOptions {
+            client_cert: Some(Arc::clone(&certs.client) as _),
+            ..origin_options(&config)
+        })
+        .map_err(Arc::new);
         if let Err(e) = &origin {
             tracing::warn!(code = %e.code(), "origin unavailable: {e}; jobs that need it will fail");
         }
@@ -93,7 +98,31 @@ impl Agent {
             servers,
             server_certs,
             listeners,
-        } = start_subnet(&config, &cache, &tasks)?;
+        } = start_subnet(&config, &cache, &tasks, &certs)?;
+        // With certificate authentication, a job without a client certificate
+        // waits for one (or fails at once in preboot).
+        let cert_wait = (peers.is_some()
+            && config.p2p_enabled.has_https()
+            && config.p2p_ssl_settings.client_cert_auth())
+        .then(|| {
+            Arc::new(CertWait::new(
+                Arc::clone(&certs.client),
+                Arc::clone(&certs.store),
+                config.preboot,
+                config.client_cert_wait_period(),
+                config.client_cert_retry(),
+            ))
+        });
+        spawn_refresh(
+            &tasks,
+            Refresh {
+                store: Arc::clone(&certs.store),
+                server: server_certs.clone(),
+                client: Arc::clone(&certs.client),
+                subnet: peers.as_ref().map(|p| p.subnet.clone()),
+                period: config.cert_store_refresh(),
+            },
+        );
         let jobs = JobManager::start(JobManagerOptions {
             cache: Arc::clone(&cache),
             origin,
@@ -103,6 +132,7 @@ impl Agent {
             max_concurrent: 4,
             tasks: tasks.clone(),
             peers: peers.clone(),
+            cert_wait,
         });
         let subnet = peers.map(|p| p.subnet);
         let addrs = AgentAddrs {
@@ -120,6 +150,7 @@ impl Agent {
         let view = Arc::new(AgentView {
             peer_counters: servers.first().map(PeerServer::counters),
             server_certs,
+            client_certs: Arc::clone(&certs.client),
             jobs: jobs.clone(),
             config: Arc::new(config.clone()),
             subnet: subnet.clone(),
@@ -258,6 +289,7 @@ struct AgentView {
     jobs: JobManager,
     peer_counters: Option<Arc<crate::peer::PeerServerCounters>>,
     server_certs: Option<Arc<crate::certstore::ServerCerts>>,
+    client_certs: Arc<crate::certstore::ClientCerts>,
     config: Arc<Config>,
     subnet: Option<SubnetHandle>,
     listeners: Vec<String>,
@@ -294,6 +326,7 @@ impl AgentView {
             election_free_bytes: self.subnet.as_ref().map(SubnetHandle::free_bytes),
             peer_server: self.peer_counters.as_ref().map(|c| c.snapshot()),
             https_certificate: self.server_certs.as_ref().map(|c| c.state()),
+            client_certificate: Some(self.client_certs.state()),
         }
     }
 }
@@ -335,6 +368,7 @@ mod tls;
 use background::{clean_cycle, repair_damaged};
 pub use subnet::advertised_address;
 use subnet::{start_subnet, SubnetParts};
+use tls::{spawn_refresh, AgentCerts, Refresh};
 
 #[cfg(test)]
 mod tests;

@@ -4,10 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::tls;
+use super::tls::{self, AgentCerts};
 use super::AgentError;
 use crate::cache::{clean, Cache};
-use crate::certstore::{CertStore, ServerCerts};
+use crate::certstore::{PeerCertVerifier, ServerCerts};
 use crate::config::Config;
 use crate::election::{LocalInfo, P2pKey, SiteKey, Timing};
 use crate::job::PeerSetup;

@@ -117,7 +117,11 @@ async fn refresh_loop(tasks: Tasks, r: Refresh, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        let (store, server, client) = (Arc::clone(&r.store), r.server.clone(), Arc::clone(&r.client));
+        let (store, server, client) = (
+            Arc::clone(&r.store),
+            r.server.clone(),
+            Arc::clone(&r.client),
+        );
         // Reading files and perhaps generating a key: off the runtime.
         let looked = tasks.spawn_blocking("certificate store read", move || {
             if watched {

@@ -159,7 +159,9 @@ impl ClientCerts {
                 None => Err(choice
                     .rejected
                     .iter()
-                    .map(|(i, why)| format!("{} ({}): {why}", infos[*i].thumbprint, infos[*i].subject))
+                    .map(|(i, why)| {
+                        format!("{} ({}): {why}", infos[*i].thumbprint, infos[*i].subject)
+                    })
                     .collect::<Vec<_>>()
                     .join("; ")),
             }
@@ -198,9 +200,11 @@ impl ClientCerts {
         let mut state = self.state.lock().expect("client cert lock");
         if *state != next {
             match &next {
-                ClientCertState::Chosen(l) => tracing::info!(source = %l.source, subject = %l.subject,
+                ClientCertState::Chosen(l) => {
+                    tracing::info!(source = %l.source, subject = %l.subject,
                     issuer = %l.issuer, thumbprint = %l.thumbprint, not_after = %l.not_after,
-                    file = %l.file.display(), "client certificate chosen"),
+                    file = %l.file.display(), "client certificate chosen")
+                }
                 ClientCertState::Missing { reason } => {
                     tracing::info!("no usable client certificate: {reason}")
                 }

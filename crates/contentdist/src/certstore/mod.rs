@@ -47,8 +47,8 @@ pub use client::{
 };
 pub use clientcerts::{ClientCertLine, ClientCertOptions, ClientCertState, ClientCerts};
 pub use load::{load, load_owned, CertStore, OwnedCert, StoreContents, StoreProblem, TrustedCert};
-pub use report::{report, utc, CertsReport, MyCertLine, ProblemLine, TrustedLine};
 pub use peerauth::PeerCertVerifier;
+pub use report::{report, utc, CertsReport, MyCertLine, ProblemLine, TrustedLine};
 pub use resolver::ServerCertResolver;
 pub use select::{select_server, HostIdentity, IssuerFilter, NameMatch, Rejection, ServerChoice};
 pub use selfsigned::{fingerprint, self_signed, SelfSignedError, SELF_SIGNED_ORG};

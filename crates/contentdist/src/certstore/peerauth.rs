@@ -138,7 +138,11 @@ impl ClientCertVerifier for PeerCertVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         let Ok(info) = CertInfo::from_der(end_entity) else {
-            return Err(self.refuse(None, "not an X.509 certificate", CertificateError::BadEncoding));
+            return Err(self.refuse(
+                None,
+                "not an X.509 certificate",
+                CertificateError::BadEncoding,
+            ));
         };
         let secs = now.as_secs() as i64;
         if info.self_signed {

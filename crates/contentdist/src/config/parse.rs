@@ -93,9 +93,13 @@ impl Reader<'_> {
                 c.p2p_client_cert_wait_period_mins = self.u32(key, v)?
             }
             "P2PClientCertRetryMins" => {
-                c.p2p_client_cert_retry_mins =
-                    self.ranged(key, v, 1, 1440, "minutes between looks for a client certificate")?
-                        as u32
+                c.p2p_client_cert_retry_mins = self.ranged(
+                    key,
+                    v,
+                    1,
+                    1440,
+                    "minutes between looks for a client certificate",
+                )? as u32
             }
             "CertIssuer" => c.cert_issuer = self.list(key, v)?,
             "CertSubject" => c.cert_subject = self.list(key, v)?,

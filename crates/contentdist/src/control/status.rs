@@ -60,6 +60,10 @@ pub struct AgentStatus {
     /// when this agent does not serve HTTPS): the `netsh http show sslcert` check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_certificate: Option<crate::certstore::ServerCertState>,
+    /// This agent's client certificate (presented to masters with
+    /// `P2PSslSettings` 0x2, and to an HTTPS origin that asks), or why it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<crate::certstore::ClientCertState>,
 }
 
 /// Where this agent stands in one content's election.

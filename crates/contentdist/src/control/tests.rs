@@ -70,6 +70,7 @@ impl JobControl for FakeJobs {
             bytes_from_peers: 0,
             source: Source::Origin,
             waiting_for: None,
+            cert_wait_until_unix: None,
             elapsed_ms: 12,
         };
         jobs.push(info.clone());

@@ -118,7 +118,8 @@ pub(super) async fn ensure_client_cert(
             d
         }
     };
-    job.live.report(JobState::WaitingForCertificate, Source::None);
+    job.live
+        .report(JobState::WaitingForCertificate, Source::None);
     tracing::warn!(job = job.id, code = %crate::codes::Code::CLIENT_CERT_MISSING,
         until = %crate::certstore::utc(deadline as i64),
         retry_mins = wait.retry.as_secs() / 60,
@@ -138,7 +139,10 @@ pub(super) async fn ensure_client_cert(
             _ = tokio::time::sleep(wait.retry.min(left)) => {}
         }
         if looked(ctx, wait).await? {
-            tracing::info!(job = job.id, "a client certificate is available: the job goes on");
+            tracing::info!(
+                job = job.id,
+                "a client certificate is available: the job goes on"
+            );
             job.live.set_cert_deadline(None);
             job.live.report(JobState::Downloading, Source::None);
             return Ok(Outcome::Done);
@@ -159,7 +163,9 @@ fn expired(live: &Live, wait: &CertWait) -> JobError {
 
 async fn looked(ctx: &JobContext, wait: &Arc<CertWait>) -> Result<bool, JobError> {
     let w = Arc::clone(wait);
-    let h = ctx.tasks.spawn_blocking("client certificate look", move || w.look());
+    let h = ctx
+        .tasks
+        .spawn_blocking("client certificate look", move || w.look());
     h.await.map_err(|e| JobError::Internal {
         step: "client certificate look",
         detail: e.to_string(),

@@ -168,7 +168,11 @@ impl OriginClient {
             read_timeout: None,
             local_address: None,
         };
-        let http = http_client(tls_config(roots, opts.client_cert.clone()).map_err(setup)?, &client).map_err(setup)?;
+        let http = http_client(
+            tls_config(roots, opts.client_cert.clone()).map_err(setup)?,
+            &client,
+        )
+        .map_err(setup)?;
         let throttle = opts
             .rate_limit
             .map(|r| Arc::new(tokio::sync::Mutex::new(Throttle::new(r))));

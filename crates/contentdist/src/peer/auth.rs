@@ -262,10 +262,7 @@ mod tests {
         let (u, p) = p2p_credentials(&[7; 32]);
         assert_eq!(check(&a, &u, &p), Err(Refusal::NoP2pAccount));
         let (mu, mp) = machine_credentials(b"site secret", "peer7");
-        assert_eq!(
-            check(&a, &mu, &mp),
-            Ok(Principal::Machine("PEER7".into()))
-        );
+        assert_eq!(check(&a, &mu, &mp), Ok(Principal::Machine("PEER7".into())));
     }
 
     #[test]

@@ -118,9 +118,7 @@ impl PeerServerCounters {
             Refusal::UnknownUser(_) | Refusal::WrongPassword(_) => &self.refused_bad_credentials,
             Refusal::MachineAccountNotAllowed(_)
             | Refusal::NoMachineKey(_)
-            | Refusal::NoP2pAccount => {
-                &self.refused_account_not_allowed
-            }
+            | Refusal::NoP2pAccount => &self.refused_account_not_allowed,
         };
         by_reason.fetch_add(1, Ordering::Relaxed);
     }

@@ -263,7 +263,14 @@ pub fn classify(remote: Remote, url: &Url, e: &reqwest::Error) -> HttpFailure {
                 }
                 _ => Code::SECURE_FAILURE,
             };
-            return HttpFailure::new(remote, url, FailureKind::Tls { detail: tls_words(t) }, code);
+            return HttpFailure::new(
+                remote,
+                url,
+                FailureKind::Tls {
+                    detail: tls_words(t),
+                },
+                code,
+            );
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             let code = match (io.kind(), io.raw_os_error()) {

@@ -104,6 +104,7 @@ fn tls_client(store: &std::path::Path, require_pki: bool, literal_names: bool) -
             store,
             require_pki,
             literal_names,
+            client_cert: None,
         }),
         ..Default::default()
     })
