@@ -27,7 +27,10 @@
 # nginx_time / master_time and nginx_time / peer_time (> 1.0: contentdist faster;
 # the peer's time is the `get` wall time, submit to delivered, which includes the
 # ~0.5 s election window; the job's own time is shown too), and the CPU seconds
-# (user+sys) of server and client of each transfer; then the median ratios. A
+# (user+sys) of server and client of each transfer; then the median ratios. curl -o
+# leaves its file in the page cache while the peer fdatasyncs its cache as it copies,
+# so the time of a `sync` right after (a) is shown too, and the ratio
+# (nginx + sync) / peer. A
 # transfer during which cargo or rustc ran on the machine is marked "*".
 # Needs nginx, curl, openssl, python3, bc and root (to drop caches; without it the
 # caches are not dropped and the script says so). Everything runs under a temp dir,
@@ -217,7 +220,7 @@ busy_sampler & PIDS+=("$!")
 BUSY_ANY=""
 
 # --- rounds --------------------------------------------------------------------------
-declare -A RB RC RCJ
+declare -A RB RC RCJ RCS
 transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
   local proto=$1 kind=$2 r=$3
   case $kind in
@@ -226,6 +229,9 @@ transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
       local s0 t0; s0=$(cpu_s "$NGINX_WORKER"); t0=$(now)
       run_curl "${A_CMD[$proto]}" a "${A_URL[$proto]}" "$W/out.bin"
       A_S=$T_WALL; A_BUSY=$(busy_during "$t0" "$(now)")
+      # curl leaves the file in the page cache; the peer fdatasyncs its cache as it
+      # goes. Time the writeback too, for a durable-to-durable comparison.
+      t0=$(now); sync; A_SYNC=$(echo "$(now) - $t0" | bc -l)
       CPUL[a]="nginx $(f2 "$(echo "$(cpu_s "$NGINX_WORKER") - $s0" | bc -l)") + curl $(f2 "$T_CPU")"
       cmp -s "$W/out.bin" "$W/src/image.bin" || { echo "round $r $proto nginx: bytes differ"; exit 1; }
       ;;
@@ -270,12 +276,13 @@ for r in $(seq "$ROUNDS"); do
     declare -A CPUL=()
     for k in "${kinds[@]}"; do transfer "$proto" "$k" "$r"; done
     rb=$(echo "$A_S / $B_S" | bc -l); rc=$(echo "$A_S / $C_S" | bc -l); rcj=$(echo "$A_S / $C_JOB" | bc -l)
-    RB[$proto]+="$rb "; RC[$proto]+="$rc "; RCJ[$proto]+="$rcj "
+    rcs=$(echo "($A_S + $A_SYNC) / $C_S" | bc -l)
+    RB[$proto]+="$rb "; RC[$proto]+="$rc "; RCJ[$proto]+="$rcj "; RCS[$proto]+="$rcs "
     mbs() { printf '%.0f' "$(echo "$SIZE_MIB / $1" | bc -l)"; }
     [ -n "$A_BUSY$B_BUSY$C_BUSY" ] && BUSY_ANY=1
-    printf 'round %d %-5s (%s): nginx%s %.2f s (%s MiB/s); master%s %.2f s (%s MiB/s), ratio %.2f; peer%s %.2f s (%s MiB/s; job %.2f s), ratio %.2f (job %.2f)\n' \
-      "$r" "$proto" "${kinds[*]}" "$A_BUSY" "$A_S" "$(mbs "$A_S")" "$B_BUSY" "$B_S" "$(mbs "$B_S")" "$rb" \
-      "$C_BUSY" "$C_S" "$(mbs "$C_S")" "$C_JOB" "$rc" "$rcj"
+    printf 'round %d %-5s (%s): nginx%s %.2f s (%s MiB/s; then sync %.2f s); master%s %.2f s (%s MiB/s), ratio %.2f; peer%s %.2f s (%s MiB/s; job %.2f s), ratio %.2f (job %.2f; nginx+sync %.2f)\n' \
+      "$r" "$proto" "${kinds[*]}" "$A_BUSY" "$A_S" "$(mbs "$A_S")" "$A_SYNC" "$B_BUSY" "$B_S" "$(mbs "$B_S")" "$rb" \
+      "$C_BUSY" "$C_S" "$(mbs "$C_S")" "$C_JOB" "$rc" "$rcj" "$rcs"
     printf '    cpu s (server + client): (a) %s; (b) %s; (c) %s\n' "${CPUL[a]}" "${CPUL[b]}" "${CPUL[c]}"
   done
 done
@@ -284,6 +291,6 @@ done
 median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "median ratios nginx_time / contentdist_time over $ROUNDS rounds (> 1.0: contentdist faster):"
 for proto in HTTPS HTTP; do
-  printf '  %-5s server-only (master) %.2f; peer copy %.2f (job time %.2f)\n' "$proto" \
-    "$(median "${RB[$proto]}")" "$(median "${RC[$proto]}")" "$(median "${RCJ[$proto]}")"
+  printf '  %-5s server-only (master) %.2f; peer copy %.2f (job time %.2f; nginx curl+sync / peer %.2f)\n' "$proto" \
+    "$(median "${RB[$proto]}")" "$(median "${RC[$proto]}")" "$(median "${RCJ[$proto]}")" "$(median "${RCS[$proto]}")"
 done

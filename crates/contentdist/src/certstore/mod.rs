@@ -58,6 +58,8 @@ pub use verify::{MasterCheck, MasterVerifier};
 #[cfg(test)]
 mod client_tests;
 #[cfg(test)]
+mod clientcerts_tests;
+#[cfg(test)]
 mod load_tests;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,8 @@ mod run;
 mod types;
 
 #[cfg(test)]
+mod certwait_tests;
+#[cfg(test)]
 mod tests;
 
 pub use certwait::CertWait;

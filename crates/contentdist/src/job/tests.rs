@@ -14,6 +14,16 @@ use crate::tasks::Tasks;
 use crate::test_util::{wait_until, TestOrigin};
 
 fn manager(dir: &std::path::Path, origin: &str, tasks: &Tasks) -> JobManager {
+    manager_with(dir, origin, tasks, None)
+}
+
+/// A manager whose jobs need a client certificate when `cert_wait` is given.
+pub(super) fn manager_with(
+    dir: &std::path::Path,
+    origin: &str,
+    tasks: &Tasks,
+    cert_wait: Option<Arc<super::CertWait>>,
+) -> JobManager {
     JobManager::start(JobManagerOptions {
         cache: Arc::new(Cache::open(&dir.join("cache")).unwrap()),
         origin: OriginClient::new(OriginOptions {
@@ -21,17 +31,17 @@ fn manager(dir: &std::path::Path, origin: &str, tasks: &Tasks) -> JobManager {
             ..OriginOptions::default()
         })
         .map_err(Arc::new),
-        success_codes: Default::default(),
+        success_codes: crate::config::Config::default().success_codes,
         clean_policy: Default::default(),
         state_file: dir.join("jobs.json"),
         max_concurrent: 4,
         tasks: tasks.clone(),
         peers: None,
-        cert_wait: None,
+        cert_wait,
     })
 }
 
-fn request(dir: &std::path::Path, dest: &str) -> JobRequest {
+pub(super) fn request(dir: &std::path::Path, dest: &str) -> JobRequest {
     JobRequest {
         content_id: "JOBS0001".into(),
         version: 1,
@@ -41,7 +51,7 @@ fn request(dir: &std::path::Path, dest: &str) -> JobRequest {
     }
 }
 
-async fn wait_final(jobs: &JobManager, id: JobId) -> JobInfo {
+pub(super) async fn wait_final(jobs: &JobManager, id: JobId) -> JobInfo {
     wait_until(Duration::from_secs(30), "the job to finish", || async {
         jobs.get(id).unwrap().state.is_final()
     })

@@ -10,15 +10,15 @@ use crate::codes::Code;
 use crate::test_util::TestCa;
 
 /// A master serving one content over HTTP and HTTPS, with its certificate store.
-struct TlsMaster {
+pub(super) struct TlsMaster {
     /// Holds the cache directory.
     _node: Node,
-    store: tempfile::TempDir,
-    certs: Arc<ServerCerts>,
-    http: PeerServer,
-    https: PeerServer,
+    pub store: tempfile::TempDir,
+    pub certs: Arc<ServerCerts>,
+    pub http: PeerServer,
+    pub https: PeerServer,
     token: CancellationToken,
-    content: Content,
+    pub content: Content,
 }
 
 impl Drop for TlsMaster {
@@ -40,7 +40,13 @@ fn now() -> i64 {
 
 impl TlsMaster {
     /// `pki`: P2PSslSettings 0x1; `setup` fills the store before the first choice.
-    fn start(pki: bool, setup: impl FnOnce(&std::path::Path)) -> TlsMaster {
+    pub fn start(pki: bool, setup: impl FnOnce(&std::path::Path)) -> TlsMaster {
+        TlsMaster::start_with(pki, false, setup)
+    }
+
+    /// [`TlsMaster::start`]; `mutual`: P2PSslSettings 0x2, client certificates
+    /// required and checked against the store's trusted/, and no P2P account.
+    pub fn start_with(pki: bool, mutual: bool, setup: impl FnOnce(&std::path::Path)) -> TlsMaster {
         let node = Node::new();
         let store = tempfile::tempdir().unwrap();
         setup(store.path());
@@ -53,14 +59,22 @@ impl TlsMaster {
         }));
         certs.refresh(now());
         let token = CancellationToken::new();
-        let service = PeerService::new(node.cache.clone(), Arc::new(key_auth()), token.clone());
+        let mut auth = key_auth();
+        if mutual {
+            auth.p2p_key = None;
+        }
+        let service = PeerService::new(node.cache.clone(), Arc::new(auth), token.clone());
+        let store_handle = Arc::new(CertStore::new(store.path()));
+        store_handle.refresh();
+        let clients =
+            mutual.then(|| Arc::new(crate::certstore::PeerCertVerifier::new(store_handle)) as _);
         let http = PeerServer::start_http("127.0.0.1:0".parse().unwrap(), service.clone()).unwrap();
         let https = PeerServer::start_https(
             HttpsOptions {
                 listen: "127.0.0.1:0".parse().unwrap(),
-                tls: server_tls_config(certs.resolver(), None).unwrap(),
+                tls: server_tls_config(certs.resolver(), clients).unwrap(),
                 usable: certs.usable(),
-                client_certificates: false,
+                client_certificates: mutual,
             },
             service,
         )
@@ -79,7 +93,7 @@ impl TlsMaster {
     }
 
     /// As its announcement describes it.
-    fn target(&self) -> MasterTarget {
+    pub fn target(&self) -> MasterTarget {
         MasterTarget {
             addr: self.http.local_addr().ip(),
             http_port: self.http.local_addr().port(),
@@ -93,7 +107,21 @@ impl TlsMaster {
 }
 
 /// A peer checking masters with `store` (its trusted/).
-fn tls_client(store: &std::path::Path, require_pki: bool, literal_names: bool) -> PeerClient {
+pub(super) fn tls_client(
+    store: &std::path::Path,
+    require_pki: bool,
+    literal_names: bool,
+) -> PeerClient {
+    tls_client_with(store, require_pki, literal_names, None)
+}
+
+/// [`tls_client`] presenting `client_cert` (P2PSslSettings 0x2).
+pub(super) fn tls_client_with(
+    store: &std::path::Path,
+    require_pki: bool,
+    literal_names: bool,
+    client_cert: Option<Arc<crate::certstore::ClientCerts>>,
+) -> PeerClient {
     let store = Arc::new(CertStore::new(store));
     store.refresh();
     PeerClient::new(PeerClientOptions {
@@ -104,14 +132,14 @@ fn tls_client(store: &std::path::Path, require_pki: bool, literal_names: bool) -
             store,
             require_pki,
             literal_names,
-            client_cert: None,
+            client_cert,
         }),
         ..Default::default()
     })
     .unwrap()
 }
 
-fn https_only() -> Protocols {
+pub(super) fn https_only() -> Protocols {
     Protocols::NONE.with(Protocol::Https)
 }
 
@@ -120,7 +148,7 @@ fn both() -> Protocols {
 }
 
 /// Copy the master's content with `client`, allowing `local`.
-async fn copy(
+pub(super) async fn copy(
     m: &TlsMaster,
     client: &PeerClient,
     target: &MasterTarget,

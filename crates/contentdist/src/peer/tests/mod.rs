@@ -4,6 +4,7 @@ mod changed;
 mod copy;
 mod https;
 mod limits;
+mod mtls;
 mod server;
 
 use std::future::Future;
