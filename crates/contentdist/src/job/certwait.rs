@@ -88,15 +88,31 @@ pub(super) async fn ensure_client_cert(
     let _gate = match wait.gate.try_lock() {
         Ok(g) => g,
         Err(_) => {
-            if let Some(other) = *wait.holder.lock().expect("holder lock") {
-                job.live.report_waiting(other);
+            match *wait.holder.lock().expect("holder lock") {
+                Some(other) => job.live.report_waiting(other),
+                None => job.live.report(JobState::Queued, Source::None),
             }
+            // A job that was waiting before (a restart resumed both it and the one
+            // now holding the gate, in either order) still ends at its own deadline.
+            let own_deadline = async {
+                match job.live.cert_deadline() {
+                    Some(d) => {
+                        let left = d.saturating_sub(crate::cache::now_unix());
+                        tokio::time::sleep(Duration::from_secs(left)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 g = wait.gate.lock() => g,
+                _ = own_deadline => return Err(expired(&job.live, wait)),
                 _ = stop.cancelled() => return Ok(Outcome::Stopped),
             }
         }
     };
+    // Named at once, so a job arriving now says whom it waits for.
+    *wait.holder.lock().expect("holder lock") = Some(job.id);
+    let _release = Release(&wait.holder);
     if looked(ctx, wait).await? {
         job.live.set_cert_deadline(None);
         job.live.report(JobState::Downloading, Source::None);
@@ -107,8 +123,6 @@ pub(super) async fn ensure_client_cert(
             reason: format!("{} (preboot: no wait)", wait.reason()),
         });
     }
-    *wait.holder.lock().expect("holder lock") = Some(job.id);
-    let _release = Release(&wait.holder);
     let now = crate::cache::now_unix();
     let deadline = match job.live.cert_deadline() {
         Some(d) => d,

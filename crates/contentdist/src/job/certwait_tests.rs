@@ -201,5 +201,9 @@ async fn in_preboot_the_job_fails_at_once_and_a_cancel_ends_a_wait() {
     let cancelled = wait_final(&jobs, job.id).await;
     assert_eq!(cancelled.state, JobState::Cancelled, "{cancelled:?}");
     assert_eq!(cancelled.code(), Code::CANCELLED);
+    assert_eq!(
+        cancelled.cert_wait_until_unix, None,
+        "a cancel ends the wait"
+    );
     stop(tasks).await;
 }

@@ -150,6 +150,8 @@ impl JobManager {
                 ));
             }
             s.live.force(JobState::Cancelled);
+            // A cancel ends a client-certificate wait (a pause does not).
+            s.live.set_cert_deadline(None);
             s.info.code = Code::CANCELLED.0;
             s.info.message = Some("cancelled by request".into());
             s.info.code_in_success_codes = self.inner.success_codes.contains(Code::CANCELLED);

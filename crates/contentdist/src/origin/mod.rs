@@ -194,6 +194,33 @@ impl OriginClient {
         ContentUrls::new(&self.base, &[id, &version.to_string()])
     }
 
+    /// An HTTPS origin's 400: a refused client certificate when its answer says so
+    /// (nginx's "No required SSL certificate was sent", "The SSL certificate
+    /// error"), else the plain refusal. The manifest is the first request of every
+    /// job, so this is where such an origin's refusal shows.
+    async fn bad_request(&self, url: &Url, resp: reqwest::Response) -> OriginError {
+        let said = match self.stall_guard(url, resp.bytes()).await {
+            Ok(b) => String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned(),
+            Err(e) => return e,
+        };
+        if said.contains("SSL certificate") {
+            let presented = self
+                .opts
+                .client_cert
+                .as_ref()
+                .is_some_and(|c| c.has_certs());
+            let text = said
+                .split(['<', '>'])
+                .find(|t| t.contains("SSL certificate"))
+                .unwrap_or(&said);
+            return HttpFailure::client_cert_refused(Remote::Origin, url, presented, text).into();
+        }
+        match check_status(Remote::Origin, url, reqwest::StatusCode::BAD_REQUEST) {
+            Err(e) => e.into(),
+            Ok(()) => unreachable!("400 is never accepted"),
+        }
+    }
+
     /// URL of a content file on the origin.
     pub fn file_url(&self, id: &str, version: u32, path: &str) -> Url {
         self.urls(id, version).url(&[CONTENT_DIR, path])
@@ -214,6 +241,9 @@ impl OriginClient {
                 let resp = self
                     .stall_guard(&url, self.http.get(url.clone()).send())
                     .await?;
+                if resp.status() == reqwest::StatusCode::BAD_REQUEST && url.scheme() == "https" {
+                    return Err(self.bad_request(&url, resp).await);
+                }
                 check_status(Remote::Origin, &url, resp.status())?;
                 self.stall_guard(&url, resp.bytes()).await
             }

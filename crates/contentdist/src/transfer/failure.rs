@@ -99,6 +99,32 @@ impl HttpFailure {
         )
     }
 
+    /// A web server that finished the TLS handshake and then refused this agent's
+    /// client certificate in an HTTP answer (nginx with `ssl_verify_client on`
+    /// answers 400 "No required SSL certificate was sent" instead of a TLS alert):
+    /// 0x209A when this agent `presented` none, 0x2F8F when it was refused. `said`
+    /// is the server's own words.
+    pub fn client_cert_refused(
+        remote: Remote,
+        url: &Url,
+        presented: bool,
+        said: &str,
+    ) -> HttpFailure {
+        let (code, what) = if presented {
+            (
+                Code::SECURE_FAILURE,
+                "the server refused this agent's client certificate",
+            )
+        } else {
+            (
+                Code::CLIENT_CERT_MISSING,
+                "the server requires a client certificate and this agent has none (see contentdist certs)",
+            )
+        };
+        let detail = format!("{what}; it answered: {}", said.trim());
+        HttpFailure::new(remote, url, FailureKind::Tls { detail }, code)
+    }
+
     /// Nothing arrived for `timeout` (`TIMEOUT`, retryable).
     pub fn stalled(remote: Remote, url: &Url, timeout: Duration) -> HttpFailure {
         let secs = timeout.as_secs();
