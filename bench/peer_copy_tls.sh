@@ -217,6 +217,15 @@ done
 echo "TLS: curl ${TLS_OPTS[*]} (nginx: --cacert; master: -k)"
 
 busy_sampler & PIDS+=("$!")
+# Warm-up, untimed: on this VM the first transfer after the setup (whichever it is)
+# runs up to 3x slower, its time in the kernel copying page-cache pages (memory the
+# host has to fault in again after drop_caches). One pass of each curl first.
+for proto in HTTPS HTTP; do
+  drop_caches; run_curl "${A_CMD[$proto]}" a "${A_URL[$proto]}" "$W/out.bin"; w1=$T_WALL
+  drop_caches; run_curl "${B_CMD[$proto]}" b "${B_URL[$proto]}" "$W/out.bin"
+  printf 'warm-up %s (untimed): nginx %.2f s, master %.2f s\n' "$proto" "$w1" "$T_WALL"
+done
+rm -f "$W/out.bin"
 BUSY_ANY=""
 
 # --- rounds --------------------------------------------------------------------------

@@ -690,13 +690,15 @@ fn an_origin_that_requires_client_certificates_serves_the_agent_that_has_one() {
             "no client certificate: code {:#X}, message {message:?}",
             r.code()
         );
-        assert!(
-            [CLIENT_CERT_MISSING, SECURE_FAILURE].contains(&r.code()),
-            "code {:#X} (expected 0x209A or 0x2F8F): {r:?}\nnginx access log: {:?}\nnginx error log: {}",
+        // The agent presented none: 0x209A, in SuccessCodes (exit 3: no fallback).
+        assert_eq!(
             r.code(),
+            CLIENT_CERT_MISSING,
+            "{r:?}\nnginx access log: {:?}\nnginx error log: {}",
             nginx.access_log().last(),
             nginx.error_log()
         );
+        assert_eq!(r.status, 3, "{r:?}");
         assert!(message.contains("client certificate"), "{r:?}");
         assert_eq!(r.json["bytes_from_origin"], 0, "{r:?}");
     });
