@@ -661,9 +661,23 @@ fn an_origin_that_requires_client_certificates_serves_the_agent_that_has_one() {
         let client = pki.client_cert("dp00.branch.example");
         install(&client, &store(&t, 0), "client");
         std::fs::create_dir_all(store(&t, 1).join("my")).unwrap();
+        // Agent 2's certificate comes from a CA the origin does not trust.
+        let other = Pki::create_with(PkiOptions {
+            ca_name: "Another CA".into(),
+            ..PkiOptions::default()
+        });
+        install(
+            &other.client_cert("dp02.branch.example"),
+            &store(&t, 2),
+            "client",
+        );
         let ca = pki.ca_cert();
         let extra = format!("P2PEnabled = 0\nOriginCaFile = \"{}\"", ca.display());
-        let settings = [agent(&t, 0, &extra), agent(&t, 1, &extra)];
+        let settings = [
+            agent(&t, 0, &extra),
+            agent(&t, 1, &extra),
+            agent(&t, 2, &extra),
+        ];
         let refs: Vec<&str> = settings.iter().map(String::as_str).collect();
         let net = Subnet::start(&t, &nginx.url(), &refs);
 
@@ -698,7 +712,15 @@ fn an_origin_that_requires_client_certificates_serves_the_agent_that_has_one() {
             nginx.access_log().last(),
             nginx.error_log()
         );
-        assert_eq!(r.status, 3, "{r:?}");
+        assert_eq!(r.status, EXIT_IN_SUCCESS_CODES, "{r:?}");
+        // A certificate the origin refuses: 0x2F8F, naming it as the client's.
+        let r = net.agents[2].get("OSD00001", 1, &t.join("dest2"), &[]);
+        assert_eq!(r.code(), SECURE_FAILURE, "{r:?}");
+        let said = r.json["message"].as_str().unwrap_or_default();
+        assert!(
+            said.contains("refused this agent's client certificate"),
+            "{r:?}"
+        );
         assert!(message.contains("client certificate"), "{r:?}");
         assert_eq!(r.json["bytes_from_origin"], 0, "{r:?}");
     });
