@@ -1,8 +1,10 @@
 //! Serving a file, or a range of it, from verified blocks only, and what happens
 //! when a block turns out to have changed on disk since it was verified.
 //!
-//! Every block is hashed again just before it is sent. A changed block is *hidden*
-//! at once (no longer advertised by `have`, no range touching it served) and the
+//! Every block is hashed again just before it is sent (while the chunk before it,
+//! at most 256 KiB, is on its way: reading and hashing overlap sending). A changed
+//! block is *hidden* at once (no longer advertised by `have`, no range touching it
+//! served) and the
 //! entry is re-verified in the background, which drops the block from the cache's
 //! map and tells the agent to repair it; the hiding ends when that re-verification
 //! has run. How the requester learns of it depends on where the block is:
@@ -150,6 +152,8 @@ impl PeerService {
         range: std::ops::Range<u64>,
         ready: Vec<Bytes>,
     ) -> Body {
+        /// What one read of the blocking pool returns.
+        type Read = tokio::task::JoinHandle<(Vec<Bytes>, Option<ChunkError>)>;
         struct State {
             svc: PeerService,
             lease: EntryLease,
@@ -157,20 +161,40 @@ impl PeerService {
             pos: u64,
             end: u64,
             ready: VecDeque<Bytes>,
+            /// The next chunk, being read and re-hashed while this one is sent:
+            /// reading overlaps sending instead of alternating with it.
+            next: Option<Read>,
+        }
+        impl State {
+            fn read_ahead(&mut self) {
+                if self.next.is_none()
+                    && self.pos < self.end
+                    && !self.svc.inner.shutdown.is_cancelled()
+                {
+                    let entry = Arc::clone(self.lease.entry());
+                    let (fi, pos, end) = (self.fi, self.pos, self.end);
+                    self.next = Some(tokio::task::spawn_blocking(move || {
+                        read_chunk(&entry, fi, pos, end)
+                    }));
+                }
+            }
         }
         let read: u64 = ready.iter().map(|p| p.len() as u64).sum();
-        let state = State {
+        let mut state = State {
             svc: self.clone(),
             lease,
             fi,
             pos: range.start + read,
             end: range.end,
             ready: ready.into(),
+            next: None,
         };
+        state.read_ahead();
         let stream = futures_util::stream::unfold(state, |mut st| async move {
             if st.ready.is_empty() && st.pos < st.end {
                 let fail = |mut st: State, e: io::Error| {
                     st.pos = st.end;
+                    st.next = None;
                     st.svc
                         .inner
                         .counters
@@ -181,10 +205,8 @@ impl PeerService {
                 if st.svc.inner.shutdown.is_cancelled() {
                     return fail(st, io::Error::other("peer-copy server shutting down"));
                 }
-                let entry = Arc::clone(st.lease.entry());
-                let (fi, pos, end) = (st.fi, st.pos, st.end);
-                let read =
-                    tokio::task::spawn_blocking(move || read_chunk(&entry, fi, pos, end)).await;
+                st.read_ahead();
+                let read = st.next.take().expect("a read is under way").await;
                 match read {
                     Ok((pieces, Some(e))) if pieces.is_empty() => {
                         let entry = Arc::clone(st.lease.entry());
@@ -205,9 +227,14 @@ impl PeerService {
                     }
                     // Send what verified; a failure after it is met again, first
                     // thing, by the next read.
-                    Ok((pieces, _)) => {
+                    Ok((pieces, failed)) => {
                         st.pos += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
                         st.ready = pieces.into();
+                        // After a failure, the next read starts at the failing
+                        // block, and meets it again when these pieces are sent.
+                        if failed.is_none() {
+                            st.read_ahead();
+                        }
                     }
                     Err(join) => return fail(st, io::Error::other(join.to_string())),
                 }

@@ -21,7 +21,8 @@
 //!   the range starts past the end). `{path}` is percent-decoded and must be exactly a
 //!   file path of the manifest, anything else is 404: the URL never becomes a file
 //!   system path. Only when every block the range touches is verified (else 409,
-//!   "blocks not verified yet"); each block is hashed again just before it is sent.
+//!   "blocks not verified yet"); each block is hashed again just before it is sent
+//!   (at most one 256 KiB chunk ahead of the one being sent).
 //!   A block whose bytes changed on disk is no longer held: it leaves the `have` map
 //!   at once and the cache re-verifies the entry (the agent then repairs it). Found
 //!   in the first 256 KiB of the range, it is answered 409 before any byte is sent;
