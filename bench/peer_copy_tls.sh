@@ -1,29 +1,43 @@
 #!/usr/bin/env bash
-# Peer-copy benchmark over HTTPS and over HTTP, against nginx on the same host.
+# Peer-copy benchmark over HTTPS, over HTTP and over mutual TLS, against nginx on the
+# same host.
 #
 #   bash bench/peer_copy_tls.sh [SIZE_MIB] [ROUNDS]     (defaults: 1024 MiB, 5 rounds)
 #
-# Two masters (CONTENTDIST_BIN, default target/release/contentdist) each download a
+# Three masters (CONTENTDIST_BIN, default target/release/contentdist) each download a
 # published file of SIZE_MIB MiB from a local nginx once and keep it: one serving
-# HTTPS only (P2PEnabled 0x40, its self-signed certificate), one HTTP only (0x20).
-# Each on its own election port and 127.0.X.* subnet. Then every round, for HTTPS and
-# for HTTP (the order of the two parts, and of the three transfers within a part,
-# alternates between rounds), with the page cache dropped before each transfer:
+# HTTPS only (P2PEnabled 0x40, its self-signed certificate), one HTTP only (0x20),
+# and one HTTPS only with certificate client authentication ("MTLS": P2PEnabled
+# 0x40, P2PSslSettings 0x2; its own store with the script's CA in trusted/ and a
+# client certificate the CA issued in my/, which it needs for its own download too).
+# Each on its own election port and 127.0.X.* subnet. Then every round, for HTTPS,
+# HTTP and MTLS (the order of the three parts, and of the three transfers within a
+# part, alternates between rounds), with the page cache dropped before each transfer:
 #
 #   (a) nginx   `curl -o` of the file from nginx (HTTPS: TLS 1.3 only, a certificate
-#               this script makes with its own CA; HTTP: sendfile on);
+#               this script makes with its own CA; HTTP: sendfile on; MTLS: a second
+#               HTTPS server, TLS 1.3 only, `ssl_verify_client on` with the CA,
+#               curl presenting a client certificate of the CA with --cert/--key);
 #   (b) master  `curl -o` of the same file from the master's peer-copy interface
-#               (GET /content/ID/VERSION/files/PATH, machine-account Basic auth),
-#               same curl options (HTTPS: -k instead of --cacert, same cipher);
-#   (c) peer    a fresh peer agent (empty cache, same P2PEnabled as its master) doing
-#               `contentdist get`, checked: bytes_from_peers = size,
-#               bytes_from_origin = 0, delivered file identical, peer log shows
-#               protocol=HTTPS (resp. HTTP).
+#               (GET /content/ID/VERSION/files/PATH, machine-account Basic auth;
+#               MTLS: no account, the client certificate is the proof), same curl
+#               options (HTTPS and MTLS: -k instead of --cacert, same cipher);
+#   (c) peer    a fresh peer agent (empty cache, same P2PEnabled as its master; MTLS:
+#               also P2PSslSettings 0x2, its own store with the CA and a client
+#               certificate issued for it) doing `contentdist get`, checked:
+#               bytes_from_peers = size, bytes_from_origin = 0, delivered file
+#               identical, peer log shows protocol=HTTPS (resp. HTTP; MTLS: HTTPS).
 #
-# Over HTTPS both curls are forced to the TLS 1.3 cipher the master negotiates by
-# default (found with `openssl s_client -tls1_3` against the master).
+# Client certificates (master, each peer, curl) are issued by the script's CA with
+# extendedKeyUsage clientAuth, basicConstraints CA:FALSE. Before timing, the script
+# checks that the mTLS nginx and the MTLS master both refuse curl without a client
+# certificate (curl exits non-zero) and accept it with one.
 #
-# Prints per round and protocol the seconds and MiB/s of each transfer, the ratios
+# Over HTTPS and MTLS all curls are forced to the TLS 1.3 cipher the HTTPS master
+# negotiates by default (found with `openssl s_client -tls1_3` against the master;
+# the MTLS master's choice, with a client certificate, is shown too).
+#
+# Prints per round and part the seconds and MiB/s of each transfer, the ratios
 # nginx_time / master_time and nginx_time / peer_time (> 1.0: contentdist faster;
 # the peer's time is the `get` wall time, submit to delivered, which includes the
 # ~0.5 s election window; the job's own time is shown too), and the CPU seconds
@@ -32,9 +46,9 @@
 # so the time of a `sync` right after (a) is shown too, and the ratio
 # (nginx + sync) / peer. A
 # transfer during which cargo or rustc ran on the machine is marked "*".
-# Needs nginx, curl, openssl, python3, bc and root (to drop caches; without it the
-# caches are not dropped and the script says so). Everything runs under a temp dir,
-# on 127.0.X.Y and ports chosen at run time.
+# Needs nginx, curl, openssl, python3, bc, timeout and root (to drop caches; without
+# it the caches are not dropped and the script says so). Everything runs under a temp
+# dir, on 127.0.X.Y and ports chosen at run time.
 set -euo pipefail
 SIZE_MIB=${1:-1024}
 ROUNDS=${2:-5}
@@ -87,10 +101,30 @@ NAME=bench.test   # nginx's certificate name, reached with curl --resolve
     "$NAME" > server.ext
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
     -extfile server.ext -out server.pem 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n' > client.ext
 )
+# A client certificate of the CA (client authentication only): CN, out base ->
+# BASE.pem (certificate), BASE.key (its key).
+client_cert() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$2.key" -out "$2.csr" -subj "/CN=$1" 2>/dev/null
+  openssl x509 -req -in "$2.csr" -CA "$W/pki/ca.pem" -CAkey "$W/pki/ca.key" -CAcreateserial \
+    -days 2 -extfile "$W/pki/client.ext" -out "$2.pem" 2>/dev/null
+  rm -f "$2.csr"
+}
+# An agent's certificate store for MTLS: the CA in trusted/, a client certificate
+# issued for CN in my/client.pem (certificate and key in one file).
+mtls_store() { # dir cn
+  mkdir -p "$1/trusted" "$1/my"
+  cp "$W/pki/ca.pem" "$1/trusted/ca.pem"
+  client_cert "$2" "$1/issued"
+  cat "$1/issued.pem" "$1/issued.key" > "$1/my/client.pem"; rm -f "$1/issued.pem" "$1/issued.key"
+}
+client_cert "curl.bench.test" "$W/pki/curl"
 
 HPORT=$(free_port SOCK_STREAM)
 SPORT=$(free_port SOCK_STREAM)
+while :; do MPORT=$(free_port SOCK_STREAM); [ "$MPORT" != "$SPORT" ] && [ "$MPORT" != "$HPORT" ] && break; done
 USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
 cat > "$W/nginx/nginx.conf" <<NGX
 $USER_LINE
@@ -110,11 +144,22 @@ http {
     ssl_protocols TLSv1.3;
     root $W/origin;
   }
+  server {
+    listen 127.0.0.1:$MPORT ssl;
+    server_name $NAME;
+    ssl_certificate $W/pki/server.pem;
+    ssl_certificate_key $W/pki/server.key;
+    ssl_protocols TLSv1.3;
+    ssl_verify_client on;
+    ssl_client_certificate $W/pki/ca.pem;
+    root $W/origin;
+  }
 }
 NGX
 "$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf"; NGINX_STARTED=1
 URL="http://127.0.0.1:$HPORT"
 SURL="https://$NAME:$SPORT"
+MURL="https://$NAME:$MPORT"
 for _ in $(seq 50); do curl -sf -o /dev/null "$URL/BENCH/1/manifest.json" && break; sleep 0.1; done
 sleep 0.2
 NGINX_WORKER=$(pgrep -P "$(cat "$W/nginx/nginx.pid")" | head -1)
@@ -125,14 +170,15 @@ MUSER='BENCH$'
 MPASS=$(python3 -c 'import hmac,hashlib,sys
 print(hmac.new(sys.argv[1].encode(), b"contentdist machine account v1" + b"bench", hashlib.sha256).hexdigest()[:32])' "$MACHINE_KEY")
 
-config() { # dir address p2penabled eport
+config() { # dir address p2penabled eport [certstore p2psslsettings]
   mkdir -p "$1"
   cat > "$1/agent.toml" <<TOML
 CacheDir = "$1/cache"
 ControlSocket = "$1/control.sock"
-CertStoreDir = "$W/certstore"
+CertStoreDir = "${5:-$W/certstore}"
 OriginUrl = "$URL"
 P2PEnabled = $3
+P2PSslSettings = ${6:-0x0}
 P2PHttpPort = 0
 P2PHttpsPort = 0
 P2P_Port = $4
@@ -148,30 +194,70 @@ start_agent() { # dir; sets AGENT_PID
   for _ in $(seq 100); do "$BIN" jobs --config "$1/agent.toml" >/dev/null 2>&1 && return; sleep 0.1; done
   echo "agent did not start:"; cat "$1/agent.log"; exit 1
 }
+# MTLS: the agent must have chosen its client certificate, else its jobs wait
+# (waiting_for_certificate). dir; prints the certificate's subject.
+client_cert_chosen() {
+  local st=""
+  for _ in $(seq 50); do
+    "$BIN" status --json --config "$1/agent.toml" > "$1/status.json" 2>/dev/null || true
+    st=$(python3 -c 'import json,sys
+c=json.load(open(sys.argv[1])).get("client_certificate") or {}
+print(c.get("state", "none"), c.get("subject", ""))' "$1/status.json" 2>/dev/null || true)
+    [ "${st%% *}" = chosen ] && { echo "${st#* }"; return; }
+    sleep 0.1
+  done
+  echo "$1: no client certificate chosen (state: ${st:-?}):" >&2
+  python3 -c 'import json,sys;print(json.dumps(json.load(open(sys.argv[1])).get("client_certificate"), indent=1))' "$1/status.json" >&2 || true
+  cat "$1/agent.log" >&2; exit 1
+}
+# `contentdist get`; for MTLS bounded, so that a job waiting for a certificate
+# (1440 min by default) fails the run instead of hanging it.
+get_cmd() { # proto
+  if [ "$1" = MTLS ]; then echo "timeout 900 $BIN"; else echo "$BIN"; fi
+}
 
-# Two subnets: 127.0.X.1 the master, 127.0.X.2 its peers, one election port each.
-declare -A EPORT NET BITS MASTER_PID MASTER_URL
-BITS[HTTPS]=0x40; BITS[HTTP]=0x20
-EPORT[HTTPS]=$(free_port SOCK_DGRAM)
-while :; do EPORT[HTTP]=$(free_port SOCK_DGRAM); [ $((EPORT[HTTP] % 250)) != $((EPORT[HTTPS] % 250)) ] && break; done
-for proto in HTTPS HTTP; do
+# Three subnets: 127.0.X.1 the master, 127.0.X.2 its peers, one election port each.
+PARTS=(HTTPS HTTP MTLS)
+declare -A EPORT NET BITS SSL SCHEME WIRE MASTER_PID MASTER_URL
+BITS[HTTPS]=0x40; BITS[HTTP]=0x20; BITS[MTLS]=0x40
+SSL[HTTPS]=0x0;   SSL[HTTP]=0x0;   SSL[MTLS]=0x2
+SCHEME[HTTPS]=https; SCHEME[HTTP]=http; SCHEME[MTLS]=https
+WIRE[HTTPS]=HTTPS;   WIRE[HTTP]=HTTP;   WIRE[MTLS]=HTTPS   # the peer log's protocol=
+used=" 0 "   # not 127.0.0.*: nginx and curl's own addresses
+for proto in "${PARTS[@]}"; do
+  while :; do
+    EPORT[$proto]=$(free_port SOCK_DGRAM)
+    [[ "$used" != *" $((EPORT[$proto] % 250)) "* ]] && break
+  done
+  used+="$((EPORT[$proto] % 250)) "
+done
+for proto in "${PARTS[@]}"; do
   NET[$proto]="127.0.$((EPORT[$proto] % 250))"
   d="$W/master-$proto"
-  config "$d" "${NET[$proto]}.1" "${BITS[$proto]}" "${EPORT[$proto]}"
+  store="$W/certstore"
+  [ "$proto" = MTLS ] && { store="$d/certstore"; mtls_store "$store" "master.bench.test"; }
+  config "$d" "${NET[$proto]}.1" "${BITS[$proto]}" "${EPORT[$proto]}" "$store" "${SSL[$proto]}"
   start_agent "$d"; MASTER_PID[$proto]=$AGENT_PID
-  "$BIN" get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json" 2>> "$d/get.log"
+  if [ "$proto" = MTLS ]; then
+    subj=$(client_cert_chosen "$d") || exit 1
+    echo "MTLS master client certificate chosen: $subj"
+  fi
+  $(get_cmd "$proto") get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json" 2>> "$d/get.log" \
+    || { echo "$proto master: get failed (status $?)"; cat "$d/get.json" "$d/get.log" "$d/agent.log"; exit 1; }
   "$BIN" status --json --config "$d/agent.toml" > "$d/status.json"
-  lower=$(echo "$proto" | tr A-Z a-z)
+  lower=${SCHEME[$proto]}
   MASTER_URL[$proto]=$(python3 -c 'import json,sys
 for u in json.load(open(sys.argv[1]))["listeners"]:
     if u.startswith(sys.argv[2] + "://"):
         print(u.split("://")[1].split("/")[0]); break' "$d/status.json" "$lower")
   [ -n "${MASTER_URL[$proto]}" ] || { echo "$proto master: no $lower listener"; cat "$d/status.json"; cat "$d/agent.log"; exit 1; }
-  echo "$proto master (P2PEnabled ${BITS[$proto]}): $lower://${MASTER_URL[$proto]}, downloaded ${SIZE_MIB} MiB from nginx in $(field "$d/get.json" elapsed_ms) ms"
+  echo "$proto master (P2PEnabled ${BITS[$proto]}, P2PSslSettings ${SSL[$proto]}): $lower://${MASTER_URL[$proto]}, downloaded ${SIZE_MIB} MiB from nginx in $(field "$d/get.json" elapsed_ms) ms"
 done
-python3 -c 'import json,sys
+for proto in HTTPS MTLS; do
+  python3 -c 'import json,sys
 c=json.load(open(sys.argv[1])).get("https_certificate")
-print("HTTPS master certificate:", json.dumps(c))' "$W/master-HTTPS/status.json"
+print(sys.argv[2], "master certificate:", json.dumps(c))' "$W/master-$proto/status.json" "$proto"
+done
 
 # --- TLS: the cipher the master negotiates by default, forced on both curls ---------
 MHOST=${MASTER_URL[HTTPS]}
@@ -179,15 +265,30 @@ S_CLIENT=$(openssl s_client -connect "$MHOST" -tls1_3 </dev/null 2>&1 || true)
 CIPHER=$(sed -n 's/.*Cipher is \(TLS_[A-Z0-9_]*\).*/\1/p' <<< "$S_CLIENT" | head -1)
 [ -n "$CIPHER" ] || { echo "no TLS 1.3 handshake with the master at $MHOST:"; echo "$S_CLIENT" | head -30; exit 1; }
 echo "master $MHOST, openssl s_client -tls1_3: $(grep -m1 -i 'cipher is' <<< "$S_CLIENT")"
+# The MTLS master, with the curl client certificate (without one it ends the
+# handshake with an alert; s_client may still print the cipher first).
+MMHOST=${MASTER_URL[MTLS]}
+S_CLIENT_M=$(openssl s_client -connect "$MMHOST" -tls1_3 -cert "$W/pki/curl.pem" -key "$W/pki/curl.key" </dev/null 2>&1 || true)
+CIPHER_M=$(sed -n 's/.*Cipher is \(TLS_[A-Z0-9_]*\).*/\1/p' <<< "$S_CLIENT_M" | head -1)
+[ -n "$CIPHER_M" ] || { echo "no TLS 1.3 handshake with the MTLS master at $MMHOST:"; echo "$S_CLIENT_M" | head -30; exit 1; }
+echo "MTLS master $MMHOST, openssl s_client -tls1_3 -cert curl.pem: $(grep -m1 -i 'cipher is' <<< "$S_CLIENT_M")"
+[ "$CIPHER_M" = "$CIPHER" ] || echo "NOTE: the MTLS master negotiates $CIPHER_M, the HTTPS master $CIPHER; both curls are forced to $CIPHER"
 TLS_OPTS=(--http1.1 --tlsv1.3 --tls-max 1.3 --tls13-ciphers "$CIPHER")
+CLIENT_CERT=(--cert "$W/pki/curl.pem" --key "$W/pki/curl.key")
 NGINX_CURL=(curl -sS -f "${TLS_OPTS[@]}" --cacert "$W/pki/ca.pem" --resolve "$NAME:$SPORT:127.0.0.1")
 MASTER_CURL=(curl -sS -f "${TLS_OPTS[@]}" -k -u "$MUSER:$MPASS")
+MNGINX_NOCERT=(curl -sS -f "${TLS_OPTS[@]}" --cacert "$W/pki/ca.pem" --resolve "$NAME:$MPORT:127.0.0.1")
+MMASTER_NOCERT=(curl -sS -f "${TLS_OPTS[@]}" -k)
+MNGINX_CURL=("${MNGINX_NOCERT[@]}" "${CLIENT_CERT[@]}")
+MMASTER_CURL=("${MMASTER_NOCERT[@]}" "${CLIENT_CERT[@]}")
 HTTP_CURL=(curl -sS -f --http1.1)
 declare -A A_CMD B_CMD A_URL B_URL
-A_CMD[HTTPS]="NGINX_CURL";  A_URL[HTTPS]="$SURL/BENCH/1/content/image.bin"
-B_CMD[HTTPS]="MASTER_CURL"; B_URL[HTTPS]="https://$MHOST/content/BENCH/1/files/image.bin"
-A_CMD[HTTP]="HTTP_CURL";    A_URL[HTTP]="$URL/BENCH/1/content/image.bin"
-B_CMD[HTTP]="HTTP_CURL";    B_URL[HTTP]="http://${MASTER_URL[HTTP]}/content/BENCH/1/files/image.bin"
+A_CMD[HTTPS]="NGINX_CURL";   A_URL[HTTPS]="$SURL/BENCH/1/content/image.bin"
+B_CMD[HTTPS]="MASTER_CURL";  B_URL[HTTPS]="https://$MHOST/content/BENCH/1/files/image.bin"
+A_CMD[HTTP]="HTTP_CURL";     A_URL[HTTP]="$URL/BENCH/1/content/image.bin"
+B_CMD[HTTP]="HTTP_CURL";     B_URL[HTTP]="http://${MASTER_URL[HTTP]}/content/BENCH/1/files/image.bin"
+A_CMD[MTLS]="MNGINX_CURL";   A_URL[MTLS]="$MURL/BENCH/1/content/image.bin"
+B_CMD[MTLS]="MMASTER_CURL";  B_URL[MTLS]="https://$MMHOST/content/BENCH/1/files/image.bin"
 HTTP_MASTER_AUTH=(-u "$MUSER:$MPASS")
 
 run_curl() { # part a|b url out: runs curl, sets T_WALL T_CPU
@@ -199,8 +300,17 @@ run_curl() { # part a|b url out: runs curl, sets T_WALL T_CPU
     || { echo "curl $3 failed:"; cat "$W/curl.err"; exit 1; }
   read -r T_WALL u s < "$tf"; T_CPU=$(echo "$u + $s" | bc -l)
 }
+# MTLS: both servers must refuse curl without a client certificate.
+for part in a b; do
+  if [ $part = a ]; then c=MNGINX_NOCERT; u=${A_URL[MTLS]}; who=nginx; else c=MMASTER_NOCERT; u=${B_URL[MTLS]}; who=master; fi
+  declare -n cmd=$c
+  rc=0; out=$("${cmd[@]}" -r 0-1023 -o /dev/null -w 'HTTP %{http_code}' "$u" 2>&1) || rc=$?
+  unset -n cmd
+  [ "$rc" != 0 ] || { echo "check MTLS $who without a client certificate: NOT refused (curl exit 0): $out"; exit 1; }
+  echo "check MTLS $who without a client certificate: refused, curl exit $rc: $(tr '\n' ' ' <<< "$out")"
+done
 # Check every URL answers (and which TLS each curl uses) before timing.
-for proto in HTTPS HTTP; do
+for proto in "${PARTS[@]}"; do
   for part in a b; do
     if [ $part = a ]; then c=${A_CMD[$proto]}; u=${A_URL[$proto]}; else c=${B_CMD[$proto]}; u=${B_URL[$proto]}; fi
     declare -n cmd=$c
@@ -214,13 +324,13 @@ for proto in HTTPS HTTP; do
     [[ "$code" =~ ^HTTP\ 20[06]$ ]] || { echo "$out"; exit 1; }
   done
 done
-echo "TLS: curl ${TLS_OPTS[*]} (nginx: --cacert; master: -k)"
+echo "TLS: curl ${TLS_OPTS[*]} (nginx: --cacert; master: -k; MTLS both: --cert/--key curl.pem, a client certificate of the CA)"
 
 busy_sampler & PIDS+=("$!")
 # Warm-up, untimed: on this VM the first transfer after the setup (whichever it is)
 # runs up to 3x slower, its time in the kernel copying page-cache pages (memory the
 # host has to fault in again after drop_caches). One pass of each curl first.
-for proto in HTTPS HTTP; do
+for proto in "${PARTS[@]}"; do
   drop_caches; run_curl "${A_CMD[$proto]}" a "${A_URL[$proto]}" "$W/out.bin"; w1=$T_WALL
   drop_caches; run_curl "${B_CMD[$proto]}" b "${B_URL[$proto]}" "$W/out.bin"
   printf 'warm-up %s (untimed): nginx %.2f s, master %.2f s\n' "$proto" "$w1" "$T_WALL"
@@ -253,12 +363,16 @@ transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
       cmp -s "$W/out.bin" "$W/src/image.bin" || { echo "round $r $proto master: bytes differ"; exit 1; }
       ;;
     c)
-      local d="$W/peer-$proto"
-      rm -rf "$d"; config "$d" "${NET[$proto]}.2" "${BITS[$proto]}" "${EPORT[$proto]}"; drop_caches
+      local d="$W/peer-$proto" store="$W/certstore"
+      rm -rf "$d"
+      # MTLS: a fresh store with the CA and a client certificate issued for this peer.
+      [ "$proto" = MTLS ] && { store="$d/certstore"; mtls_store "$store" "peer$r.bench.test"; }
+      config "$d" "${NET[$proto]}.2" "${BITS[$proto]}" "${EPORT[$proto]}" "$store" "${SSL[$proto]}"; drop_caches
       start_agent "$d"; local pp=$AGENT_PID mp=${MASTER_PID[$proto]}
+      [ "$proto" = MTLS ] && client_cert_chosen "$d" > /dev/null
       local m0 p0 t0 t1; m0=$(cpu_s "$mp"); p0=$(cpu_s "$pp")
       t0=$(now)
-      "$BIN" get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json" 2>> "$d/get.log" \
+      $(get_cmd "$proto") get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json" 2>> "$d/get.log" \
         || { echo "round $r $proto peer: get failed (status $?)"; cat "$d/get.json" "$d/get.log" "$d/agent.log"; exit 1; }
       t1=$(now); C_BUSY=$(busy_during "$t0" "$t1")
       CPUL[c]="master $(f2 "$(echo "$(cpu_s "$mp") - $m0" | bc -l)") + peer agent $(f2 "$(echo "$(cpu_s "$pp") - $p0" | bc -l)")"
@@ -270,8 +384,8 @@ transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
       cmp -s "$d/dest/image.bin" "$W/src/image.bin" || { echo "round $r $proto peer: delivered bytes differ"; exit 1; }
       local proto_seen
       proto_seen=$(sed 's/\x1b\[[0-9;]*m//g' "$d/agent.log" | grep -o 'protocol=[A-Z]*' | sort -u | tr '\n' ' ' || true)
-      [ "$proto_seen" = "protocol=$proto " ] \
-        || { echo "round $r $proto peer: log shows '${proto_seen}', expected protocol=$proto"; cat "$d/agent.log"; exit 1; }
+      [ "$proto_seen" = "protocol=${WIRE[$proto]} " ] \
+        || { echo "round $r $proto peer: log shows '${proto_seen}', expected protocol=${WIRE[$proto]}"; cat "$d/agent.log"; exit 1; }
       C_S=$(echo "$t1 - $t0" | bc -l)
       C_JOB=$(echo "$(field "$d/get.json" elapsed_ms) / 1000" | bc -l)
       ;;
@@ -279,8 +393,8 @@ transfer() { # proto kind(a|b|c) round; appends to LINE and CPUL
 }
 
 for r in $(seq "$ROUNDS"); do
-  parts=(HTTPS HTTP); kinds=(a b c)
-  [ $((r % 2)) = 0 ] && { parts=(HTTP HTTPS); kinds=(c b a); }
+  parts=(HTTPS HTTP MTLS); kinds=(a b c)
+  [ $((r % 2)) = 0 ] && { parts=(MTLS HTTP HTTPS); kinds=(c b a); }
   for proto in "${parts[@]}"; do
     declare -A CPUL=()
     for k in "${kinds[@]}"; do transfer "$proto" "$k" "$r"; done
@@ -299,7 +413,7 @@ done
 [ -n "$BUSY_ANY" ] && echo "WARNING: cargo/rustc ran during the transfers marked *: those timings are skewed"
 median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "median ratios nginx_time / contentdist_time over $ROUNDS rounds (> 1.0: contentdist faster):"
-for proto in HTTPS HTTP; do
+for proto in "${PARTS[@]}"; do
   printf '  %-5s server-only (master) %.2f; peer copy %.2f (job time %.2f; nginx curl+sync / peer %.2f)\n' "$proto" \
     "$(median "${RB[$proto]}")" "$(median "${RC[$proto]}")" "$(median "${RCJ[$proto]}")" "$(median "${RCS[$proto]}")"
 done
