@@ -9,39 +9,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::pki::{sha1_thumbprint, CertFiles, CertSpec, Pki, PkiOptions};
-use support::subnet::{content_bytes, publish, slow_origin, Subnet, MIB};
+use support::pki::{sha1_thumbprint, CertSpec, Pki, PkiOptions};
+use support::subnet::{agent, content_bytes, install, publish, slow_origin, trust, Subnet, MIB};
 use support::{assert_trees_equal, wait_until, with_timeout, TestDir};
 
 const MACHINE_KEY: &str = "branch-office-machine-key-for-tests";
-
-/// Settings of agent `i`: its names, its own store, and `extra`.
-fn agent(t: &TestDir, i: usize, extra: &str) -> String {
-    format!(
-        "HostName = \"dp0{i}\"\nFqdn = \"dp0{i}.branch.example\"\nCertStoreDir = \"{}\"\n{extra}",
-        t.join(format!("store{i}")).display()
-    )
-}
-
-/// Put `files` (certificate with chain, and key) into `store/my/` as `name`.
-fn install(files: &CertFiles, store: &Path, name: &str) {
-    let my = store.join("my");
-    std::fs::create_dir_all(&my).unwrap();
-    // Through a temporary name and a rename: the agent may look at any moment.
-    let tmp = store.join(format!("{name}.tmp"));
-    let pem = [
-        std::fs::read(&files.chain).unwrap(),
-        std::fs::read(&files.key).unwrap(),
-    ]
-    .concat();
-    std::fs::write(&tmp, pem).unwrap();
-    std::fs::rename(&tmp, my.join(format!("{name}.pem"))).unwrap();
-}
-
-fn trust(pki: &Pki, store: &Path) {
-    std::fs::create_dir_all(store.join("trusted")).unwrap();
-    std::fs::copy(pki.ca_cert(), store.join("trusted/ca.pem")).unwrap();
-}
 
 fn https_url(status: &serde_json::Value) -> String {
     status["listeners"]

@@ -8,13 +8,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::nginx::{ClientAuth, Nginx, NginxOptions, TlsFiles};
 use support::pki::{sha1_thumbprint, CertFiles, Pki, PkiOptions};
-use support::subnet::{publish, slow_origin, Subnet, MIB};
+use support::subnet::{agent, install, publish, slow_origin, store, trust, Subnet, MIB};
 use support::{assert_trees_equal, wait_until, with_timeout, TestDir};
 
 const MACHINE_KEY: &str = "branch-office-machine-key-for-tests";
@@ -26,39 +26,6 @@ const SECURE_FAILURE: u64 = 0x2F8F;
 const EXIT_IN_SUCCESS_CODES: i32 = 3;
 /// Peer copy over HTTPS with certificate authentication.
 const MTLS: &str = "P2PEnabled = 0x40\nP2PSslSettings = 0x2";
-
-/// Settings of agent `i`: its names, its own store, and `extra`.
-fn agent(t: &TestDir, i: usize, extra: &str) -> String {
-    format!(
-        "HostName = \"dp0{i}\"\nFqdn = \"dp0{i}.branch.example\"\nCertStoreDir = \"{}\"\n{extra}",
-        store(t, i).display()
-    )
-}
-
-fn store(t: &TestDir, i: usize) -> PathBuf {
-    t.join(format!("store{i}"))
-}
-
-/// Put `files` (certificate with chain, and key) into `store/my/` as `name`.
-fn install(files: &CertFiles, store: &Path, name: &str) {
-    let my = store.join("my");
-    std::fs::create_dir_all(&my).unwrap();
-    // Through a temporary name and a rename: the agent may look at any moment.
-    let tmp = store.join(format!("{name}.tmp"));
-    let pem = [
-        std::fs::read(&files.chain).unwrap(),
-        std::fs::read(&files.key).unwrap(),
-    ]
-    .concat();
-    std::fs::write(&tmp, pem).unwrap();
-    std::fs::rename(&tmp, my.join(format!("{name}.pem"))).unwrap();
-}
-
-/// Put the CA of `pki` into `store/trusted/`.
-fn trust(pki: &Pki, store: &Path) {
-    std::fs::create_dir_all(store.join("trusted")).unwrap();
-    std::fs::copy(pki.ca_cert(), store.join("trusted/ca.pem")).unwrap();
-}
 
 /// A store trusting `pki` with a valid client certificate for agent `i`.
 fn enrolled(t: &TestDir, pki: &Pki, i: usize) -> CertFiles {

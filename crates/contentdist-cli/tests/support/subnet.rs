@@ -3,9 +3,47 @@
 
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
 use super::agent::AgentProc;
 use super::nginx::{Nginx, NginxOptions};
+use super::pki::{CertFiles, Pki};
 use super::{random_file, wait_until, TestDir};
+
+/// Settings of agent `i` of a certificate test: its names (`dp0I`,
+/// `dp0I.branch.example`), its own certificate store, and `extra`.
+pub fn agent(t: &TestDir, i: usize, extra: &str) -> String {
+    format!(
+        "HostName = \"dp0{i}\"\nFqdn = \"dp0{i}.branch.example\"\nCertStoreDir = \"{}\"\n{extra}",
+        store(t, i).display()
+    )
+}
+
+/// Agent `i`'s certificate store.
+pub fn store(t: &TestDir, i: usize) -> PathBuf {
+    t.join(format!("store{i}"))
+}
+
+/// Put `files` (certificate with chain, and key) into `store/my/` as `NAME.pem`,
+/// through a temporary name and a rename: the agent may look at any moment.
+pub fn install(files: &CertFiles, store: &Path, name: &str) {
+    let my = store.join("my");
+    std::fs::create_dir_all(&my).unwrap();
+    let tmp = store.join(format!("{name}.tmp"));
+    let pem = [
+        std::fs::read(&files.chain).unwrap(),
+        std::fs::read(&files.key).unwrap(),
+    ]
+    .concat();
+    std::fs::write(&tmp, pem).unwrap();
+    std::fs::rename(&tmp, my.join(format!("{name}.pem"))).unwrap();
+}
+
+/// Put the CA of `pki` into `store/trusted/`.
+pub fn trust(pki: &Pki, store: &Path) {
+    std::fs::create_dir_all(store.join("trusted")).unwrap();
+    std::fs::copy(pki.ca_cert(), store.join("trusted/ca.pem")).unwrap();
+}
 
 pub const MIB: u64 = 1024 * 1024;
 
