@@ -11,6 +11,7 @@ use crate::certstore::{PeerCertVerifier, ServerCerts};
 use crate::config::Config;
 use crate::election::{LocalInfo, P2pKey, SiteKey, Timing};
 use crate::job::PeerSetup;
+use crate::peer::swarm::SelfAd;
 use crate::peer::{
     server_tls_config, HttpsOptions, PeerAuth, PeerClient, PeerClientOptions, PeerServer,
     PeerService, PeerTlsOptions,
@@ -107,6 +108,14 @@ pub(super) fn start_subnet(
         }
     }
     let identity = tls::host_identity(config);
+    let servers_http = serves && config.p2p_enabled.has_http();
+    let mut served = crate::config::Protocols::NONE;
+    if servers_http {
+        served = served.with(crate::config::Protocol::Http);
+    }
+    if server_certs.is_some() {
+        served = served.with(crate::config::Protocol::Https);
+    }
     let free = clean::disk_space(cache.root()).map(|(f, _)| f).unwrap_or(0);
     let subnet = crate::subnet::start(SubnetOptions {
         local: LocalInfo {
@@ -167,6 +176,21 @@ pub(super) fn start_subnet(
             client_cert: by_certificate.then(|| Arc::clone(&certs.client)),
         }),
         credentials,
+        // FanOut (SpecialNetShare 0x40, on by default): describe this agent to
+        // masters (what it serves; a preboot agent serves nothing) and copy from
+        // the other holders they name.
+        fan_out: config.special_net_share.fan_out().then(|| SelfAd {
+            http_port: if servers_http { http_port } else { 0 },
+            https_port: if server_certs.is_some() {
+                https_port
+            } else {
+                0
+            },
+            protocols: served,
+            p2p_key,
+            names: tls::announced_names(&identity),
+            pin: server_certs.as_ref().map(|c| c.pin()),
+        }),
         local_address: (!config.listen_address.is_unspecified()).then_some(config.listen_address),
         ..PeerClientOptions::default()
     })

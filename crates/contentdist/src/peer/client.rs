@@ -60,6 +60,9 @@ pub struct PeerClientOptions {
     /// Credentials to send instead of the P2P account: the machine account
     /// (`SpecialNetShare` 0x80), from [`super::machine_credentials`].
     pub credentials: Option<(String, String)>,
+    /// FanOut (`SpecialNetShare` 0x40): describe this agent to masters and copy
+    /// from the other holders they name too; `None`: from the master only.
+    pub fan_out: Option<super::swarm::SelfAd>,
     /// The address copies leave from: the agent's own (`ListenAddress`), so a master
     /// sees each peer as itself, and its per-address connection cap counts hosts,
     /// not every agent that shares a machine (the lab, tests); `None`: the system's.
@@ -74,6 +77,7 @@ impl Default for PeerClientOptions {
             long_poll: Duration::from_secs(5),
             tls: None,
             credentials: None,
+            fan_out: None,
             local_address: None,
         }
     }
@@ -87,6 +91,7 @@ impl std::fmt::Debug for PeerClientOptions {
             .field("long_poll", &self.long_poll)
             .field("tls", &self.tls.is_some())
             .field("credentials", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("fan_out", &self.fan_out.is_some())
             .finish()
     }
 }
@@ -223,6 +228,18 @@ impl PeerClient {
             opts: Arc::new(opts),
             counters: Arc::new(PeerClientCounters::default()),
         })
+    }
+
+    /// True with FanOut: copies take blocks from other holders too.
+    pub fn fan_out(&self) -> bool {
+        self.opts.fan_out.is_some()
+    }
+
+    /// True when holders must offer a P2P account to be copied from: this agent
+    /// authenticates with their P2P accounts (no machine account, no client
+    /// certificate).
+    pub(super) fn needs_account(&self) -> bool {
+        self.opts.credentials.is_none() && !self.tls.as_ref().is_some_and(|t| t.uses_client_cert())
     }
 
     /// This client's counters.
@@ -388,6 +405,17 @@ impl PeerClient {
         route: &Route,
         after: Option<usize>,
     ) -> Result<(HaveDoc, Vec<u8>), PeerError> {
+        self.have_as(route, after, None).await
+    }
+
+    /// [`PeerClient::have`], describing this agent as holding `holding` blocks
+    /// (FanOut, to a master: the answer then names other holders).
+    pub(super) async fn have_as(
+        &self,
+        route: &Route,
+        after: Option<usize>,
+        holding: Option<usize>,
+    ) -> Result<(HaveDoc, Vec<u8>), PeerError> {
         let mut url = route.urls.url(&["have"]);
         let mut deadline = self.opts.stall_timeout;
         if let Some(after) = after {
@@ -396,12 +424,11 @@ impl PeerClient {
             deadline += wait;
         }
         let failed = |e: reqwest::Error| classify(Remote::Master, &url, &e);
-        let resp = self
-            .get(route, url.clone(), true)
-            .timeout(deadline)
-            .send()
-            .await
-            .map_err(failed)?;
+        let mut req = self.get(route, url.clone(), true).timeout(deadline);
+        if let (Some(me), Some(n)) = (&self.opts.fan_out, holding) {
+            req = req.header(super::swarm::HOLDER_HEADER, me.ad(n).to_header());
+        }
+        let resp = req.send().await.map_err(failed)?;
         check_status(Remote::Master, &url, resp.status())?;
         let bytes = resp.bytes().await.map_err(failed)?;
         self.counters

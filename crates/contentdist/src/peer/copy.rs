@@ -13,14 +13,18 @@
 //! master lacks (it comes back once the master repaired it); only a cut at a block
 //! the master still claims counts against [`MAX_BAD`].
 
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::client::{MasterTarget, PeerClient, Route};
-use super::{HaveDoc, PeerError};
+use super::{plan, HaveDoc, PeerError};
 use crate::cache::{BlockRun, ContentEntry};
 use crate::config::Protocols;
 use crate::transfer::{self, BadBlocks, RunEnd};
@@ -35,16 +39,43 @@ pub enum CopyOutcome {
     Complete,
 }
 
+/// A holder failing this many times (no answer, a refusal, a block that does not
+/// verify, an answer cut short) is no longer copied from, for this copy.
+const MAX_HOLDER_FAILURES: u32 = 3;
+
+/// At most this many transfers at once, one per source.
+const MAX_PARALLEL: usize = 4;
+
+/// At most this many holders followed besides the master.
+const MAX_HOLDERS: usize = 8;
+
+/// A round that found nothing to fetch while holders are still catching up waits
+/// this long before asking again (the master's long-poll does not wake for them).
+const HOLDER_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Another holder of the content, as this copy follows it.
+struct HolderSource {
+    target: MasterTarget,
+    route: Option<Route>,
+    bitmap: Vec<u8>,
+    failures: u32,
+    dropped: bool,
+}
+
 impl PeerClient {
     /// Copy into `entry` every block `target` holds, until `entry` is complete.
     ///
-    /// Waits for the master while it is still downloading. `from_peers` counts every
-    /// body byte received. Errors: [`PeerError::is_master_lost`] when the master
-    /// stops answering; [`PeerError::Corrupt`] (`DATA_ERROR`) when one block failed
-    /// more than 3 times; [`PeerError::ManifestMismatch`] when the master holds other
-    /// content; [`PeerError::Stopped`] when `stop` is cancelled. Verified blocks stay
-    /// in the cache whatever happens, for the next attempt. (`entry` is shared with
-    /// the blocking thread that verifies and writes its blocks.)
+    /// Waits for the master while it is still downloading. With FanOut, blocks
+    /// other holders have are taken from them (see `plan`), several transfers at
+    /// once, one per source; a holder that fails [`MAX_HOLDER_FAILURES`] times is
+    /// dropped and its blocks are taken elsewhere. `from_peers` counts every body
+    /// byte received. Errors: [`PeerError::is_master_lost`] when the master stops
+    /// answering; [`PeerError::Corrupt`] (`DATA_ERROR`) when one block from the
+    /// master failed more than 3 times; [`PeerError::ManifestMismatch`] when the
+    /// master holds other content; [`PeerError::Stopped`] when `stop` is
+    /// cancelled. Verified blocks stay in the cache whatever happens, for the next
+    /// attempt. (`entry` is shared with the blocking threads that verify and write
+    /// its blocks.)
     pub async fn copy(
         &self,
         entry: &Arc<ContentEntry>,
@@ -58,15 +89,18 @@ impl PeerClient {
             r = self.open(target, local, &m.content_id, m.version) => r?,
             _ = stop.cancelled() => return Err(PeerError::Stopped),
         };
-        info!(content = %entry.key(), master = %target.addr, protocol = %route.protocol, "copying from the master");
+        info!(content = %entry.key(), master = %target.addr, protocol = %route.protocol, fan_out = self.fan_out(), "copying from the master");
         let mut bad = BadBlocks::new(MAX_BAD);
         let mut after: Option<usize> = None;
+        let mut holders: Vec<HolderSource> = Vec::new();
+        let mut master_only_since = HashMap::new();
         let result = loop {
             if entry.is_complete() {
                 break Ok(CopyOutcome::Complete);
             }
+            let holding = self.fan_out().then(|| verified_blocks(entry));
             let have = tokio::select! {
-                r = self.have(&route, after) => r,
+                r = self.have_as(&route, after, holding) => r,
                 _ = stop.cancelled() => break Err(PeerError::Stopped),
             };
             let (doc, bitmap) = match have {
@@ -85,28 +119,51 @@ impl PeerClient {
                     m.block_count()
                 )));
             }
-            let runs = entry.missing_runs(|i| HaveDoc::bit(&bitmap, i));
-            // Nothing new on the master: next time, wait until it verifies more.
-            after = Some(doc.verified);
-            let mut error = None;
-            for run in runs {
-                let r = tokio::select! {
-                    r = self.fetch_run(&route, entry, run, from_peers, &mut bad) => r,
-                    _ = stop.cancelled() => Err(PeerError::Stopped),
-                };
-                match r {
-                    // Blocks we fetched, or failed to, may be worth another try at
-                    // once: do not wait on the next `have`.
-                    Ok(RunEnd::Done) | Ok(RunEnd::CutShort { .. }) => after = None,
-                    Ok(RunEnd::NotHeld) => {}
-                    Err(e) => {
-                        error = Some(e);
-                        break;
-                    }
-                }
+            if self.fan_out() {
+                self.follow_holders(&mut holders, &doc, local, entry, stop)
+                    .await;
             }
-            if let Some(e) = error {
-                break Err(e);
+            let maps: Vec<Option<&[u8]>> = holders
+                .iter()
+                .map(|h| (!h.dropped && h.route.is_some()).then_some(&h.bitmap[..]))
+                .collect();
+            let addrs: Vec<IpAddr> = holders.iter().map(|h| h.target.addr).collect();
+            // This agent's address as the master sees it (the holders' are too).
+            let me = doc.you.unwrap_or(target.addr);
+            let (pos, agents) = plan::position(me, &addrs);
+            let pieces = plan::plan(plan::Inputs {
+                missing: &entry.missing_runs(|_| true),
+                master: &bitmap,
+                holders: &maps,
+                me: pos,
+                agents,
+                chunked: self.fan_out(),
+                master_only_since: &mut master_only_since,
+                now: std::time::Instant::now(),
+            });
+            // Nothing new to fetch: next time, wait until the master verifies
+            // more (or, while holders catch up, a moment).
+            after = Some(doc.verified);
+            if pieces.is_empty() {
+                if !holders.is_empty() && !entry.is_complete() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(HOLDER_POLL) => {}
+                        _ = stop.cancelled() => break Err(PeerError::Stopped),
+                    }
+                    after = None;
+                }
+                continue;
+            }
+            let fetched = tokio::select! {
+                r = self.fetch_pieces(&route, &mut holders, pieces, entry, from_peers, &mut bad) => r,
+                _ = stop.cancelled() => Err(PeerError::Stopped),
+            };
+            match fetched {
+                // Blocks we fetched, or failed to, may be worth another try at
+                // once: do not wait on the next `have`.
+                Ok(true) => after = None,
+                Ok(false) => {}
+                Err(e) => break Err(e),
             }
             if let Some(c) = bad.over_limit(m) {
                 break Err(PeerError::Corrupt {
@@ -132,20 +189,171 @@ impl PeerClient {
         }
     }
 
-    /// One run through the engine. Blocks that did not verify are counted in `bad`
-    /// and asked for again; so is the block at which the answer broke off, unless the
-    /// master no longer holds it (then it is left to the next `have`).
-    async fn fetch_run(
+    /// Take in the holders the master named, and ask each holder followed what it
+    /// holds now (in parallel). A holder whose content is not there yet (404)
+    /// holds nothing; one that fails otherwise counts a failure.
+    async fn follow_holders(
+        &self,
+        holders: &mut Vec<HolderSource>,
+        doc: &HaveDoc,
+        local: Protocols,
+        entry: &Arc<ContentEntry>,
+        stop: &CancellationToken,
+    ) {
+        let m = entry.manifest();
+        for h in &doc.holders {
+            if holders.len() >= MAX_HOLDERS {
+                break;
+            }
+            if holders.iter().any(|k| k.target.addr == h.addr) {
+                continue;
+            }
+            if let Some(target) = h.target(self.needs_account()) {
+                holders.push(HolderSource {
+                    target,
+                    route: None,
+                    bitmap: vec![0; m.block_count().div_ceil(8)],
+                    failures: 0,
+                    dropped: false,
+                });
+            }
+        }
+        let asks = holders
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !h.dropped)
+            .map(|(i, h)| {
+                let target = h.target.clone();
+                let route = h.route.clone();
+                async move {
+                    let route = match route {
+                        Some(r) => r,
+                        None => self.open(&target, local, &m.content_id, m.version).await?,
+                    };
+                    let (_, bitmap) = self.have(&route, None).await?;
+                    Ok::<_, PeerError>((i, route, bitmap))
+                }
+            });
+        let answers = tokio::select! {
+            a = futures_util::future::join_all(asks) => a,
+            _ = stop.cancelled() => return,
+        };
+        for a in answers {
+            match a {
+                Ok((i, route, bitmap)) => {
+                    let h = &mut holders[i];
+                    h.route = Some(route);
+                    h.bitmap = bitmap;
+                }
+                Err(PeerError::Http(f)) if f.status() == Some(404) => {}
+                Err(e) => {
+                    // Which holder: the error names its URL.
+                    if let Some(h) = holders
+                        .iter_mut()
+                        .find(|h| e.to_string().contains(&h.target.addr.to_string()))
+                    {
+                        note_failure(h, entry, &e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fetch `pieces`, at most one transfer per source and [`MAX_PARALLEL`] at
+    /// once. Returns whether anything was asked for again at once (a block that
+    /// failed, a piece cut short): the caller then asks `have` without waiting.
+    async fn fetch_pieces(
+        &self,
+        master: &Route,
+        holders: &mut [HolderSource],
+        pieces: Vec<plan::Piece>,
+        entry: &Arc<ContentEntry>,
+        from_peers: &AtomicU64,
+        bad: &mut BadBlocks,
+    ) -> Result<bool, PeerError> {
+        let mut queues: HashMap<plan::Src, std::collections::VecDeque<BlockRun>> = HashMap::new();
+        for p in pieces {
+            queues.entry(p.src).or_default().push_back(p.run);
+        }
+        let mut busy: HashSet<plan::Src> = HashSet::new();
+        let mut running = FuturesUnordered::new();
+        let mut again = false;
+        let routes: Vec<Option<Route>> = holders.iter().map(|h| h.route.clone()).collect();
+        loop {
+            // Start what may start.
+            for (src, q) in queues.iter_mut() {
+                if running.len() >= MAX_PARALLEL || busy.contains(src) {
+                    continue;
+                }
+                let Some(run) = q.pop_front() else { continue };
+                let route = match src {
+                    plan::Src::Master => master.clone(),
+                    plan::Src::Holder(h) => match &routes[*h] {
+                        Some(r) => r.clone(),
+                        None => continue,
+                    },
+                };
+                busy.insert(*src);
+                let src = *src;
+                let received = [from_peers, &self.counters().bytes_received];
+                running.push(async move {
+                    let source = self.source(&route);
+                    let report = transfer::fetch_run(entry, run, &source, &received).await;
+                    (src, run, route, report)
+                });
+            }
+            let Some((src, run, route, report)) = running.next().await else {
+                break;
+            };
+            busy.remove(&src);
+            // A cache failure (a full disk) ends the copy whatever the source.
+            let report = report?;
+            match src {
+                plan::Src::Master => {
+                    match self.master_report(&route, entry, run, report, bad).await? {
+                        RunEnd::Done | RunEnd::CutShort { .. } => again = true,
+                        RunEnd::NotHeld => {}
+                    }
+                }
+                plan::Src::Holder(i) => {
+                    let h = &mut holders[i];
+                    let problem = match (&report.end, report.rejected.len()) {
+                        (Err(e), _) => Some(e.to_string()),
+                        (Ok(_), n) if n > 0 => Some(format!("{n} block(s) failed verification")),
+                        (Ok(RunEnd::CutShort { .. }), _) => Some("answer cut short".into()),
+                        _ => None,
+                    };
+                    self.counters()
+                        .blocks_rejected
+                        .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
+                    if let Some(why) = problem {
+                        note_failure(h, entry, &why);
+                        again = true;
+                        if h.dropped {
+                            queues.remove(&src);
+                        }
+                    }
+                }
+            }
+            if queues.values().all(|q| q.is_empty()) && running.is_empty() {
+                break;
+            }
+        }
+        Ok(again)
+    }
+
+    /// What to make of one run from the master. Blocks that did not verify are
+    /// counted in `bad` and asked for again; so is the block at which the answer
+    /// broke off, unless the master no longer holds it (then it is left to the
+    /// next `have`).
+    async fn master_report(
         &self,
         route: &Route,
         entry: &Arc<ContentEntry>,
         run: BlockRun,
-        from_peers: &AtomicU64,
+        report: transfer::RunReport,
         bad: &mut BadBlocks,
     ) -> Result<RunEnd, PeerError> {
-        let source = self.source(route);
-        let received = [from_peers, &self.counters().bytes_received];
-        let report = transfer::fetch_run(entry, run, &source, &received).await?;
         let m = entry.manifest();
         let rejected = &self.counters().blocks_rejected;
         for block in report.rejected {
@@ -186,5 +394,27 @@ impl PeerClient {
             warn!(content = %entry.key(), file = %path, block, times, at, "response from the master cut short; the block will be asked for again");
         }
         Ok(end)
+    }
+}
+
+/// Blocks of `entry` verified here.
+fn verified_blocks(entry: &ContentEntry) -> usize {
+    entry
+        .have_bitmap()
+        .iter()
+        .map(|b| b.count_ones() as usize)
+        .sum()
+}
+
+/// Count a failure of holder `h`; at [`MAX_HOLDER_FAILURES`] it is dropped, said
+/// once with its address.
+fn note_failure(h: &mut HolderSource, entry: &ContentEntry, why: &str) {
+    h.failures += 1;
+    if h.failures >= MAX_HOLDER_FAILURES && !h.dropped {
+        h.dropped = true;
+        warn!(content = %entry.key(), holder = %h.target.addr, failures = h.failures, last = why,
+            "holder dropped as a source for this content; its blocks are taken from others");
+    } else {
+        debug!(content = %entry.key(), holder = %h.target.addr, failures = h.failures, why, "copy from a holder failed");
     }
 }

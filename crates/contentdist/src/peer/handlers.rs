@@ -112,7 +112,19 @@ impl PeerService {
                 entry.manifest().to_json(),
             ),
             Route::Have(_) => match parse_have_query(req.uri().query()) {
-                Ok((after, wait)) => self.have(&entry, after, wait).await,
+                Ok((after, wait)) => {
+                    // A FanOut peer describes itself: remember it, and tell it of
+                    // the other holders.
+                    let asker = req
+                        .headers()
+                        .get(super::swarm::HOLDER_HEADER)
+                        .and_then(|v| super::swarm::HolderAd::parse(v.as_bytes()))
+                        .map(|ad| {
+                            inner.holders.note(entry.key(), info.remote.ip(), ad);
+                            info.remote.ip()
+                        });
+                    self.have(&entry, after, wait, asker).await
+                }
                 Err(msg) => text(StatusCode::BAD_REQUEST, msg),
             },
             Route::File(_, path) => {
@@ -145,6 +157,7 @@ impl PeerService {
         entry: &Arc<ContentEntry>,
         after: Option<usize>,
         wait: Duration,
+        asker: Option<std::net::IpAddr>,
     ) -> Response<Body> {
         let block_count = entry.manifest().block_count();
         let count = |bitmap: &[u8]| {
@@ -189,6 +202,10 @@ impl PeerService {
             verified,
             complete: verified == block_count,
             bitmap: hex::encode(&bitmap),
+            holders: asker
+                .map(|a| self.inner.holders.others(entry.key(), a))
+                .unwrap_or_default(),
+            you: asker,
         };
         full(
             StatusCode::OK,

@@ -61,8 +61,10 @@ mod files;
 mod handlers;
 mod https;
 mod limits;
+mod plan;
 mod request;
 pub mod server;
+pub mod swarm;
 mod tls;
 
 #[cfg(test)]
@@ -110,6 +112,14 @@ pub struct HaveDoc {
     pub complete: bool,
     /// Hex of the verified-block bitmap: bit `i % 8` of byte `i / 8` is block `i`.
     pub bitmap: String,
+    /// FanOut: other holders of the content, for a peer that described itself
+    /// (see [`swarm`]); absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<swarm::Holder>,
+    /// FanOut: the asking peer's address as the serving agent sees it (the
+    /// holders' addresses are seen the same way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub you: Option<std::net::IpAddr>,
 }
 
 impl HaveDoc {

@@ -75,6 +75,9 @@ pub(super) struct ServiceInner {
     /// Blocks found changed on disk, per entry, until its re-verification ran:
     /// neither advertised nor served (see `files`).
     pub(super) hidden: Mutex<HashMap<ContentKey, BTreeSet<usize>>>,
+    /// FanOut: who holds what, as the peers copying from this agent describe
+    /// themselves.
+    pub(super) holders: super::swarm::HolderRegistry,
 }
 
 /// A refusal, for [`PeerService::log_refusal`].
@@ -111,6 +114,7 @@ impl PeerService {
                 shutdown,
                 reverifying: Mutex::new(HashSet::new()),
                 hidden: Mutex::new(HashMap::new()),
+                holders: Default::default(),
             }),
         }
     }

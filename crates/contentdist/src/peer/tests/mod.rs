@@ -2,6 +2,7 @@
 
 mod changed;
 mod copy;
+mod fanout;
 mod https;
 mod limits;
 mod mtls;
@@ -316,6 +317,8 @@ pub(super) async fn lying_master(c: &Content, lie: Lie) -> SocketAddr {
         verified: m.block_count(),
         complete: true,
         bitmap: hex::encode(vec![0xffu8; m.block_count().div_ceil(8)]),
+        holders: Vec::new(),
+        you: None,
     })
     .unwrap();
     let sizes: Vec<(String, u64)> = m

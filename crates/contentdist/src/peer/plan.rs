@@ -1,0 +1,271 @@
+//! Which source each missing block comes from, when peers copy from each other
+//! (FanOut): pure planning, no I/O, so it is tested on its own.
+//!
+//! - A block some other holder has is taken from a holder, the one given the
+//!   fewest blocks so far in this plan (the load spreads; the master is spared).
+//! - A block only the master has is taken from it by its **owner** only: blocks are
+//!   grouped in chunks of [`PIECE_BLOCKS`], and chunk `c` belongs to the agent at
+//!   position `c mod n` among the `n` agents copying (this one and the holders the
+//!   master named, ordered by address). Every other agent waits for the owner to
+//!   hold it and takes it from there, so each block crosses the master's port about
+//!   once instead of once per agent. A chunk left with the master alone for
+//!   [`STALE`] is taken by anyone (its owner may be slow or gone).
+//! - Without FanOut there are no holders and every block comes from the master,
+//!   in runs as long as they go, as before. With it, the master's pieces stop at
+//!   chunk ends, so that an agent alone so far plans again every chunk and takes
+//!   in the holders that appeared meanwhile.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::HaveDoc;
+use crate::cache::BlockRun;
+
+/// A holder's piece: at most this many blocks (2 MiB of 128 KiB blocks), so that
+/// several holders share a run; also the size of an owner's chunk.
+pub(super) const PIECE_BLOCKS: usize = 16;
+
+/// A chunk only the master has is taken by anyone after this long.
+pub(super) const STALE: Duration = Duration::from_secs(2);
+
+/// Where a piece comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Src {
+    Master,
+    /// Index into the holders.
+    Holder(usize),
+}
+
+/// Consecutive blocks of one file from one source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Piece {
+    pub(super) src: Src,
+    pub(super) run: BlockRun,
+}
+
+/// What the planner knows.
+pub(super) struct Inputs<'a> {
+    /// The blocks this agent lacks, as runs.
+    pub(super) missing: &'a [BlockRun],
+    /// The master's verified map.
+    pub(super) master: &'a [u8],
+    /// Each holder's verified map; `None` for a holder not to be used now.
+    pub(super) holders: &'a [Option<&'a [u8]>],
+    /// This agent's position among the agents copying, and their number (1 when
+    /// alone: it owns every chunk).
+    pub(super) me: usize,
+    pub(super) agents: usize,
+    /// FanOut: the master's pieces stop at chunk ends even when this agent is
+    /// alone, so that it plans again (and learns of new holders) every chunk.
+    pub(super) chunked: bool,
+    /// When each chunk was first seen with the master only (kept by the caller
+    /// across plans; updated here).
+    pub(super) master_only_since: &'a mut HashMap<usize, Instant>,
+    pub(super) now: Instant,
+}
+
+/// This agent's position among `others` and itself, by address, and their count.
+pub(super) fn position(me: IpAddr, others: &[IpAddr]) -> (usize, usize) {
+    let below = others.iter().filter(|a| **a < me).count();
+    (below, others.len() + 1)
+}
+
+/// Plan the pieces to fetch now.
+pub(super) fn plan(i: Inputs<'_>) -> Vec<Piece> {
+    let Inputs {
+        missing,
+        master,
+        holders,
+        me,
+        agents,
+        chunked,
+        master_only_since,
+        now,
+    } = i;
+    let mut load = vec![0usize; holders.len()];
+    let mut pieces: Vec<Piece> = Vec::new();
+    let holder_has = |h: usize, b: usize| holders[h].is_some_and(|m| HaveDoc::bit(m, b));
+    for run in missing {
+        let mut b = run.first;
+        while b <= run.last {
+            let chunk = b / PIECE_BLOCKS;
+            let choice = (0..holders.len())
+                .filter(|&h| holder_has(h, b))
+                .min_by_key(|&h| (load[h], (h + chunk) % holders.len().max(1)));
+            let src = match choice {
+                Some(h) => {
+                    master_only_since.remove(&chunk);
+                    Src::Holder(h)
+                }
+                None if HaveDoc::bit(master, b) => {
+                    let since = *master_only_since.entry(chunk).or_insert(now);
+                    let mine = agents <= 1 || chunk % agents == me;
+                    if !mine && now.duration_since(since) < STALE {
+                        b += 1;
+                        continue;
+                    }
+                    Src::Master
+                }
+                None => {
+                    b += 1;
+                    continue;
+                }
+            };
+            // Extend while the same source has the next block: a holder's piece
+            // stops at PIECE_BLOCKS, the master's at the end of the chunk unless
+            // this agent takes every chunk (alone, or no FanOut).
+            let limit = match src {
+                Src::Holder(_) => b + PIECE_BLOCKS,
+                Src::Master if !chunked => run.last + 1,
+                Src::Master => (chunk + 1) * PIECE_BLOCKS,
+            };
+            let mut last = b;
+            while last < run.last && last + 1 < limit {
+                let next = last + 1;
+                let has = match src {
+                    Src::Holder(h) => holder_has(h, next),
+                    Src::Master => {
+                        HaveDoc::bit(master, next)
+                            && !(0..holders.len()).any(|h| holder_has(h, next))
+                    }
+                };
+                if !has {
+                    break;
+                }
+                last = next;
+            }
+            if let Src::Holder(h) = src {
+                load[h] += last - b + 1;
+            }
+            pieces.push(Piece {
+                src,
+                run: BlockRun {
+                    file: run.file,
+                    first: b,
+                    last,
+                },
+            });
+            b = last + 1;
+        }
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(n: usize, set: impl Fn(usize) -> bool) -> Vec<u8> {
+        let mut v = vec![0u8; n.div_ceil(8)];
+        for i in (0..n).filter(|&i| set(i)) {
+            v[i / 8] |= 1 << (i % 8);
+        }
+        v
+    }
+
+    fn run(first: usize, last: usize) -> BlockRun {
+        BlockRun {
+            file: 0,
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn without_holders_every_block_comes_from_the_master_in_whole_runs() {
+        let master = bits(100, |_| true);
+        let mut since = HashMap::new();
+        let p = plan(Inputs {
+            missing: &[run(0, 99)],
+            master: &master,
+            holders: &[],
+            me: 0,
+            agents: 1,
+            chunked: false,
+            master_only_since: &mut since,
+            now: Instant::now(),
+        });
+        assert_eq!(
+            p,
+            vec![Piece {
+                src: Src::Master,
+                run: run(0, 99)
+            }]
+        );
+    }
+
+    #[test]
+    fn blocks_a_holder_has_come_from_holders_spread_in_pieces() {
+        let master = bits(64, |_| true);
+        let h = bits(64, |_| true);
+        let holders = [Some(&h[..]), Some(&h[..])];
+        let mut since = HashMap::new();
+        let p = plan(Inputs {
+            missing: &[run(0, 63)],
+            master: &master,
+            holders: &holders,
+            me: 0,
+            agents: 3,
+            chunked: true,
+            master_only_since: &mut since,
+            now: Instant::now(),
+        });
+        assert!(p.iter().all(|x| x.src != Src::Master), "{p:?}");
+        assert!(p.iter().all(|x| x.run.last - x.run.first < PIECE_BLOCKS));
+        let from = |h| p.iter().filter(|x| x.src == Src::Holder(h)).count();
+        assert_eq!((from(0), from(1)), (2, 2));
+    }
+
+    #[test]
+    fn master_only_chunks_are_taken_by_their_owner_and_by_anyone_once_stale() {
+        let master = bits(64, |_| true);
+        let nobody = bits(64, |_| false);
+        let holders = [Some(&nobody[..])];
+        let t0 = Instant::now();
+        let mut since = HashMap::new();
+        // Two agents: this one is at position 1, so it owns chunks 1 and 3.
+        let p = plan(Inputs {
+            missing: &[run(0, 63)],
+            master: &master,
+            holders: &holders,
+            me: 1,
+            agents: 2,
+            chunked: true,
+            master_only_since: &mut since,
+            now: t0,
+        });
+        assert_eq!(
+            p,
+            vec![
+                Piece {
+                    src: Src::Master,
+                    run: run(16, 31)
+                },
+                Piece {
+                    src: Src::Master,
+                    run: run(48, 63)
+                },
+            ]
+        );
+        // Later, with chunks 0 and 2 still only at the master: taken too.
+        let p = plan(Inputs {
+            missing: &[run(0, 15), run(32, 47)],
+            master: &master,
+            holders: &holders,
+            me: 1,
+            agents: 2,
+            chunked: true,
+            master_only_since: &mut since,
+            now: t0 + STALE,
+        });
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn positions_are_by_address() {
+        let a = |i: u8| IpAddr::from([10, 0, 0, i]);
+        assert_eq!(position(a(5), &[a(9), a(1), a(3)]), (2, 4));
+        assert_eq!(position(a(5), &[]), (0, 1));
+    }
+}
