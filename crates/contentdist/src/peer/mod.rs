@@ -16,6 +16,10 @@
 //!   first), the cache's own layout. With `after=N`, the answer waits until more than
 //!   `N` blocks are verified, the content is complete, or `wait_ms` (capped at 30 s)
 //!   passed: a peer copies while its master is still downloading without polling.
+//!   With FanOut, a peer sends header `x-contentdist-holder: {json}` describing
+//!   itself ([`swarm::HolderAd`]: its ports, protocols, P2P key, pin, names and
+//!   verified count); the answer then carries `"holders": [...]` (other holders,
+//!   each its address and description) and `"you": "addr"` (the asker as seen).
 //! - `GET /content/{id}/{version}/files/{path}` with an optional `Range: bytes=a-b`
 //!   (`a-`, `-n` too): the file's bytes (200, or 206 with `Content-Range`; 416 when
 //!   the range starts past the end). `{path}` is percent-decoded and must be exactly a
@@ -51,7 +55,10 @@
 //! - [`client`]: [`PeerClient`], protocol order and fallback, manifest and `have`
 //!   requests.
 //! - `tls`: how a peer checks a master's certificate, one TLS client per master.
-//! - `copy`: [`PeerClient::copy`], the copy loop.
+//! - `copy`: [`PeerClient::copy`], the copy loop, from the master and (FanOut)
+//!   from other holders, several transfers at once.
+//! - `plan`: which source each missing block comes from (pure).
+//! - [`swarm`]: FanOut's descriptions, the master's registry of holders.
 
 pub mod auth;
 pub mod client;
