@@ -94,6 +94,7 @@ impl PeerClient {
         let mut after: Option<usize> = None;
         let mut holders: Vec<HolderSource> = Vec::new();
         let mut master_only_since = HashMap::new();
+        let mut last_follow: Option<std::time::Instant> = None;
         let result = loop {
             if entry.is_complete() {
                 break Ok(CopyOutcome::Complete);
@@ -119,9 +120,13 @@ impl PeerClient {
                     m.block_count()
                 )));
             }
-            if self.fan_out() {
+            // Holders are asked what they hold at most every HOLDER_POLL: rounds
+            // follow each other as fast as pieces arrive, and 16 peers asking 8
+            // holders each round would be a flood of small requests.
+            if self.fan_out() && last_follow.is_none_or(|t| t.elapsed() >= HOLDER_POLL) {
                 self.follow_holders(&mut holders, &doc, local, entry, stop)
                     .await;
+                last_follow = Some(std::time::Instant::now());
             }
             let maps: Vec<Option<&[u8]>> = holders
                 .iter()
