@@ -123,9 +123,11 @@ impl PeerClient {
             // Holders are asked what they hold at most every HOLDER_POLL: rounds
             // follow each other as fast as pieces arrive, and 16 peers asking 8
             // holders each round would be a flood of small requests.
-            if self.fan_out() && last_follow.is_none_or(|t| t.elapsed() >= HOLDER_POLL) {
-                self.follow_holders(&mut holders, &doc, local, entry, stop)
-                    .await;
+            // New holders are taken in at once (and asked at once); the ones known
+            // are asked again at most every HOLDER_POLL.
+            let added = self.fan_out() && take_in(&mut holders, &doc, self.needs_account(), m);
+            if added || (self.fan_out() && last_follow.is_none_or(|t| t.elapsed() >= HOLDER_POLL)) {
+                self.follow_holders(&mut holders, local, entry, stop).await;
                 last_follow = Some(std::time::Instant::now());
             }
             let maps: Vec<Option<&[u8]>> = holders
@@ -159,6 +161,15 @@ impl PeerClient {
                 }
                 continue;
             }
+            eprintln!(
+                "DBG me={:?} pos={pos}/{agents} holders={} pieces={:?}",
+                doc.you,
+                holders.len(),
+                pieces
+                    .iter()
+                    .map(|p| (p.src, p.run.first, p.run.last))
+                    .collect::<Vec<_>>()
+            );
             let fetched = tokio::select! {
                 r = self.fetch_pieces(&route, &mut holders, pieces, entry, from_peers, &mut bad) => r,
                 _ = stop.cancelled() => Err(PeerError::Stopped),
@@ -194,35 +205,17 @@ impl PeerClient {
         }
     }
 
-    /// Take in the holders the master named, and ask each holder followed what it
-    /// holds now (in parallel). A holder whose content is not there yet (404)
-    /// holds nothing; one that fails otherwise counts a failure.
+    /// Ask each holder followed what it holds now (in parallel). A holder whose
+    /// content is not there yet (404) holds nothing; one that fails otherwise
+    /// counts a failure.
     async fn follow_holders(
         &self,
-        holders: &mut Vec<HolderSource>,
-        doc: &HaveDoc,
+        holders: &mut [HolderSource],
         local: Protocols,
         entry: &Arc<ContentEntry>,
         stop: &CancellationToken,
     ) {
         let m = entry.manifest();
-        for h in &doc.holders {
-            if holders.len() >= MAX_HOLDERS {
-                break;
-            }
-            if holders.iter().any(|k| k.target.addr == h.addr) {
-                continue;
-            }
-            if let Some(target) = h.target(self.needs_account()) {
-                holders.push(HolderSource {
-                    target,
-                    route: None,
-                    bitmap: vec![0; m.block_count().div_ceil(8)],
-                    failures: 0,
-                    dropped: false,
-                });
-            }
-        }
         let asks = holders
             .iter()
             .enumerate()
@@ -277,8 +270,15 @@ impl PeerClient {
         bad: &mut BadBlocks,
     ) -> Result<bool, PeerError> {
         let mut queues: HashMap<plan::Src, std::collections::VecDeque<BlockRun>> = HashMap::new();
+        // With FanOut, one piece per source per round: the plan is made again
+        // after each (new holders, blocks that holders got meanwhile); without it,
+        // the master's runs go one after the other, as a single source's would.
+        let per_source = if self.fan_out() { 1 } else { usize::MAX };
         for p in pieces {
-            queues.entry(p.src).or_default().push_back(p.run);
+            let q = queues.entry(p.src).or_default();
+            if q.len() < per_source {
+                q.push_back(p.run);
+            }
         }
         let mut busy: HashSet<plan::Src> = HashSet::new();
         let mut running = FuturesUnordered::new();
@@ -422,4 +422,34 @@ fn note_failure(h: &mut HolderSource, entry: &ContentEntry, why: &str) {
     } else {
         debug!(content = %entry.key(), holder = %h.target.addr, failures = h.failures, why, "copy from a holder failed");
     }
+}
+
+/// Take in the holders the master named that are not followed yet (up to
+/// [`MAX_HOLDERS`]); true when any was.
+fn take_in(
+    holders: &mut Vec<HolderSource>,
+    doc: &HaveDoc,
+    needs_account: bool,
+    m: &crate::manifest::Manifest,
+) -> bool {
+    let mut added = false;
+    for h in &doc.holders {
+        if holders.len() >= MAX_HOLDERS {
+            break;
+        }
+        if holders.iter().any(|k| k.target.addr == h.addr) {
+            continue;
+        }
+        if let Some(target) = h.target(needs_account) {
+            holders.push(HolderSource {
+                target,
+                route: None,
+                bitmap: vec![0; m.block_count().div_ceil(8)],
+                failures: 0,
+                dropped: false,
+            });
+            added = true;
+        }
+    }
+    added
 }
