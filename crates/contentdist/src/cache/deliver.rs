@@ -123,6 +123,12 @@ pub fn deliver(entry: &ContentEntry, dest: &Path) -> Result<DeliveryReport, Deli
                 .map_err(errno(&tmp))?;
         }
     }
+    // Hard links moved the files' ctime: keep serving them without re-hashing
+    // when nothing else moved (see `entry::stamp`). Not being able to record that
+    // costs re-hashing, not the delivery.
+    if let Err(e) = entry.restamp_after_delivery() {
+        tracing::warn!(content = %entry.key(), error = %e, "file stamps not updated after delivery; blocks will be re-hashed when served");
+    }
     Ok(report)
 }
 

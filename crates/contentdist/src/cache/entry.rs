@@ -27,6 +27,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::CacheError;
+pub use stamp::FileStamp;
+
+mod stamp;
 use crate::manifest::ContentKey;
 use crate::manifest::{Manifest, MANIFEST_FILE};
 
@@ -46,6 +49,10 @@ pub struct EntryMeta {
     pub last_used_unix: u64,
     /// Every block verified and durable.
     pub complete: bool,
+    /// Per file, its stat once the entry was complete: a file whose stat still
+    /// matches is served without re-hashing (see `stamp`). Empty: none recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_stamps: Vec<Option<FileStamp>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -161,6 +168,7 @@ impl ContentEntry {
                 priority,
                 last_used_unix: now_unix(),
                 complete: false,
+                file_stamps: Vec::new(),
             };
             let meta_json = serde_json::to_vec(&meta).expect("meta serializes");
             write_atomic(&tmp.join(META_FILE), &meta_json, false)?;
@@ -197,6 +205,7 @@ impl ContentEntry {
                 priority: 5,
                 last_used_unix: now_unix(),
                 complete: false,
+                file_stamps: Vec::new(),
             });
         let nblocks = manifest.block_count();
         let have_path = dir.join(HAVE_FILE);
@@ -493,7 +502,9 @@ impl ContentEntry {
             let mode = if file.executable { 0o555 } else { 0o444 };
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_err(&path))?;
         }
-        self.update_meta(|m| m.complete = true)
+        self.update_meta(|m| m.complete = true)?;
+        // After the permissions: changing them moves ctime too.
+        self.stamp_files()
     }
 
     /// Change the metadata and persist it.
@@ -509,6 +520,8 @@ impl ContentEntry {
     /// Re-hash every block; unmark (and report) any whose bytes changed since they
     /// were verified, e.g. through a delivered hard link written by its owner.
     pub fn reverify(&self) -> Result<usize, CacheError> {
+        // Re-hashing is the proof now; stamped again below when nothing changed.
+        self.clear_stamps();
         let mut bad = Vec::new();
         for i in 0..self.manifest.block_count() {
             if !self.has_block(i) {
@@ -541,6 +554,8 @@ impl ContentEntry {
             // Whoever repairs content (the agent) hears of it: a complete entry has
             // no job that would fetch the blocks otherwise.
             let _ = self.hooks.damaged.send(self.key.clone());
+        } else if self.is_complete() {
+            self.stamp_files()?;
         }
         Ok(bad.len())
     }

@@ -262,3 +262,46 @@ fn delivery_refuses_a_symlinked_directory_inside_the_destination() {
         .file_type()
         .is_symlink());
 }
+
+#[test]
+fn a_complete_file_is_trusted_by_its_stamp_until_a_write_and_across_delivery_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = data(3 * BS, 6);
+    let files = [("a.bin", &a[..])];
+    let cache = Cache::open(&dir.path().join("cache")).unwrap();
+    let e = cache.get_or_create(manifest(&files), 5).unwrap();
+    fill(&e, &files, 0..2);
+    // Not complete: no stamp, every block is hashed when served.
+    assert!(!e.unchanged_since_verified(0));
+    fill(&e, &files, 2..3);
+    e.flush().unwrap();
+    assert!(e.is_complete());
+    assert!(e.unchanged_since_verified(0));
+    // A delivery by hard link moves ctime; the stamp follows, nothing else moved.
+    let dest = dir.path().join("dest");
+    deliver(&e, &dest).unwrap();
+    assert!(e.unchanged_since_verified(0));
+    // Across a restart of the cache (the stamps are in the entry's metadata).
+    drop(e);
+    let cache = Cache::open(&dir.path().join("cache")).unwrap();
+    let e = cache
+        .get(&ContentKey::new("PKG1", 3).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(e.unchanged_since_verified(0));
+    // A write through the delivered hard link (its owner made it writable):
+    // no longer trusted, even with the same size and the bytes put back.
+    let delivered = dest.join("a.bin");
+    fs::set_permissions(
+        &delivered,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&delivered).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &a[..10], 0).unwrap();
+    drop(f);
+    assert!(!e.unchanged_since_verified(0));
+    // A reverification that finds every block intact stamps it again.
+    assert_eq!(e.reverify().unwrap(), 0);
+    assert!(e.unchanged_since_verified(0));
+}

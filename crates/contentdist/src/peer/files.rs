@@ -1,9 +1,10 @@
 //! Serving a file, or a range of it, from verified blocks only, and what happens
 //! when a block turns out to have changed on disk since it was verified.
 //!
-//! Every block is hashed again just before it is sent (while the chunk before it,
-//! at most 256 KiB, is on its way: reading and hashing overlap sending). A changed
-//! block is *hidden* at once (no longer advertised by `have`, no range touching it
+//! Every block is checked again just before it is sent (while the chunk before
+//! it, at most 256 KiB, is on its way: reading and checking overlap sending): by
+//! its file's stamp when the entry is complete and the file's stat still matches
+//! (no hashing), else by hashing it. A changed block is *hidden* at once (no longer advertised by `have`, no range touching it
 //! served) and the
 //! entry is re-verified in the background, which drops the block from the cache's
 //! map and tells the agent to repair it; the hiding ends when that re-verification
@@ -361,24 +362,39 @@ fn read_chunk(
     let m = entry.manifest();
     let bs = u64::from(m.block_size);
     let first = m.files[fi].first_block;
-    let mut pieces = Vec::new();
+    let mut blocks = Vec::new();
     let mut total = 0usize;
+    let mut failed = None;
     while pos < end && total < READ_CHUNK {
         let i = first + (pos / bs) as usize;
         let b = m.block(i);
         let data = match entry.read_block(i) {
             Ok(Some(d)) => d,
-            Ok(None) => return (pieces, Some(ChunkError::NotVerified(i))),
-            Err(e) => return (pieces, Some(ChunkError::Cache(e))),
+            Ok(None) => {
+                failed = Some(ChunkError::NotVerified(i));
+                break;
+            }
+            Err(e) => {
+                failed = Some(ChunkError::Cache(e));
+                break;
+            }
         };
-        if !m.verify_block(i, &data) {
-            return (pieces, Some(ChunkError::Changed(i)));
-        }
         let from = (pos - b.offset) as usize;
         let to = (end - b.offset).min(u64::from(b.len)) as usize;
-        pieces.push(Bytes::from(data).slice(from..to));
         total += to - from;
         pos += (to - from) as u64;
+        blocks.push((i, data, from..to));
     }
-    (pieces, None)
+    // After the reads: a file whose stat still equals its stamp was not written
+    // since it was verified, so its bytes need no hashing (see `cache::entry`'s
+    // stamps); any other is hashed block by block, as it always was.
+    let trusted = entry.unchanged_since_verified(fi);
+    let mut pieces = Vec::with_capacity(blocks.len());
+    for (i, data, range) in blocks {
+        if !trusted && !m.verify_block(i, &data) {
+            return (pieces, Some(ChunkError::Changed(i)));
+        }
+        pieces.push(Bytes::from(data).slice(range));
+    }
+    (pieces, failed)
 }

@@ -1,0 +1,92 @@
+//! A cheaper proof than re-hashing that a complete file's bytes are still the ones
+//! verified: its inode, size, mtime and ctime, recorded once the entry is complete
+//! (after its files were made read-only) and compared before a block is served.
+//!
+//! Any write to the file, through the cache or a delivered hard link, moves its
+//! ctime forward, which no user can set back; so a file whose stat still equals
+//! its stamp after its bytes were read was not written since it was verified. A
+//! file whose stamp does not match is served as before: every block hashed again
+//! (and a changed one hidden and repaired). Delivery by hard link moves ctime
+//! too (the link count changes), so after a delivery the stamp takes the new ctime
+//! when inode, size and mtime are unchanged (a write would have moved mtime).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CacheError, ContentEntry};
+
+/// What a file's stat said when its bytes were known good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<FileStamp> {
+        let m = std::fs::metadata(path)?;
+        Ok(FileStamp {
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// The same bytes as far as a write can tell: only ctime moved.
+    fn same_but_ctime(&self, now: &FileStamp) -> bool {
+        (self.ino, self.size, self.mtime) == (now.ino, now.size, now.mtime)
+    }
+}
+
+impl ContentEntry {
+    /// Record every file's stamp (the entry is complete, its files verified and
+    /// read-only). A file that cannot be stat'ed gets none: it is re-hashed.
+    pub(super) fn stamp_files(&self) -> Result<(), CacheError> {
+        let stamps = (0..self.manifest.files.len())
+            .map(|i| FileStamp::of(&self.data_path(i)).ok())
+            .collect();
+        self.update_meta(|m| m.file_stamps = stamps)
+    }
+
+    /// Forget the stamps (the entry is being re-verified or repaired).
+    pub(super) fn clear_stamps(&self) {
+        self.meta.lock().expect("meta lock").file_stamps.clear();
+    }
+
+    /// True when file `file` is stamped and its stat still equals the stamp: its
+    /// bytes read before this call are the verified ones.
+    pub fn unchanged_since_verified(&self, file: usize) -> bool {
+        let stamp = self
+            .meta
+            .lock()
+            .expect("meta lock")
+            .file_stamps
+            .get(file)
+            .copied()
+            .flatten();
+        stamp.is_some_and(|s| FileStamp::of(&self.data_path(file)).is_ok_and(|now| now == s))
+    }
+
+    /// After a delivery by hard link: take the files' new ctime into their stamps
+    /// where only ctime moved; a file where more moved loses its stamp.
+    pub fn restamp_after_delivery(&self) -> Result<(), CacheError> {
+        let old = self.meta.lock().expect("meta lock").file_stamps.clone();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let stamps = old
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let now = FileStamp::of(&self.data_path(i)).ok()?;
+                s.filter(|s| s.same_but_ctime(&now)).map(|_| now)
+            })
+            .collect();
+        self.update_meta(|m| m.file_stamps = stamps)
+    }
+}
