@@ -26,6 +26,12 @@ use crate::cache::BlockRun;
 /// several holders share a run; also the size of an owner's chunk.
 pub(super) const PIECE_BLOCKS: usize = 16;
 
+/// An agent that knows no other holder takes this many chunks (16 MiB) from the
+/// master in one piece: fewer rounds (each asks the master's `have` and plans
+/// again) while it is alone, and still a new plan every 16 MiB to take in holders
+/// that appeared.
+pub(super) const ALONE_CHUNKS: usize = 8;
+
 /// A chunk only the master has is taken by anyone after this long.
 pub(super) const STALE: Duration = Duration::from_secs(2);
 
@@ -118,6 +124,7 @@ pub(super) fn plan(i: Inputs<'_>) -> Vec<Piece> {
             let limit = match src {
                 Src::Holder(_) => b + PIECE_BLOCKS,
                 Src::Master if !chunked => run.last + 1,
+                Src::Master if agents <= 1 => (chunk + ALONE_CHUNKS) * PIECE_BLOCKS,
                 Src::Master => (chunk + 1) * PIECE_BLOCKS,
             };
             let mut last = b;
