@@ -161,15 +161,6 @@ impl PeerClient {
                 }
                 continue;
             }
-            eprintln!(
-                "DBG me={:?} pos={pos}/{agents} holders={} pieces={:?}",
-                doc.you,
-                holders.len(),
-                pieces
-                    .iter()
-                    .map(|p| (p.src, p.run.first, p.run.last))
-                    .collect::<Vec<_>>()
-            );
             let fetched = tokio::select! {
                 r = self.fetch_pieces(&route, &mut holders, pieces, entry, from_peers, &mut bad) => r,
                 _ = stop.cancelled() => Err(PeerError::Stopped),
