@@ -355,6 +355,11 @@ impl ContentEntry {
         self.verified_bytes.load(Ordering::SeqCst)
     }
 
+    /// How many blocks are verified.
+    pub fn verified_blocks(&self) -> usize {
+        self.verified_blocks.load(Ordering::SeqCst)
+    }
+
     /// True when every block is verified.
     pub fn is_complete(&self) -> bool {
         self.verified_blocks.load(Ordering::SeqCst) == self.manifest.block_count()

@@ -99,7 +99,7 @@ impl PeerClient {
             if entry.is_complete() {
                 break Ok(CopyOutcome::Complete);
             }
-            let holding = self.fan_out().then(|| verified_blocks(entry));
+            let holding = self.fan_out().then(|| entry.verified_blocks());
             let have = tokio::select! {
                 r = self.have_as(&route, after, holding) => r,
                 _ = stop.cancelled() => break Err(PeerError::Stopped),
@@ -120,11 +120,10 @@ impl PeerClient {
                     m.block_count()
                 )));
             }
-            // Holders are asked what they hold at most every HOLDER_POLL: rounds
-            // follow each other as fast as pieces arrive, and 16 peers asking 8
-            // holders each round would be a flood of small requests.
             // New holders are taken in at once (and asked at once); the ones known
-            // are asked again at most every HOLDER_POLL.
+            // are asked again at most every HOLDER_POLL: rounds follow each other
+            // as fast as pieces arrive, and 16 peers asking 8 holders each round
+            // would be a flood of small requests.
             let added = self.fan_out() && take_in(&mut holders, &doc, self.needs_account(), m);
             if added || (self.fan_out() && last_follow.is_none_or(|t| t.elapsed() >= HOLDER_POLL)) {
                 self.follow_holders(&mut holders, local, entry, stop).await;
@@ -215,35 +214,30 @@ impl PeerClient {
                 let target = h.target.clone();
                 let route = h.route.clone();
                 async move {
-                    let route = match route {
-                        Some(r) => r,
-                        None => self.open(&target, local, &m.content_id, m.version).await?,
+                    let asked = async {
+                        let route = match route {
+                            Some(r) => r,
+                            None => self.open(&target, local, &m.content_id, m.version).await?,
+                        };
+                        let (_, bitmap) = self.have(&route, None).await?;
+                        Ok::<_, PeerError>((route, bitmap))
                     };
-                    let (_, bitmap) = self.have(&route, None).await?;
-                    Ok::<_, PeerError>((i, route, bitmap))
+                    (i, asked.await)
                 }
             });
         let answers = tokio::select! {
             a = futures_util::future::join_all(asks) => a,
             _ = stop.cancelled() => return,
         };
-        for a in answers {
-            match a {
-                Ok((i, route, bitmap)) => {
-                    let h = &mut holders[i];
+        for (i, answer) in answers {
+            let h = &mut holders[i];
+            match answer {
+                Ok((route, bitmap)) => {
                     h.route = Some(route);
                     h.bitmap = bitmap;
                 }
                 Err(PeerError::Http(f)) if f.status() == Some(404) => {}
-                Err(e) => {
-                    // Which holder: the error names its URL.
-                    if let Some(h) = holders
-                        .iter_mut()
-                        .find(|h| e.to_string().contains(&h.target.addr.to_string()))
-                    {
-                        note_failure(h, entry, &e.to_string());
-                    }
-                }
+                Err(e) => note_failure(h, entry, &e.to_string()),
             }
         }
     }
@@ -391,15 +385,6 @@ impl PeerClient {
         }
         Ok(end)
     }
-}
-
-/// Blocks of `entry` verified here.
-fn verified_blocks(entry: &ContentEntry) -> usize {
-    entry
-        .have_bitmap()
-        .iter()
-        .map(|b| b.count_ones() as usize)
-        .sum()
 }
 
 /// Count a failure of holder `h`; at [`MAX_HOLDER_FAILURES`] it is dropped, said
