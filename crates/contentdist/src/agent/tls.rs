@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::subnet::SubnetHandle;
 use crate::tasks::Tasks;
 
-/// How often the certificates in force are checked when the store is not watched
-/// (`CertStoreRefreshSecs = 0`): their expiry still takes effect.
+/// How often the store is read and the certificates in force checked when the
+/// store is not watched (`CertStoreRefreshSecs = 0`): expiry still takes effect.
 const UNWATCHED_CHECK: Duration = Duration::from_secs(600);
 
 /// The names this agent is known by, as certificates are matched against them.
@@ -101,8 +101,8 @@ pub(super) struct Refresh {
 /// Start the task that reads the store again every `CertStoreRefreshSecs`, swaps
 /// the server certificate when the choice changes (store, expiry, renewal), lets
 /// the client certificate be chosen again when it expired or left the store, and
-/// announces a new self-signed fingerprint to the subnet. Unwatched, it only
-/// checks the certificates in force every 10 minutes (expiry, renewal).
+/// announces a new self-signed fingerprint to the subnet. Unwatched, it does so
+/// every 10 minutes.
 pub(super) fn spawn_refresh(tasks: &Tasks, r: Refresh) {
     let t = tasks.clone();
     tasks.spawn("certificate store", move |stop| refresh_loop(t, r, stop));
@@ -110,7 +110,6 @@ pub(super) fn spawn_refresh(tasks: &Tasks, r: Refresh) {
 
 async fn refresh_loop(tasks: Tasks, r: Refresh, stop: CancellationToken) {
     let mut pin = r.server.as_ref().map(|s| s.pin());
-    let watched = r.period.is_some();
     let period = r.period.unwrap_or(UNWATCHED_CHECK);
     loop {
         tokio::select! {
@@ -124,9 +123,7 @@ async fn refresh_loop(tasks: Tasks, r: Refresh, stop: CancellationToken) {
         );
         // Reading files and perhaps generating a key: off the runtime.
         let looked = tasks.spawn_blocking("certificate store read", move || {
-            if watched {
-                store.refresh_logged();
-            }
+            store.refresh_logged();
             let now = crate::cache::now_unix() as i64;
             if let Some(s) = server {
                 s.refresh(now);

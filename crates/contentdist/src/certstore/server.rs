@@ -129,11 +129,11 @@ impl ServerCerts {
         self.pin.subscribe()
     }
 
-    /// Read the store again if it changed, choose at `now` (Unix seconds), and
-    /// swap the certificate presented when the choice changed. Returns true when it
-    /// did. Blocking: reads files, and may generate a key.
+    /// Choose at `now` (Unix seconds) from the store as last read
+    /// ([`CertStore::refresh`] is the caller's), and swap the certificate presented
+    /// when the choice changed. Returns true when it did. Blocking: the self-signed
+    /// certificate is read from disk, and may be generated.
     pub fn refresh(&self, now: i64) -> bool {
-        self.opts.store.refresh_logged();
         let chosen = if self.opts.pki {
             self.choose_pki(now)
         } else {

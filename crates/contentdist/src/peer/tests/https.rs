@@ -50,8 +50,10 @@ impl TlsMaster {
         let node = Node::new();
         let store = tempfile::tempdir().unwrap();
         setup(store.path());
+        let store_handle = Arc::new(CertStore::new(store.path()));
+        store_handle.refresh();
         let certs = Arc::new(ServerCerts::new(ServerCertOptions {
-            store: Arc::new(CertStore::new(store.path())),
+            store: Arc::clone(&store_handle),
             pki,
             identity: identity(),
             issuers: IssuerFilter::default(),
@@ -64,8 +66,6 @@ impl TlsMaster {
             auth.p2p_key = None;
         }
         let service = PeerService::new(node.cache.clone(), Arc::new(auth), token.clone());
-        let store_handle = Arc::new(CertStore::new(store.path()));
-        store_handle.refresh();
         let clients =
             mutual.then(|| Arc::new(crate::certstore::PeerCertVerifier::new(store_handle)) as _);
         let http = PeerServer::start_http("127.0.0.1:0".parse().unwrap(), service.clone()).unwrap();
@@ -321,6 +321,7 @@ async fn without_a_qualifying_pki_certificate_https_does_not_listen_until_one_is
         // A good certificate dropped into my/: taken at the next look, and the port
         // listens.
         ca.install(m.store.path(), "new.pem", &["dp01.branch.example"], (-1, 90));
+        m.certs.store().refresh();
         assert!(m.certs.refresh(now()));
         let mut usable = m.certs.usable();
         usable.wait_for(|u| *u).await.unwrap();
