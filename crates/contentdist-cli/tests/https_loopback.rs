@@ -10,37 +10,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::pki::{sha1_thumbprint, CertSpec, Pki, PkiOptions};
-use support::subnet::{agent, content_bytes, install, publish, slow_origin, trust, Subnet, MIB};
+use support::subnet::{
+    agent, content_bytes, curl, install, listener, publish, slow_origin, trust, Subnet, MIB,
+};
 use support::{assert_trees_equal, wait_until, with_timeout, TestDir};
 
 const MACHINE_KEY: &str = "branch-office-machine-key-for-tests";
-
-fn https_url(status: &serde_json::Value) -> String {
-    status["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l.as_str())
-        .find(|l| l.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no HTTPS listener: {status:#}"))
-        .to_string()
-}
-
-/// `ip:port` of the HTTPS listener.
-fn https_addr(status: &serde_json::Value) -> String {
-    https_url(status)
-        .trim_start_matches("https://")
-        .trim_end_matches("/content/")
-        .to_string()
-}
-
-fn curl(args: &[&str]) -> std::process::Output {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("run curl")
-}
 
 #[test]
 fn self_signed_masters_serve_over_https_and_peers_pin_what_was_announced() {
@@ -122,7 +97,9 @@ fn a_certificate_dropped_into_my_is_bound_without_a_restart_and_curl_and_openssl
                 .contains("expired"),
             "{s:#}"
         );
-        let addr = https_addr(&s);
+        let addr = listener(&s, "https")
+            .trim_start_matches("https://")
+            .to_string();
         let port = addr.rsplit(':').next().unwrap().to_string();
         let ip = addr.rsplit_once(':').unwrap().0.to_string();
         let ca = pki.ca_cert();

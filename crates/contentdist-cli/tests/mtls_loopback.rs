@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use support::nginx::{ClientAuth, Nginx, NginxOptions, TlsFiles};
 use support::pki::{sha1_thumbprint, CertFiles, Pki, PkiOptions};
-use support::subnet::{agent, install, publish, slow_origin, store, trust, Subnet, MIB};
+use support::subnet::{
+    agent, curl, install, listener, publish, slow_origin, store, trust, Subnet, MIB,
+};
 use support::{assert_trees_equal, wait_until, with_timeout, TestDir};
 
 const MACHINE_KEY: &str = "branch-office-machine-key-for-tests";
@@ -34,27 +36,6 @@ fn enrolled(t: &TestDir, pki: &Pki, i: usize) -> CertFiles {
     let cert = pki.client_cert(&format!("dp0{i}.branch.example"));
     install(&cert, &s, "client");
     cert
-}
-
-/// The listener of `status` whose URL starts with `scheme://`, without its path.
-fn listener(status: &serde_json::Value, scheme: &str) -> String {
-    status["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l.as_str())
-        .find(|l| l.starts_with(&format!("{scheme}://")))
-        .unwrap_or_else(|| panic!("no {scheme} listener: {status:#}"))
-        .trim_end_matches("/content/")
-        .to_string()
-}
-
-fn curl(args: &[&str]) -> std::process::Output {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("run curl")
 }
 
 fn counter(net: &Subnet, i: usize, name: &str) -> u64 {

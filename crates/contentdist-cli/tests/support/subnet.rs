@@ -155,3 +155,26 @@ pub fn slow_origin(t: &TestDir, rate: u64) -> Nginx {
     })
     .unwrap()
 }
+
+/// The listener of `status` whose URL starts with `scheme://`, without its path
+/// (`https://10.0.0.1:5443`).
+pub fn listener(status: &serde_json::Value, scheme: &str) -> String {
+    status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .find(|l| l.starts_with(&format!("{scheme}://")))
+        .unwrap_or_else(|| panic!("no {scheme} listener: {status:#}"))
+        .trim_end_matches("/content/")
+        .to_string()
+}
+
+/// curl with `args`, quiet but for errors, bounded to 10 s.
+pub fn curl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl")
+}
