@@ -8,7 +8,7 @@ use super::tls::{self, AgentCerts};
 use super::AgentError;
 use crate::cache::{clean, Cache};
 use crate::certstore::{PeerCertVerifier, ServerCerts};
-use crate::config::Config;
+use crate::config::{Config, Protocol, Protocols};
 use crate::election::{LocalInfo, P2pKey, SiteKey, Timing};
 use crate::job::PeerSetup;
 use crate::peer::swarm::SelfAd;
@@ -63,6 +63,8 @@ pub(super) fn start_subnet(
     let mut https_port = config.p2p_https_port;
     let serves = !config.preboot && (config.p2p_enabled.has_http() || https);
     let mut server_certs = None;
+    // What this agent's servers speak (FanOut describes it to masters).
+    let mut served = Protocols::NONE;
     if serves {
         // One service for both ports: one set of counters and one per-source cap.
         let service = PeerService::new(
@@ -81,6 +83,7 @@ pub(super) fn start_subnet(
             http_port = server.local_addr().port();
             listeners.push(format!("http://{}/content/", server.local_addr()));
             servers.push(server);
+            served = served.with(Protocol::Http);
         }
         if https {
             let server_cert = tls::server_certs(config, &certs.store);
@@ -102,20 +105,13 @@ pub(super) fn start_subnet(
             listeners.push(format!("https://{}/content/", server.local_addr()));
             servers.push(server);
             server_certs = Some(server_cert);
+            served = served.with(Protocol::Https);
         }
         for url in &listeners {
             tracing::info!(%url, "peer-copy URL");
         }
     }
     let identity = tls::host_identity(config);
-    let servers_http = serves && config.p2p_enabled.has_http();
-    let mut served = crate::config::Protocols::NONE;
-    if servers_http {
-        served = served.with(crate::config::Protocol::Http);
-    }
-    if server_certs.is_some() {
-        served = served.with(crate::config::Protocol::Https);
-    }
     let free = clean::disk_space(cache.root()).map(|(f, _)| f).unwrap_or(0);
     let subnet = crate::subnet::start(SubnetOptions {
         local: LocalInfo {
@@ -180,8 +176,12 @@ pub(super) fn start_subnet(
         // masters (what it serves; a preboot agent serves nothing) and copy from
         // the other holders they name.
         fan_out: config.special_net_share.fan_out().then(|| SelfAd {
-            http_port: if servers_http { http_port } else { 0 },
-            https_port: if server_certs.is_some() {
+            http_port: if served.contains(Protocol::Http) {
+                http_port
+            } else {
+                0
+            },
+            https_port: if served.contains(Protocol::Https) {
                 https_port
             } else {
                 0
