@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::context::JobContext;
+use super::gate::OrderedGate;
 use super::live::Live;
 use super::run::{JobError, JobRun, Outcome};
-use super::{JobId, JobState, Source};
+use super::{JobState, Source};
 use crate::certstore::{CertStore, ClientCertState, ClientCerts};
 
 /// What the wait needs, present only when client certificates are required.
@@ -34,10 +35,9 @@ pub struct CertWait {
     pub period: Duration,
     /// `P2PClientCertRetryMins`.
     pub retry: Duration,
-    /// Held by the job that waits: no other job starts meanwhile.
-    pub(super) gate: tokio::sync::Mutex<()>,
-    /// The job holding the gate, for the others to say whom they wait for.
-    pub(super) holder: std::sync::Mutex<Option<JobId>>,
+    /// Passed by every job before it starts, in id order, and held by the job
+    /// that waits: no other job starts meanwhile.
+    pub(super) gate: Arc<OrderedGate>,
 }
 
 impl CertWait {
@@ -55,8 +55,7 @@ impl CertWait {
             preboot,
             period,
             retry,
-            gate: tokio::sync::Mutex::new(()),
-            holder: std::sync::Mutex::new(None),
+            gate: Arc::default(),
         }
     }
 
@@ -85,37 +84,40 @@ pub(super) async fn ensure_client_cert(
         return Ok(Outcome::Done);
     };
     let stop = &job.stop;
-    let _gate = match wait.gate.try_lock() {
-        Ok(g) => g,
-        Err(_) => {
-            match *wait.holder.lock().expect("holder lock") {
-                Some(other) => job.live.report_waiting(other),
-                None => job.live.report(JobState::Queued, Source::None),
-            }
-            // A job that was waiting before (a restart resumed both it and the one
-            // now holding the gate, in either order) still ends at its own deadline.
-            let own_deadline = async {
-                match job.live.cert_deadline() {
-                    Some(d) => {
-                        let left = d.saturating_sub(crate::cache::now_unix());
-                        tokio::time::sleep(Duration::from_secs(left)).await
-                    }
-                    None => std::future::pending().await,
+    let Some(ticket) = &job.cert_ticket else {
+        return Err(JobError::Internal {
+            step: "client certificate wait",
+            detail: "the job was spawned without a place at the gate".into(),
+        });
+    };
+    let _gate = if ticket.is_next() {
+        ticket.pass().await
+    } else {
+        match wait.gate.holder() {
+            Some(other) => job.live.report_waiting(other),
+            None => job.live.report(JobState::Queued, Source::None),
+        }
+        // A job that was waiting before (a restart resumed it behind an older job
+        // that now holds the gate) still ends at its own deadline.
+        let own_deadline = async {
+            match job.live.cert_deadline() {
+                Some(d) => {
+                    let left = d.saturating_sub(crate::cache::now_unix());
+                    tokio::time::sleep(Duration::from_secs(left)).await
                 }
-            };
-            tokio::select! {
-                g = wait.gate.lock() => g,
-                _ = own_deadline => return Err(expired(&job.live, wait)),
-                _ = stop.cancelled() => return Ok(Outcome::Stopped),
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            g = ticket.pass() => g,
+            _ = own_deadline => return Err(expired(&job.live, wait)),
+            _ = stop.cancelled() => return Ok(Outcome::Stopped),
         }
     };
-    // Named at once, so a job arriving now says whom it waits for.
-    *wait.holder.lock().expect("holder lock") = Some(job.id);
-    let _release = Release(&wait.holder);
     if looked(ctx, wait).await? {
         job.live.set_cert_deadline(None);
-        job.live.report(JobState::Downloading, Source::None);
+        // Queued until a transfer slot is free (`run` takes one next).
+        job.live.report(JobState::Queued, Source::None);
         return Ok(Outcome::Done);
     }
     if wait.preboot {
@@ -158,7 +160,7 @@ pub(super) async fn ensure_client_cert(
                 "a client certificate is available: the job goes on"
             );
             job.live.set_cert_deadline(None);
-            job.live.report(JobState::Downloading, Source::None);
+            job.live.report(JobState::Queued, Source::None);
             return Ok(Outcome::Done);
         }
     }
@@ -184,12 +186,4 @@ async fn looked(ctx: &JobContext, wait: &Arc<CertWait>) -> Result<bool, JobError
         step: "client certificate look",
         detail: e.to_string(),
     })
-}
-
-struct Release<'a>(&'a std::sync::Mutex<Option<JobId>>);
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        *self.0.lock().expect("holder lock") = None;
-    }
 }

@@ -159,6 +159,8 @@ impl JobManager {
                     jobs.insert(info.id, slot_from(info));
                 }
             }
+            // In id order: they line up at the certificate gate as they are spawned.
+            restart.sort_unstable();
             for id in restart {
                 tracing::info!(job = id, "resuming job interrupted by an agent restart");
                 mgr.spawn(id);
@@ -212,6 +214,12 @@ impl JobManager {
             request,
             live,
             stop,
+            cert_ticket: self
+                .inner
+                .ctx
+                .cert_wait
+                .as_ref()
+                .map(|w| w.gate.line_up(id)),
         };
         let mgr = self.clone();
         self.inner

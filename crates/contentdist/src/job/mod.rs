@@ -11,6 +11,7 @@ mod certwait;
 mod context;
 mod control;
 mod fill;
+mod gate;
 mod live;
 mod manager;
 mod ops;

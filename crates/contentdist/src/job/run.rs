@@ -89,6 +89,8 @@ pub(super) struct JobRun {
     pub request: JobRequest,
     pub live: Arc<Live>,
     pub stop: CancellationToken,
+    /// Its place at the certificate gate, when client certificates are required.
+    pub cert_ticket: Option<super::gate::Ticket>,
 }
 
 /// Run the job until it is done, fails, or its token fires. Whatever error a step
@@ -118,14 +120,17 @@ async fn joined<T>(
 
 async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
     let stop = &job.stop;
+    // The certificate gate comes before the transfer slots: a job waiting for a
+    // certificate holds the others back without holding a slot, and jobs pass the
+    // gate in the order they were submitted, also when a restart resumes them all.
+    if super::certwait::ensure_client_cert(ctx, job).await? == Outcome::Stopped {
+        return Ok(Outcome::Stopped);
+    }
     let _permit = tokio::select! {
         p = ctx.permits.acquire() => p.expect("semaphore never closed"),
         _ = stop.cancelled() => return Ok(Outcome::Stopped),
     };
     if !job.live.begin() {
-        return Ok(Outcome::Stopped);
-    }
-    if super::certwait::ensure_client_cert(ctx, job).await? == Outcome::Stopped {
         return Ok(Outcome::Stopped);
     }
     let req = &job.request;
