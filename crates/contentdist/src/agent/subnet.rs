@@ -11,10 +11,11 @@ use crate::certstore::{PeerCertVerifier, ServerCerts};
 use crate::config::{Config, Protocol, Protocols};
 use crate::election::{LocalInfo, P2pKey, SiteKey, Timing};
 use crate::job::PeerSetup;
+use crate::peer::pace::ServePacer;
 use crate::peer::swarm::SelfAd;
 use crate::peer::{
     server_tls_config, HttpsOptions, PeerAuth, PeerClient, PeerClientOptions, PeerServer,
-    PeerService, PeerTlsOptions,
+    PeerServerLimits, PeerService, PeerTlsOptions, ServiceOptions,
 };
 use crate::subnet::{RolePolicy, SubnetOptions};
 use crate::tasks::Tasks;
@@ -63,19 +64,27 @@ pub(super) fn start_subnet(
     let mut https_port = config.p2p_https_port;
     let serves = !config.preboot && (config.p2p_enabled.has_http() || https);
     let mut server_certs = None;
+    let mut pacer = None;
     // What this agent's servers speak (FanOut describes it to masters).
     let mut served = Protocols::NONE;
     if serves {
         // One service for both ports: one set of counters and one per-source cap.
-        let service = PeerService::new(
-            Arc::clone(cache),
-            Arc::new(PeerAuth {
+        pacer = (config.serve_pace_factor > 0)
+            .then(|| Arc::new(ServePacer::new(config.serve_pace_factor)));
+        let service = PeerService::with_options(ServiceOptions {
+            cache: Arc::clone(cache),
+            auth: Arc::new(PeerAuth {
                 p2p_key,
                 authenticated_users: config.effective_authenticated_users(),
                 machine_key: config.machine_key.as_ref().map(|k| k.as_bytes().to_vec()),
             }),
-            tasks.token().child_token(),
-        );
+            shutdown: tasks.token().child_token(),
+            limits: PeerServerLimits {
+                max_serving: config.max_serving_connections as usize,
+                ..PeerServerLimits::default()
+            },
+            pacer: pacer.clone(),
+        });
         if config.p2p_enabled.has_http() {
             let listen = SocketAddr::new(config.listen_address, config.p2p_http_port);
             let server =
@@ -200,6 +209,7 @@ pub(super) fn start_subnet(
             subnet,
             client: Arc::new(client),
             protocols,
+            pacer,
         }),
         servers,
         server_certs,

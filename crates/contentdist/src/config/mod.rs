@@ -48,6 +48,8 @@ pub const KEYS: &[&str] = &[
     "P2PHttpPort",
     "P2PHttpsPort",
     "P2P_Port",
+    "MaxServingConnections",
+    "ServePaceFactor",
     "P2PSslSettings",
     "P2PClientCertWaitPeriodMins",
     "P2PClientCertRetryMins",
@@ -102,6 +104,12 @@ pub struct Config {
     pub p2p_https_port: u16,
     /// `P2P_Port`: UDP port of elections (1779; 0 = any free port).
     pub p2p_port: u16,
+    /// `MaxServingConnections`: peers' connections this agent sends content on at
+    /// once (8; 0 = no limit). Ours: the product's limit is its share's 6.
+    pub max_serving_connections: u32,
+    /// `ServePaceFactor`: while this agent downloads from the origin, it serves
+    /// peers at most this many times the origin's rate (4; 0 = never paced).
+    pub serve_pace_factor: u32,
     /// `P2PSslSettings`: server certificate source and client authentication (0).
     pub p2p_ssl_settings: SslSettings,
     /// `P2PClientCertWaitPeriodMins`: how long a job waits for a client certificate (1440).
@@ -194,6 +202,8 @@ impl Default for Config {
             p2p_http_port: 5080,
             p2p_https_port: 5443,
             p2p_port: 1779,
+            max_serving_connections: 8,
+            serve_pace_factor: 4,
             p2p_ssl_settings: SslSettings(0),
             p2p_client_cert_wait_period_mins: 1440,
             p2p_client_cert_retry_mins: 10,

@@ -79,6 +79,14 @@ impl Reader<'_> {
             }
             "P2PHttpPort" => c.p2p_http_port = self.port(key, v)?,
             "P2PHttpsPort" => c.p2p_https_port = self.port(key, v)?,
+            "ServePaceFactor" => {
+                c.serve_pace_factor =
+                    self.ranged(key, v, 0, 1000, "times the origin's rate; 0 = not paced")? as u32
+            }
+            "MaxServingConnections" => {
+                c.max_serving_connections =
+                    self.ranged(key, v, 0, 4096, "connections; 0 = no limit")? as u32
+            }
             "P2P_Port" => c.p2p_port = self.port(key, v)?,
             "P2PSslSettings" => {
                 let s = SslSettings(self.u32(key, v)?);

@@ -59,6 +59,22 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
             c.p2p_https_port.to_string(),
             port_note("HTTPS", 0x40, c.p2p_https_port, c.p2p_enabled.has_https()),
         ),
+        "ServePaceFactor" => (
+            c.serve_pace_factor.to_string(),
+            if c.serve_pace_factor == 0 {
+                "serving is never paced".into()
+            } else {
+                "while downloading from the origin, serve peers at most this many times its rate (at least 4 MiB/s)".into()
+            },
+        ),
+        "MaxServingConnections" => (
+            c.max_serving_connections.to_string(),
+            if c.max_serving_connections == 0 {
+                "peers' transfers served at once: no limit".into()
+            } else {
+                "peers' transfers served at once; the next peer is told busy and asks another holder".into()
+            },
+        ),
         "P2P_Port" => (
             c.p2p_port.to_string(),
             format!("UDP port of elections{}", any_port(c.p2p_port)),
@@ -437,6 +453,8 @@ mod tests {
             P2PHttpPort = 8080
             P2PHttpsPort = 0
             P2P_Port = 11779
+            MaxServingConnections = 3
+            ServePaceFactor = 0
             P2PSslSettings = 3
             P2PClientCertWaitPeriodMins = 0
             P2PClientCertRetryMins = 1

@@ -24,6 +24,9 @@ pub struct PeerSetup {
     pub client: Arc<PeerClient>,
     /// The protocols this agent accepts (`P2PEnabled`).
     pub protocols: Protocols,
+    /// Paces this agent's serving by its origin downloads (`ServePaceFactor`);
+    /// `None`: not paced (0, or the agent serves nobody).
+    pub pacer: Option<Arc<crate::peer::pace::ServePacer>>,
 }
 
 /// Bytes by source, for the whole agent.

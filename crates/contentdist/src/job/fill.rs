@@ -133,6 +133,11 @@ async fn download(
     let before = job.live.origin_bytes();
     let counters = DownloadCounters {
         from_origin: &job.live.from_origin,
+        agent_origin: ctx
+            .peers
+            .as_ref()
+            .and_then(|p| p.pacer.as_ref())
+            .map(|p| &p.origin_bytes),
     };
     let r = origin.download(entry, &counters, &job.stop).await;
     ctx.counters

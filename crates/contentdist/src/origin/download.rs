@@ -22,6 +22,9 @@ use crate::transfer::{self, BadBlocks, HttpFailure, HttpSource, Remote, RunEnd};
 pub struct DownloadCounters<'a> {
     /// Bytes received from the origin (verified or not: they crossed the WAN).
     pub from_origin: &'a AtomicU64,
+    /// The agent's live count of origin bytes, when its peer-copy server paces
+    /// what it serves by them (`crate::peer::pace`).
+    pub agent_origin: Option<&'a AtomicU64>,
 }
 
 impl OriginClient {
@@ -104,7 +107,10 @@ impl OriginClient {
             throttle: self.throttle.as_deref(),
             requests: None,
         };
-        let report = transfer::fetch_run(entry, run, &source, &[counters.from_origin]).await?;
+        let received: Vec<&AtomicU64> = std::iter::once(counters.from_origin)
+            .chain(counters.agent_origin)
+            .collect();
+        let report = transfer::fetch_run(entry, run, &source, &received).await?;
         for block in report.rejected {
             let times = bad.record(block);
             let path = &m.files[m.block(block).file].path;

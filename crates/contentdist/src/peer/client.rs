@@ -158,6 +158,9 @@ pub struct PeerClientCounters {
     /// after (it found the block changed on its disk): waited for, not counted as
     /// rejected.
     pub cuts_not_held: AtomicU64,
+    /// Requests for blocks answered "busy" (503: the source's
+    /// `MaxServingConnections` reached); the blocks were taken elsewhere or later.
+    pub busy_answers: AtomicU64,
 }
 
 /// Of the protocols both sides allow, the ones this agent can speak

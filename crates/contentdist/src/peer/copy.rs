@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
@@ -53,6 +54,11 @@ const MAX_HOLDERS: usize = 8;
 /// this long before asking again (the master's long-poll does not wake for them).
 const HOLDER_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// A source that answered "busy" (503, its `MaxServingConnections` reached) is
+/// not asked for blocks again for this long; its blocks are taken from others
+/// meanwhile. Not a failure: a busy holder is never dropped for it.
+const BUSY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Another holder of the content, as this copy follows it.
 struct HolderSource {
     target: MasterTarget,
@@ -60,6 +66,17 @@ struct HolderSource {
     bitmap: Vec<u8>,
     failures: u32,
     dropped: bool,
+    busy_until: Option<Instant>,
+}
+
+/// The master, as this copy uses it.
+struct MasterSource {
+    route: Route,
+    busy_until: Option<Instant>,
+}
+
+fn busy(until: Option<Instant>, now: Instant) -> bool {
+    until.is_some_and(|t| now < t)
 }
 
 impl PeerClient {
@@ -90,6 +107,10 @@ impl PeerClient {
             _ = stop.cancelled() => return Err(PeerError::Stopped),
         };
         info!(content = %entry.key(), master = %target.addr, protocol = %route.protocol, fan_out = self.fan_out(), "copying from the master");
+        let mut master = MasterSource {
+            route,
+            busy_until: None,
+        };
         let mut bad = BadBlocks::new(MAX_BAD);
         let mut after: Option<usize> = None;
         let mut holders: Vec<HolderSource> = Vec::new();
@@ -101,7 +122,7 @@ impl PeerClient {
             }
             let holding = self.fan_out().then(|| entry.verified_blocks());
             let have = tokio::select! {
-                r = self.have_as(&route, after, holding) => r,
+                r = self.have_as(&master.route, after, holding) => r,
                 _ = stop.cancelled() => break Err(PeerError::Stopped),
             };
             let (doc, bitmap) = match have {
@@ -129,31 +150,48 @@ impl PeerClient {
                 self.follow_holders(&mut holders, local, entry, stop).await;
                 last_follow = Some(std::time::Instant::now());
             }
+            let now = Instant::now();
             let maps: Vec<Option<&[u8]>> = holders
                 .iter()
-                .map(|h| (!h.dropped && h.route.is_some()).then_some(&h.bitmap[..]))
+                .map(|h| {
+                    (!h.dropped && h.route.is_some() && !busy(h.busy_until, now))
+                        .then_some(&h.bitmap[..])
+                })
                 .collect();
+            // A busy master's blocks are left out of this plan (taken from holders,
+            // or from it once it has a free connection).
+            let master_busy = busy(master.busy_until, now);
+            let none = if master_busy {
+                vec![0; bitmap.len()]
+            } else {
+                Vec::new()
+            };
+            let master_map = if master_busy { &none } else { &bitmap };
             let addrs: Vec<IpAddr> = holders.iter().map(|h| h.target.addr).collect();
             // This agent's address as the master sees it (the holders' are too).
             let me = doc.you.unwrap_or(target.addr);
             let (pos, agents) = plan::position(me, &addrs);
             let pieces = plan::plan(plan::Inputs {
                 missing: &entry.missing_runs(|_| true),
-                master: &bitmap,
+                master: master_map,
                 holders: &maps,
                 me: pos,
                 agents,
                 chunked: self.fan_out(),
                 master_only_since: &mut master_only_since,
-                now: std::time::Instant::now(),
+                now,
             });
             // Nothing new to fetch: next time, wait until the master verifies
             // more (or, while holders catch up, a moment).
             after = Some(doc.verified);
             if pieces.is_empty() {
-                if !holders.is_empty() && !entry.is_complete() {
+                if (!holders.is_empty() || master_busy) && !entry.is_complete() {
+                    let pause = match master.busy_until {
+                        Some(t) if master_busy => t.saturating_duration_since(now),
+                        _ => HOLDER_POLL,
+                    };
                     tokio::select! {
-                        _ = tokio::time::sleep(HOLDER_POLL) => {}
+                        _ = tokio::time::sleep(pause) => {}
                         _ = stop.cancelled() => break Err(PeerError::Stopped),
                     }
                     after = None;
@@ -161,7 +199,7 @@ impl PeerClient {
                 continue;
             }
             let fetched = tokio::select! {
-                r = self.fetch_pieces(&route, &mut holders, pieces, entry, from_peers, &mut bad) => r,
+                r = self.fetch_pieces(&mut master, &mut holders, pieces, entry, from_peers, &mut bad) => r,
                 _ = stop.cancelled() => Err(PeerError::Stopped),
             };
             match fetched {
@@ -247,7 +285,7 @@ impl PeerClient {
     /// failed, a piece cut short): the caller then asks `have` without waiting.
     async fn fetch_pieces(
         &self,
-        master: &Route,
+        master: &mut MasterSource,
         holders: &mut [HolderSource],
         pieces: Vec<plan::Piece>,
         entry: &Arc<ContentEntry>,
@@ -277,7 +315,7 @@ impl PeerClient {
                 }
                 let Some(run) = q.pop_front() else { continue };
                 let route = match src {
-                    plan::Src::Master => master.clone(),
+                    plan::Src::Master => master.route.clone(),
                     plan::Src::Holder(h) => match &routes[*h] {
                         Some(r) => r.clone(),
                         None => continue,
@@ -298,29 +336,44 @@ impl PeerClient {
             busy.remove(&src);
             // A cache failure (a full disk) ends the copy whatever the source.
             let report = report?;
-            match src {
-                plan::Src::Master => {
-                    match self.master_report(&route, entry, run, report, bad).await? {
-                        RunEnd::Done | RunEnd::CutShort { .. } => again = true,
-                        RunEnd::NotHeld => {}
-                    }
+            if report.end.as_ref().err().and_then(|f| f.status()) == Some(503) {
+                // Busy: its blocks go to other sources for a moment.
+                let until = Some(Instant::now() + BUSY_BACKOFF);
+                match src {
+                    plan::Src::Master => master.busy_until = until,
+                    plan::Src::Holder(i) => holders[i].busy_until = until,
                 }
-                plan::Src::Holder(i) => {
-                    let h = &mut holders[i];
-                    let problem = match (&report.end, report.rejected.len()) {
-                        (Err(e), _) => Some(e.to_string()),
-                        (Ok(_), n) if n > 0 => Some(format!("{n} block(s) failed verification")),
-                        (Ok(RunEnd::CutShort { .. }), _) => Some("answer cut short".into()),
-                        _ => None,
-                    };
-                    self.counters()
-                        .blocks_rejected
-                        .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
-                    if let Some(why) = problem {
-                        note_failure(h, entry, &why);
-                        again = true;
-                        if h.dropped {
-                            queues.remove(&src);
+                self.counters().busy_answers.fetch_add(1, Ordering::Relaxed);
+                debug!(content = %entry.key(), source = ?src, "source busy (MaxServingConnections): its blocks are taken elsewhere for a moment");
+                queues.remove(&src);
+                again = true;
+            } else {
+                match src {
+                    plan::Src::Master => {
+                        match self.master_report(&route, entry, run, report, bad).await? {
+                            RunEnd::Done | RunEnd::CutShort { .. } => again = true,
+                            RunEnd::NotHeld => {}
+                        }
+                    }
+                    plan::Src::Holder(i) => {
+                        let h = &mut holders[i];
+                        let problem = match (&report.end, report.rejected.len()) {
+                            (Err(e), _) => Some(e.to_string()),
+                            (Ok(_), n) if n > 0 => {
+                                Some(format!("{n} block(s) failed verification"))
+                            }
+                            (Ok(RunEnd::CutShort { .. }), _) => Some("answer cut short".into()),
+                            _ => None,
+                        };
+                        self.counters()
+                            .blocks_rejected
+                            .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
+                        if let Some(why) = problem {
+                            note_failure(h, entry, &why);
+                            again = true;
+                            if h.dropped {
+                                queues.remove(&src);
+                            }
                         }
                     }
                 }
@@ -423,6 +476,7 @@ fn take_in(
                 bitmap: vec![0; m.block_count().div_ceil(8)],
                 failures: 0,
                 dropped: false,
+                busy_until: None,
             });
             added = true;
         }

@@ -50,6 +50,11 @@ pub struct PeerServerCounters {
     /// does not trust the certificate, speaks plain HTTP to the HTTPS port, or an
     /// old TLS version): nothing was served on them.
     pub tls_handshakes_failed: AtomicU64,
+    /// Requests for content answered 503 "busy": `MaxServingConnections`
+    /// responses were sending already.
+    pub busy_refusals: AtomicU64,
+    /// Responses sending content now.
+    pub serving_now: AtomicU64,
 }
 
 /// The counters of a [`PeerServerCounters`] at one moment, as plain numbers (for
@@ -85,6 +90,12 @@ pub struct PeerServerStats {
     /// See [`PeerServerCounters::tls_handshakes_failed`].
     #[serde(default)]
     pub tls_handshakes_failed: u64,
+    /// See [`PeerServerCounters::busy_refusals`].
+    #[serde(default)]
+    pub busy_refusals: u64,
+    /// See [`PeerServerCounters::serving_now`].
+    #[serde(default)]
+    pub serving_now: u64,
 }
 
 impl PeerServerCounters {
@@ -107,6 +118,8 @@ impl PeerServerCounters {
             changed_ranges_refused: get(&self.changed_ranges_refused),
             responses_aborted: get(&self.responses_aborted),
             tls_handshakes_failed: get(&self.tls_handshakes_failed),
+            busy_refusals: get(&self.busy_refusals),
+            serving_now: get(&self.serving_now),
         }
     }
 

@@ -66,6 +66,7 @@ impl PeerService {
             }
         };
         let mut first_chunk = Vec::new();
+        let mut serving = None;
         if start < end {
             let bs = u64::from(m.block_size);
             let first = m.files[fi].first_block;
@@ -89,6 +90,10 @@ impl PeerService {
                 );
             }
             if !head {
+                serving = match self.serving_slot() {
+                    Ok(s) => s,
+                    Err(Busy) => return self.busy(),
+                };
                 // Before the head: a changed block here can still be answered as
                 // "not held" rather than as a body cut short.
                 let e = Arc::clone(&entry);
@@ -138,7 +143,7 @@ impl PeerService {
         let body = if head || start == end {
             Empty::new().map_err(|never| match never {}).boxed_unsync()
         } else {
-            self.file_body(lease, fi, start..end, first_chunk)
+            self.file_body(lease, fi, start..end, first_chunk, serving)
         };
         b.body(body).expect("headers are valid")
     }
@@ -152,6 +157,7 @@ impl PeerService {
         fi: usize,
         range: std::ops::Range<u64>,
         ready: Vec<Bytes>,
+        serving: Option<ServingSlot>,
     ) -> Body {
         /// What one read of the blocking pool returns.
         type Read = tokio::task::JoinHandle<(Vec<Bytes>, Option<ChunkError>)>;
@@ -165,6 +171,8 @@ impl PeerService {
             /// The next chunk, being read and re-hashed while this one is sent:
             /// reading overlaps sending instead of alternating with it.
             next: Option<Read>,
+            /// Held until the body is sent or dropped.
+            _serving: Option<ServingSlot>,
         }
         impl State {
             fn read_ahead(&mut self) {
@@ -189,6 +197,7 @@ impl PeerService {
             end: range.end,
             ready: ready.into(),
             next: None,
+            _serving: serving,
         };
         state.read_ahead();
         let stream = futures_util::stream::unfold(state, |mut st| async move {
@@ -241,6 +250,15 @@ impl PeerService {
                 }
             }
             let chunk = st.ready.pop_front()?;
+            if let Some(pacer) = &st.svc.inner.pacer {
+                let wait = pacer.delay(chunk.len(), std::time::Instant::now());
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = st.svc.inner.shutdown.cancelled() => {}
+                    }
+                }
+            }
             st.svc
                 .inner
                 .counters
@@ -249,6 +267,41 @@ impl PeerService {
             Some((Ok(Frame::data(chunk)), st))
         });
         StreamBody::new(stream).boxed_unsync()
+    }
+
+    /// A permit to send content (`None`: no limit), or [`Busy`] when
+    /// [`super::PeerServerLimits::max_serving`] responses are sending already.
+    fn serving_slot(&self) -> Result<Option<ServingSlot>, Busy> {
+        let Some(sem) = &self.inner.serving else {
+            return Ok(None);
+        };
+        let permit = Arc::clone(sem).try_acquire_owned().map_err(|_| Busy)?;
+        let counters = &self.inner.counters;
+        counters.serving_now.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(ServingSlot {
+            _permit: permit,
+            counters: Arc::clone(counters),
+        }))
+    }
+
+    /// The 503 "busy" answer, with when to come back.
+    fn busy(&self) -> Response<Body> {
+        let max = self.inner.max_serving;
+        self.inner
+            .counters
+            .busy_refusals
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(
+            limit = max,
+            "content request answered busy (MaxServingConnections)"
+        );
+        let mut r = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("busy: this agent sends content on {max} connections at once (MaxServingConnections); ask another holder or again in a moment"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
     }
 
     /// Blocks of `key` found changed and not yet re-verified: neither advertised
@@ -397,4 +450,19 @@ fn read_chunk(
         pieces.push(Bytes::from(data).slice(range));
     }
     (pieces, failed)
+}
+
+/// Every serving slot is taken.
+struct Busy;
+
+/// One response sending content, counted while it lasts.
+pub(super) struct ServingSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    counters: Arc<super::PeerServerCounters>,
+}
+
+impl Drop for ServingSlot {
+    fn drop(&mut self) {
+        self.counters.serving_now.fetch_sub(1, Ordering::Relaxed);
+    }
 }

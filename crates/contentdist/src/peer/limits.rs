@@ -47,6 +47,12 @@ pub struct PeerServerLimits {
     /// Sources whose refusals are tracked one by one (the rest share one line).
     /// Default 1024.
     pub max_logged_sources: usize,
+    /// Responses sending content (file bytes) at once, over all sources
+    /// (`MaxServingConnections`); the next request for content is answered 503
+    /// "busy" with `Retry-After`, and a FanOut peer asks another holder. `have`
+    /// and the manifest are never refused for it (they are small, and they are how
+    /// a peer learns of the other holders). 0: no limit. Default 8.
+    pub max_serving: usize,
 }
 
 impl Default for PeerServerLimits {
@@ -55,6 +61,7 @@ impl Default for PeerServerLimits {
             max_connections_per_source: 64,
             refusal_log_interval: Duration::from_secs(60),
             max_logged_sources: 1024,
+            max_serving: 8,
         }
     }
 }

@@ -68,6 +68,7 @@ mod files;
 mod handlers;
 mod https;
 mod limits;
+pub mod pace;
 mod plan;
 mod request;
 pub mod server;
@@ -96,7 +97,7 @@ pub use copy::CopyOutcome;
 pub use counters::{PeerServerCounters, PeerServerStats};
 pub use https::{server_tls_config, HttpsOptions};
 pub use limits::{ConnectionPermit, PeerServerLimits};
-pub use server::{ConnectionInfo, PeerServer, PeerServerOptions, PeerService};
+pub use server::{ConnectionInfo, PeerServer, PeerServerOptions, PeerService, ServiceOptions};
 pub use tls::PeerTlsOptions;
 
 /// The longest a `have` request may wait (`wait_ms` above this is cut to it).

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::auth::{PeerAuth, Refusal};
 use super::counters::PeerServerCounters;
 use super::limits::{ConnectionPermit, LogVerdict, PeerServerLimits, SourceGuard};
+use super::pace::ServePacer;
 use super::PeerError;
 use crate::cache::Cache;
 use crate::manifest::ContentKey;
@@ -43,6 +44,21 @@ pub struct PeerServerOptions {
     pub auth: Arc<PeerAuth>,
     /// Cancelled to stop the server.
     pub shutdown: CancellationToken,
+}
+
+/// What [`PeerService::with_options`] needs.
+#[derive(Clone, Debug)]
+pub struct ServiceOptions {
+    /// The cache whose verified blocks are served.
+    pub cache: Arc<Cache>,
+    /// Who may copy.
+    pub auth: Arc<PeerAuth>,
+    /// Ends waiting `have` requests and streamed bodies early.
+    pub shutdown: CancellationToken,
+    /// Per-source and serving limits.
+    pub limits: PeerServerLimits,
+    /// Paces serving by this agent's origin downloads; `None`: not paced.
+    pub pacer: Option<Arc<ServePacer>>,
 }
 
 /// What the transport tells the service about one connection.
@@ -78,6 +94,12 @@ pub(super) struct ServiceInner {
     /// FanOut: who holds what, as the peers copying from this agent describe
     /// themselves.
     pub(super) holders: super::swarm::HolderRegistry,
+    /// One permit per response sending content ([`PeerServerLimits::max_serving`]);
+    /// `None`: no limit.
+    pub(super) serving: Option<Arc<tokio::sync::Semaphore>>,
+    pub(super) max_serving: usize,
+    /// Paces what is served while this agent downloads from the origin.
+    pub(super) pacer: Option<Arc<ServePacer>>,
 }
 
 /// A refusal, for [`PeerService::log_refusal`].
@@ -104,17 +126,39 @@ impl PeerService {
         shutdown: CancellationToken,
         limits: &PeerServerLimits,
     ) -> Self {
+        PeerService::with_options(ServiceOptions {
+            cache,
+            auth,
+            shutdown,
+            limits: limits.clone(),
+            pacer: None,
+        })
+    }
+
+    /// A service as `opts` say.
+    pub fn with_options(opts: ServiceOptions) -> Self {
+        let ServiceOptions {
+            cache,
+            auth,
+            shutdown,
+            limits,
+            pacer,
+        } = opts;
         let counters = Arc::new(PeerServerCounters::default());
         PeerService {
             inner: Arc::new(ServiceInner {
                 cache,
                 auth,
-                guard: Arc::new(SourceGuard::new(limits, Arc::clone(&counters))),
+                pacer,
+                guard: Arc::new(SourceGuard::new(&limits, Arc::clone(&counters))),
                 counters,
                 shutdown,
                 reverifying: Mutex::new(HashSet::new()),
                 hidden: Mutex::new(HashMap::new()),
                 holders: Default::default(),
+                serving: (limits.max_serving > 0)
+                    .then(|| Arc::new(tokio::sync::Semaphore::new(limits.max_serving))),
+                max_serving: limits.max_serving,
             }),
         }
     }

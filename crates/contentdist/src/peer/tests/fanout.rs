@@ -16,15 +16,22 @@ struct Agent {
 
 impl Agent {
     fn start(host: u8) -> Agent {
+        Agent::start_with(host, PeerServerLimits::default())
+    }
+
+    fn start_with(host: u8, limits: PeerServerLimits) -> Agent {
         let node = Node::new();
         let token = CancellationToken::new();
         let ip = std::net::IpAddr::from([127, 0, 0, host]);
-        let server = PeerServer::start(PeerServerOptions {
-            listen: SocketAddr::new(ip, 0),
-            cache: node.cache.clone(),
-            auth: Arc::new(key_auth()),
-            shutdown: token.clone(),
-        })
+        let server = PeerServer::start_with_limits(
+            PeerServerOptions {
+                listen: SocketAddr::new(ip, 0),
+                cache: node.cache.clone(),
+                auth: Arc::new(key_auth()),
+                shutdown: token.clone(),
+            },
+            limits,
+        )
         .unwrap();
         let client = PeerClient::new(PeerClientOptions {
             connect_timeout: Duration::from_secs(2),
@@ -151,6 +158,63 @@ async fn a_holder_that_goes_away_costs_only_time() {
             .await
             .unwrap();
         assert!(entry.is_complete());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_master_sends_peers_to_the_other_holders() {
+    bounded(async {
+        let c = Arc::new(content(640));
+        // The master serves one transfer at a time; the peers serve as many as
+        // they like.
+        let one = PeerServerLimits {
+            max_serving: 1,
+            ..Default::default()
+        };
+        let master = Agent::start_with(30, one);
+        c.fill(&master.node.entry(&c), 0..c.manifest.block_count());
+        let target = target_at(master.server.local_addr());
+        let peers: Vec<Arc<Agent>> = (31..35).map(|h| Arc::new(Agent::start(h))).collect();
+        let copies = peers.iter().map(|p| {
+            let (p, c, target) = (Arc::clone(p), Arc::clone(&c), target.clone());
+            tokio::spawn(async move {
+                let entry = p.node.entry(&c);
+                p.client
+                    .copy(
+                        &entry,
+                        &target,
+                        http_only(),
+                        &AtomicU64::new(0),
+                        &CancellationToken::new(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    std::fs::read(entry.data_dir().join("image.bin")).unwrap(),
+                    c.files[0].1
+                );
+            })
+        });
+        for r in futures_util::future::join_all(copies).await {
+            r.unwrap();
+        }
+        let m = master.server.counters().snapshot();
+        let busy: u64 = peers
+            .iter()
+            .map(|p| p.client.counters().busy_answers.load(Ordering::Relaxed))
+            .sum();
+        let from_peers: u64 = peers.iter().map(|p| p.served()).sum();
+        eprintln!("master: {m:?}; busy answers {busy}; peers served {from_peers}");
+        assert!(
+            m.busy_refusals > 0 && busy == m.busy_refusals,
+            "{m:?}, busy {busy}"
+        );
+        assert!(
+            from_peers > c.manifest.total_size(),
+            "peers served {from_peers}"
+        );
+        assert_eq!(m.serving_now, 0);
     })
     .await
 }

@@ -177,3 +177,63 @@ async fn the_default_cap_leaves_room_for_peers_sharing_an_address() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_beyond_max_serving_is_answered_busy_and_served_once_a_slot_frees() {
+    bounded(async {
+        let limits = PeerServerLimits {
+            max_serving: 1,
+            ..Default::default()
+        };
+        let m = Master::start_with_limits(key_auth(), limits);
+        // 16 MiB: more than the socket buffers hold, so an unread body keeps its
+        // response (and its slot) open.
+        let c = Content::new(&[("image.bin", 4096 * BS)]);
+        c.fill(&m.node.entry(&c), 0..c.manifest.block_count());
+        let addr = m.addr();
+        let file = "/content/PKG1/3/files/image.bin";
+        let auth = p2p_auth();
+        let creds = [("Authorization", auth.as_str())];
+        let serving = || m.counters().snapshot().serving_now;
+
+        // A first peer asks for the file and reads only the head.
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        first
+            .write_all(
+                format!("GET {file} HTTP/1.1\r\nHost: m\r\nAuthorization: {auth}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 4096];
+        let n = first.read(&mut head).await.unwrap();
+        let got = String::from_utf8_lossy(&head[..n]).to_string();
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        until(|| serving() == 1).await;
+
+        // The next request for content is told busy, with when to come back; the
+        // small requests are still answered.
+        let r = raw_get(addr, file, &creds).await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.text().contains("MaxServingConnections"), "{}", r.text());
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("retry-after") && v == "1"),
+            "{:?}",
+            r.headers
+        );
+        let r = raw_get(addr, "/content/PKG1/3/manifest.json", &creds).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(m.counters().snapshot().busy_refusals, 1);
+
+        // The first peer goes away: its slot frees, and the file is served again.
+        drop(first);
+        until(|| serving() == 0).await;
+        let r = raw_get(addr, file, &creds).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 4096 * BS);
+        until(|| serving() == 0).await;
+    })
+    .await
+}
