@@ -55,6 +55,12 @@ pub struct PeerServerCounters {
     pub busy_refusals: AtomicU64,
     /// Responses sending content now.
     pub serving_now: AtomicU64,
+    /// Chunks of content read from the page cache on the server's own thread
+    /// (stamped files: no hand-off, no hashing).
+    pub reads_cached: AtomicU64,
+    /// Chunks read on the blocking pool (not cached, not stamped: each block
+    /// hashed unless its file's stamp matched).
+    pub reads_pooled: AtomicU64,
 }
 
 /// The counters of a [`PeerServerCounters`] at one moment, as plain numbers (for
@@ -96,6 +102,12 @@ pub struct PeerServerStats {
     /// See [`PeerServerCounters::serving_now`].
     #[serde(default)]
     pub serving_now: u64,
+    /// See [`PeerServerCounters::reads_cached`].
+    #[serde(default)]
+    pub reads_cached: u64,
+    /// See [`PeerServerCounters::reads_pooled`].
+    #[serde(default)]
+    pub reads_pooled: u64,
 }
 
 impl PeerServerCounters {
@@ -120,6 +132,8 @@ impl PeerServerCounters {
             tls_handshakes_failed: get(&self.tls_handshakes_failed),
             busy_refusals: get(&self.busy_refusals),
             serving_now: get(&self.serving_now),
+            reads_cached: get(&self.reads_cached),
+            reads_pooled: get(&self.reads_pooled),
         }
     }
 

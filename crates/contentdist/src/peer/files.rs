@@ -27,6 +27,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use tracing::{debug, warn};
 
+use super::cached::cached_read;
 use super::handlers::{text, Body};
 use super::server::PeerService;
 use crate::cache::{CacheError, ContentEntry, EntryLease};
@@ -67,6 +68,8 @@ impl PeerService {
         };
         let mut first_chunk = Vec::new();
         let mut serving = None;
+        // Opened once for the whole response when the file is stamped (see `cached`).
+        let stamped = if head { None } else { entry.open_stamped(fi) };
         if start < end {
             let bs = u64::from(m.block_size);
             let first = m.files[fi].first_block;
@@ -94,9 +97,25 @@ impl PeerService {
                     Ok(s) => s,
                     Err(Busy) => return self.busy(),
                 };
+                let cached = stamped
+                    .as_ref()
+                    .and_then(|f| cached_read(&entry, fi, f, (start, end), READ_CHUNK, &hidden));
+                if let Some(bytes) = cached {
+                    self.inner
+                        .counters
+                        .reads_cached
+                        .fetch_add(1, Ordering::Relaxed);
+                    first_chunk = vec![bytes];
+                }
+            }
+            if !head && first_chunk.is_empty() {
                 // Before the head: a changed block here can still be answered as
                 // "not held" rather than as a body cut short.
                 let e = Arc::clone(&entry);
+                self.inner
+                    .counters
+                    .reads_pooled
+                    .fetch_add(1, Ordering::Relaxed);
                 match tokio::task::spawn_blocking(move || read_chunk(&e, fi, start, end)).await {
                     Ok((pieces, None)) => first_chunk = pieces,
                     Ok((_, Some(ChunkError::Changed(block)))) => {
@@ -143,7 +162,14 @@ impl PeerService {
         let body = if head || start == end {
             Empty::new().map_err(|never| match never {}).boxed_unsync()
         } else {
-            self.file_body(lease, fi, start..end, first_chunk, serving)
+            self.file_body(Streamed {
+                lease,
+                fi,
+                range: start..end,
+                ready: first_chunk,
+                serving,
+                file: stamped,
+            })
         };
         b.body(body).expect("headers are valid")
     }
@@ -151,14 +177,15 @@ impl PeerService {
     /// Stream bytes `range` of file `fi`: first `ready` (read and verified already,
     /// from the range's start), then the rest, re-verifying each block before it
     /// goes.
-    fn file_body(
-        &self,
-        lease: EntryLease,
-        fi: usize,
-        range: std::ops::Range<u64>,
-        ready: Vec<Bytes>,
-        serving: Option<ServingSlot>,
-    ) -> Body {
+    fn file_body(&self, body: Streamed) -> Body {
+        let Streamed {
+            lease,
+            fi,
+            range,
+            ready,
+            serving,
+            file,
+        } = body;
         /// What one read of the blocking pool returns.
         type Read = tokio::task::JoinHandle<(Vec<Bytes>, Option<ChunkError>)>;
         struct State {
@@ -173,8 +200,32 @@ impl PeerService {
             next: Option<Read>,
             /// Held until the body is sent or dropped.
             _serving: Option<ServingSlot>,
+            /// The file, when stamped: chunks are read from the page cache on
+            /// this thread while they are there (`cached`), and read ahead on the
+            /// blocking pool only when it has none.
+            file: Option<std::fs::File>,
         }
         impl State {
+            /// The next chunk from the page cache (see `cached`), if it is there.
+            fn cached(&mut self) -> bool {
+                let Some(f) = &self.file else { return false };
+                if self.next.is_some() {
+                    return false;
+                }
+                let entry = self.lease.entry();
+                let hidden = self.svc.hidden_blocks(entry.key());
+                match cached_read(entry, self.fi, f, (self.pos, self.end), READ_CHUNK, &hidden) {
+                    Some(b) => {
+                        self.pos += b.len() as u64;
+                        self.ready.push_back(b);
+                        let c = &self.svc.inner.counters;
+                        c.reads_cached.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    None => false,
+                }
+            }
+
             fn read_ahead(&mut self) {
                 if self.next.is_none()
                     && self.pos < self.end
@@ -182,6 +233,8 @@ impl PeerService {
                 {
                     let entry = Arc::clone(self.lease.entry());
                     let (fi, pos, end) = (self.fi, self.pos, self.end);
+                    let c = &self.svc.inner.counters;
+                    c.reads_pooled.fetch_add(1, Ordering::Relaxed);
                     self.next = Some(tokio::task::spawn_blocking(move || {
                         read_chunk(&entry, fi, pos, end)
                     }));
@@ -198,23 +251,27 @@ impl PeerService {
             ready: ready.into(),
             next: None,
             _serving: serving,
+            file,
         };
-        state.read_ahead();
+        if state.file.is_none() {
+            state.read_ahead();
+        }
         let stream = futures_util::stream::unfold(state, |mut st| async move {
-            if st.ready.is_empty() && st.pos < st.end {
-                let fail = |mut st: State, e: io::Error| {
-                    st.pos = st.end;
-                    st.next = None;
-                    st.svc
-                        .inner
-                        .counters
-                        .responses_aborted
-                        .fetch_add(1, Ordering::Relaxed);
-                    Some((Err(e), st))
-                };
-                if st.svc.inner.shutdown.is_cancelled() {
-                    return fail(st, io::Error::other("peer-copy server shutting down"));
-                }
+            let fail = |mut st: State, e: io::Error| {
+                st.pos = st.end;
+                st.next = None;
+                st.svc
+                    .inner
+                    .counters
+                    .responses_aborted
+                    .fetch_add(1, Ordering::Relaxed);
+                Some((Err(e), st))
+            };
+            let more = st.ready.is_empty() && st.pos < st.end;
+            if more && st.svc.inner.shutdown.is_cancelled() {
+                return fail(st, io::Error::other("peer-copy server shutting down"));
+            }
+            if more && !st.cached() {
                 st.read_ahead();
                 let read = st.next.take().expect("a read is under way").await;
                 match read {
@@ -242,7 +299,9 @@ impl PeerService {
                         st.ready = pieces.into();
                         // After a failure, the next read starts at the failing
                         // block, and meets it again when these pieces are sent.
-                        if failed.is_none() {
+                        // With the file open, the next chunk is looked for in
+                        // the page cache first.
+                        if failed.is_none() && st.file.is_none() {
                             st.read_ahead();
                         }
                     }
@@ -450,6 +509,18 @@ fn read_chunk(
         pieces.push(Bytes::from(data).slice(range));
     }
     (pieces, failed)
+}
+
+/// What [`PeerService::file_body`] streams.
+struct Streamed {
+    lease: EntryLease,
+    fi: usize,
+    range: std::ops::Range<u64>,
+    /// Read and verified already, from the range's start.
+    ready: Vec<Bytes>,
+    serving: Option<ServingSlot>,
+    /// The file, open, when it is stamped.
+    file: Option<std::fs::File>,
 }
 
 /// Every serving slot is taken.

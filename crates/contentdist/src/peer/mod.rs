@@ -61,6 +61,7 @@
 //! - [`swarm`]: FanOut's descriptions, the master's registry of holders.
 
 pub mod auth;
+mod cached;
 pub mod client;
 mod copy;
 mod counters;

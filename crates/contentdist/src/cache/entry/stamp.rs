@@ -28,18 +28,23 @@ pub struct FileStamp {
 
 impl FileStamp {
     fn of(path: &Path) -> std::io::Result<FileStamp> {
-        let m = std::fs::metadata(path)?;
-        Ok(FileStamp {
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
+        Ok(FileStamp::from(&std::fs::metadata(path)?))
     }
 
     /// The same bytes as far as a write can tell: only ctime moved.
     fn same_but_ctime(&self, now: &FileStamp) -> bool {
         (self.ino, self.size, self.mtime) == (now.ino, now.size, now.mtime)
+    }
+}
+
+impl From<&std::fs::Metadata> for FileStamp {
+    fn from(m: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
     }
 }
 
@@ -61,15 +66,35 @@ impl ContentEntry {
     /// True when file `file` is stamped and its stat still equals the stamp: its
     /// bytes read before this call are the verified ones.
     pub fn unchanged_since_verified(&self, file: usize) -> bool {
-        let stamp = self
-            .meta
+        self.stamp(file)
+            .is_some_and(|s| FileStamp::of(&self.data_path(file)).is_ok_and(|now| now == s))
+    }
+
+    /// File `file` opened for reading when it is stamped (its bytes may then be
+    /// served by [`ContentEntry::open_file_unchanged`], without hashing); `None`
+    /// otherwise. Opening it is a path lookup of a file just stat'ed, and cheap.
+    pub fn open_stamped(&self, file: usize) -> Option<std::fs::File> {
+        self.stamp(file)?;
+        std::fs::File::open(self.data_path(file)).ok()
+    }
+
+    /// True when `f`, an open handle of file `file`, still equals its stamp: what
+    /// was read from it before this call are the verified bytes. Checked on the
+    /// handle (fstat), so a file renamed over the cached one meanwhile does not
+    /// matter: the handle still reads the stamped inode.
+    pub fn open_file_unchanged(&self, file: usize, f: &std::fs::File) -> bool {
+        self.stamp(file)
+            .is_some_and(|s| f.metadata().is_ok_and(|m| FileStamp::from(&m) == s))
+    }
+
+    fn stamp(&self, file: usize) -> Option<FileStamp> {
+        self.meta
             .lock()
             .expect("meta lock")
             .file_stamps
             .get(file)
             .copied()
-            .flatten();
-        stamp.is_some_and(|s| FileStamp::of(&self.data_path(file)).is_ok_and(|now| now == s))
+            .flatten()
     }
 
     /// After a delivery by hard link: take the files' new ctime into their stamps

@@ -160,3 +160,63 @@ async fn cuts_at_blocks_the_master_still_claims_count_as_bad_and_end_with_data_e
     })
     .await
 }
+
+/// A complete entry, flushed: its files are stamped.
+fn stamped(m: &Master, c: &Content) -> Arc<ContentEntry> {
+    let e = m.node.entry(c);
+    c.fill(&e, 0..BLOCKS);
+    e.flush().unwrap();
+    assert!(e.is_complete() && e.unchanged_since_verified(0));
+    e
+}
+
+#[tokio::test]
+async fn a_stamped_file_is_served_from_the_page_cache_without_the_pool_until_it_is_written() {
+    bounded(async {
+        let m = Master::with_key();
+        let c = big();
+        stamped(&m, &c);
+        let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, c.files[0].1);
+        let s = m.counters().snapshot();
+        // Just written, so in the page cache: every chunk read on the server's
+        // thread (800 KiB: 4 chunks of 256 KiB).
+        assert_eq!((s.reads_cached, s.reads_pooled), (4, 0), "{s:?}");
+        let r = get(
+            m.addr(),
+            "/content/PKG1/3/files/big.bin",
+            &[("Range", "bytes=5000-9000")],
+        )
+        .await;
+        assert_eq!(r.status, 206);
+        assert_eq!(r.body, &c.files[0].1[5000..=9000]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stamped_file_written_after_verification_is_hashed_again_and_the_change_found() {
+    bounded(async {
+        // Early: answered 409 before the head.
+        let m = Master::with_key();
+        let c = big();
+        let e = stamped(&m, &c);
+        tamper(&e, EARLY);
+        let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
+        assert_eq!(r.status, 409, "{}", r.text());
+        until(|| !e.has_block(EARLY)).await;
+        // Late: the body is cut before the changed block.
+        let m = Master::with_key();
+        let e = stamped(&m, &c);
+        tamper(&e, LATE);
+        let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
+        assert!(r.body.len() <= LATE * BS, "{} bytes sent", r.body.len());
+        assert_eq!(r.body, c.files[0].1[..r.body.len()]);
+        until(|| !e.has_block(LATE)).await;
+        let s = m.counters().snapshot();
+        assert_eq!(s.blocks_changed, 1, "{s:?}");
+        assert!(s.reads_pooled > 0, "{s:?}");
+    })
+    .await
+}
