@@ -1,13 +1,21 @@
-//! The cheap way to serve a complete file: one open per response, reads straight
-//! from the page cache on the async thread, no hashing.
+//! The cheap way to serve a complete file: one open per response, one read per
+//! chunk into a buffer that is not zeroed first, no hashing.
 //!
-//! A read with `RWF_NOWAIT` (`preadv2`, Linux 4.14) returns only what is in the
-//! page cache and never blocks on the disk: when it returns the whole chunk, no
-//! thread of the blocking pool is woken for it (the hand-off per chunk cost the
-//! master about 30 % of its time in wake-ups, issue 10). When the bytes are not
-//! cached, or the file is not stamped, the caller takes the blocking path as
-//! before (`files::read_chunk`: reads on the pool, each block hashed unless the
-//! file's stamp still matches).
+//! Where the read runs depends on the load (`files`):
+//!
+//! - with fewer responses sending than the machine has cores, on the blocking
+//!   pool, one chunk ahead of the one being sent: reading overlaps sending on
+//!   another core (measured, BENCHMARKS.md §9: a lone client gets 1.1–1.5× nginx's
+//!   rate this way, 0.85 with both on one thread);
+//! - with as many or more, on the async thread itself, from the page cache only
+//!   (`preadv2` with `RWF_NOWAIT`, Linux 4.14: it never waits for the disk): no
+//!   hand-off to the pool per chunk (its wake-ups cost a busy master about 30 % of
+//!   its time, issue 10), no chunk read ahead per connection (memory), about a
+//!   quarter less CPU per byte. A chunk that is not cached sends that response
+//!   back to the pool.
+//!
+//! A file that is not stamped (an incomplete entry, or one written since) is read
+//! block by block and each block hashed (`files::read_chunk`).
 //!
 //! "Never serve a block that changed after it was verified" holds as on the
 //! blocking path: the file's stamp (inode, size, mtime, ctime recorded when it was
@@ -15,24 +23,33 @@
 //! mismatch throws the bytes away and the blocking path hashes them.
 
 use std::fs::File;
-use std::io::IoSliceMut;
+use std::os::fd::AsRawFd;
 
 use bytes::{Bytes, BytesMut};
-use rustix::io::{preadv2, ReadWriteFlags};
 
 use crate::cache::ContentEntry;
 
-/// Read up to `max` bytes of file `fi` from `pos` (before `end`), from the page
-/// cache only, when every block they come from is verified and not `hidden`, and
-/// the open file `f` still equals its stamp after the read. `None`: take the
-/// blocking path.
-pub(super) fn cached_read(
+/// How [`read_stamped`] may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadMode {
+    /// From the page cache only, never waiting for the disk (on the async thread).
+    CachedOnly,
+    /// Waiting for the disk if need be (on the blocking pool).
+    Blocking,
+}
+
+/// Read up to `max` bytes of file `fi` from `pos` (before `end`) with one read of
+/// the open file `f`, when every block they come from is verified and not
+/// `hidden`, and `f` still equals the file's stamp after the read. `None`: take
+/// the path that hashes (`files::read_chunk`).
+pub(super) fn read_stamped(
     entry: &ContentEntry,
     fi: usize,
     f: &File,
     (pos, end): (u64, u64),
     max: usize,
     hidden: &[usize],
+    mode: ReadMode,
 ) -> Option<Bytes> {
     let len = (end.saturating_sub(pos)).min(max as u64) as usize;
     if len == 0 {
@@ -48,21 +65,34 @@ pub(super) fn cached_read(
     {
         return None;
     }
-    let mut buf = BytesMut::zeroed(len);
-    let n = match preadv2(
-        f,
-        &mut [IoSliceMut::new(&mut buf)],
-        pos,
-        ReadWriteFlags::NOWAIT,
-    ) {
-        Ok(n) if n > 0 => n,
-        // EAGAIN (not cached), an old kernel without RWF_NOWAIT, end of file, an
-        // I/O error: the blocking path handles each with its own answer.
-        _ => return None,
+    let mut buf = BytesMut::with_capacity(len);
+    let spare = buf.spare_capacity_mut();
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: len,
     };
+    // Read into the buffer's spare capacity, not a zeroed buffer: zeroing 256 KiB
+    // per chunk cost about a tenth of serving a cached file.
+    // SAFETY: `iov` covers the `len` bytes of spare capacity `buf` has; the kernel
+    // writes at most that many, and only the `n` it reports written are marked
+    // initialized below.
+    let flags = match mode {
+        ReadMode::CachedOnly => libc::RWF_NOWAIT,
+        ReadMode::Blocking => 0,
+    };
+    let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, pos as libc::off_t, flags) };
+    // EAGAIN (not cached), an old kernel without RWF_NOWAIT, end of file, an I/O
+    // error: the blocking path handles each with its own answer.
+    let Ok(n) = usize::try_from(n) else {
+        return None;
+    };
+    if n == 0 || n > len {
+        return None;
+    }
+    // SAFETY: the kernel initialized the first `n` bytes (n <= capacity).
+    unsafe { buf.set_len(n) };
     if !entry.open_file_unchanged(fi, f) {
         return None;
     }
-    buf.truncate(n);
     Some(buf.freeze())
 }

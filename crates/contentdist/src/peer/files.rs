@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use tracing::{debug, warn};
 
-use super::cached::cached_read;
+use super::cached::{read_stamped, ReadMode};
 use super::handlers::{text, Body};
 use super::server::PeerService;
 use crate::cache::{CacheError, ContentEntry, EntryLease};
@@ -69,7 +69,11 @@ impl PeerService {
         let mut first_chunk = Vec::new();
         let mut serving = None;
         // Opened once for the whole response when the file is stamped (see `cached`).
-        let stamped = if head { None } else { entry.open_stamped(fi) };
+        let stamped = if head {
+            None
+        } else {
+            entry.open_stamped(fi).map(Arc::new)
+        };
         if start < end {
             let bs = u64::from(m.block_size);
             let first = m.files[fi].first_block;
@@ -99,7 +103,19 @@ impl PeerService {
                 };
                 let cached = stamped
                     .as_ref()
-                    .and_then(|f| cached_read(&entry, fi, f, (start, end), READ_CHUNK, &hidden));
+                    .filter(|_| self.reads_inline())
+                    .and_then(|f| {
+                        let range = (start, end);
+                        read_stamped(
+                            &entry,
+                            fi,
+                            f,
+                            range,
+                            READ_CHUNK,
+                            &hidden,
+                            ReadMode::CachedOnly,
+                        )
+                    });
                 if let Some(bytes) = cached {
                     self.inner
                         .counters
@@ -116,7 +132,9 @@ impl PeerService {
                     .counters
                     .reads_pooled
                     .fetch_add(1, Ordering::Relaxed);
-                match tokio::task::spawn_blocking(move || read_chunk(&e, fi, start, end)).await {
+                let f = stamped.clone();
+                let read = move || pool_read(&e, fi, f.as_deref(), (start, end), &hidden);
+                match tokio::task::spawn_blocking(read).await {
                     Ok((pieces, None)) => first_chunk = pieces,
                     Ok((_, Some(ChunkError::Changed(block)))) => {
                         warn!(content = %entry.key(), file = %path, block, "cached block changed on disk since it was verified: answered 409 (not held)");
@@ -200,21 +218,37 @@ impl PeerService {
             next: Option<Read>,
             /// Held until the body is sent or dropped.
             _serving: Option<ServingSlot>,
-            /// The file, when stamped: chunks are read from the page cache on
-            /// this thread while they are there (`cached`), and read ahead on the
-            /// blocking pool only when it has none.
-            file: Option<std::fs::File>,
+            /// The file, when stamped (see `cached`).
+            file: Option<Arc<std::fs::File>>,
+            /// False once a chunk was not in the page cache: the rest is read on
+            /// the pool.
+            inline_ok: bool,
         }
         impl State {
-            /// The next chunk from the page cache (see `cached`), if it is there.
+            /// Whether the next chunk is read on this thread (see `cached`).
+            fn inline(&self) -> bool {
+                self.file.is_some() && self.inline_ok && self.svc.reads_inline()
+            }
+
+            /// The next chunk from the page cache on this thread, if reads go
+            /// inline now and it is there.
             fn cached(&mut self) -> bool {
-                let Some(f) = &self.file else { return false };
-                if self.next.is_some() {
+                if self.next.is_some() || !self.inline() {
                     return false;
                 }
+                let Some(f) = &self.file else { return false };
                 let entry = self.lease.entry();
                 let hidden = self.svc.hidden_blocks(entry.key());
-                match cached_read(entry, self.fi, f, (self.pos, self.end), READ_CHUNK, &hidden) {
+                let range = (self.pos, self.end);
+                match read_stamped(
+                    entry,
+                    self.fi,
+                    f,
+                    range,
+                    READ_CHUNK,
+                    &hidden,
+                    ReadMode::CachedOnly,
+                ) {
                     Some(b) => {
                         self.pos += b.len() as u64;
                         self.ready.push_back(b);
@@ -222,7 +256,13 @@ impl PeerService {
                         c.reads_cached.fetch_add(1, Ordering::Relaxed);
                         true
                     }
-                    None => false,
+                    // Not cached (or not to be trusted): the rest of this
+                    // response is read on the pool, ahead of sending, as a file
+                    // read from the disk is best read.
+                    None => {
+                        self.inline_ok = false;
+                        false
+                    }
                 }
             }
 
@@ -235,8 +275,10 @@ impl PeerService {
                     let (fi, pos, end) = (self.fi, self.pos, self.end);
                     let c = &self.svc.inner.counters;
                     c.reads_pooled.fetch_add(1, Ordering::Relaxed);
+                    let hidden = self.svc.hidden_blocks(entry.key());
+                    let f = self.file.clone();
                     self.next = Some(tokio::task::spawn_blocking(move || {
-                        read_chunk(&entry, fi, pos, end)
+                        pool_read(&entry, fi, f.as_deref(), (pos, end), &hidden)
                     }));
                 }
             }
@@ -252,8 +294,9 @@ impl PeerService {
             next: None,
             _serving: serving,
             file,
+            inline_ok: true,
         };
-        if state.file.is_none() {
+        if !state.inline() {
             state.read_ahead();
         }
         let stream = futures_util::stream::unfold(state, |mut st| async move {
@@ -299,9 +342,8 @@ impl PeerService {
                         st.ready = pieces.into();
                         // After a failure, the next read starts at the failing
                         // block, and meets it again when these pieces are sent.
-                        // With the file open, the next chunk is looked for in
-                        // the page cache first.
-                        if failed.is_none() && st.file.is_none() {
+                        // Inline reads need none ahead.
+                        if failed.is_none() && !st.inline() {
                             st.read_ahead();
                         }
                     }
@@ -331,16 +373,24 @@ impl PeerService {
     /// A permit to send content (`None`: no limit), or [`Busy`] when
     /// [`super::PeerServerLimits::max_serving`] responses are sending already.
     fn serving_slot(&self) -> Result<Option<ServingSlot>, Busy> {
-        let Some(sem) = &self.inner.serving else {
-            return Ok(None);
+        let permit = match &self.inner.serving {
+            Some(sem) => Some(Arc::clone(sem).try_acquire_owned().map_err(|_| Busy)?),
+            None => None,
         };
-        let permit = Arc::clone(sem).try_acquire_owned().map_err(|_| Busy)?;
         let counters = &self.inner.counters;
         counters.serving_now.fetch_add(1, Ordering::Relaxed);
         Ok(Some(ServingSlot {
             _permit: permit,
             counters: Arc::clone(counters),
         }))
+    }
+
+    /// Whether chunks of stamped files are read on the async thread (from the page
+    /// cache) rather than ahead on the blocking pool: when at least as many
+    /// responses are sending as the machine has cores, so that reading ahead
+    /// would not find an idle core anyway (see `cached`).
+    fn reads_inline(&self) -> bool {
+        self.inner.counters.serving_now.load(Ordering::Relaxed) >= self.inner.cores
     }
 
     /// The 503 "busy" answer, with when to come back.
@@ -511,6 +561,32 @@ fn read_chunk(
     (pieces, failed)
 }
 
+/// One chunk read on the blocking pool: with one read of the stamped file when
+/// there is one and it still matches its stamp, else block by block, each hashed.
+fn pool_read(
+    entry: &ContentEntry,
+    fi: usize,
+    stamped: Option<&std::fs::File>,
+    (pos, end): (u64, u64),
+    hidden: &[usize],
+) -> (Vec<Bytes>, Option<ChunkError>) {
+    let one = stamped.and_then(|f| {
+        read_stamped(
+            entry,
+            fi,
+            f,
+            (pos, end),
+            READ_CHUNK,
+            hidden,
+            ReadMode::Blocking,
+        )
+    });
+    match one {
+        Some(b) => (vec![b], None),
+        None => read_chunk(entry, fi, pos, end),
+    }
+}
+
 /// What [`PeerService::file_body`] streams.
 struct Streamed {
     lease: EntryLease,
@@ -520,7 +596,7 @@ struct Streamed {
     ready: Vec<Bytes>,
     serving: Option<ServingSlot>,
     /// The file, open, when it is stamped.
-    file: Option<std::fs::File>,
+    file: Option<Arc<std::fs::File>>,
 }
 
 /// Every serving slot is taken.
@@ -528,7 +604,8 @@ struct Busy;
 
 /// One response sending content, counted while it lasts.
 pub(super) struct ServingSlot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// `None` without a limit: the slot is still counted.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     counters: Arc<super::PeerServerCounters>,
 }
 

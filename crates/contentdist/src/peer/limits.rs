@@ -53,6 +53,10 @@ pub struct PeerServerLimits {
     /// and the manifest are never refused for it (they are small, and they are how
     /// a peer learns of the other holders). 0: no limit. Default 8.
     pub max_serving: usize,
+    /// From this many responses sending at once, chunks of stamped files are read
+    /// on the async thread from the page cache rather than ahead on the blocking
+    /// pool (see `cached`). `None` (the default): the machine's cores.
+    pub inline_reads_from: Option<usize>,
 }
 
 impl Default for PeerServerLimits {
@@ -62,6 +66,7 @@ impl Default for PeerServerLimits {
             refusal_log_interval: Duration::from_secs(60),
             max_logged_sources: 1024,
             max_serving: 8,
+            inline_reads_from: None,
         }
     }
 }

@@ -100,6 +100,9 @@ pub(super) struct ServiceInner {
     pub(super) max_serving: usize,
     /// Paces what is served while this agent downloads from the origin.
     pub(super) pacer: Option<Arc<ServePacer>>,
+    /// The machine's cores: from this many responses sending on, stamped files
+    /// are read on the async thread (see `cached`).
+    pub(super) cores: u64,
 }
 
 /// A refusal, for [`PeerService::log_refusal`].
@@ -159,6 +162,10 @@ impl PeerService {
                 serving: (limits.max_serving > 0)
                     .then(|| Arc::new(tokio::sync::Semaphore::new(limits.max_serving))),
                 max_serving: limits.max_serving,
+                cores: limits.inline_reads_from.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+                    |n| n as u64,
+                ),
             }),
         }
     }

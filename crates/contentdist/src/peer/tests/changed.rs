@@ -171,17 +171,38 @@ fn stamped(m: &Master, c: &Content) -> Arc<ContentEntry> {
 }
 
 #[tokio::test]
-async fn a_stamped_file_is_served_from_the_page_cache_without_the_pool_until_it_is_written() {
+async fn a_stamped_file_is_read_on_the_pool_for_a_lone_client_and_inline_under_load() {
     bounded(async {
-        let m = Master::with_key();
         let c = big();
+        // Alone on a machine with more cores than responses: on the pool, one
+        // read per chunk of the stamped file (800 KiB: 4 chunks of 256 KiB).
+        let m = Master::start_with_limits(
+            key_auth(),
+            PeerServerLimits {
+                inline_reads_from: Some(2),
+                ..Default::default()
+            },
+        );
         stamped(&m, &c);
         let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.body, c.files[0].1);
         let s = m.counters().snapshot();
-        // Just written, so in the page cache: every chunk read on the server's
-        // thread (800 KiB: 4 chunks of 256 KiB).
+        assert_eq!((s.reads_cached, s.reads_pooled), (0, 4), "{s:?}");
+        // As busy as it has cores: on the server's thread, from the page cache
+        // (the file was just written, so it is there).
+        let m = Master::start_with_limits(
+            key_auth(),
+            PeerServerLimits {
+                inline_reads_from: Some(1),
+                ..Default::default()
+            },
+        );
+        stamped(&m, &c);
+        let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, c.files[0].1);
+        let s = m.counters().snapshot();
         assert_eq!((s.reads_cached, s.reads_pooled), (4, 0), "{s:?}");
         let r = get(
             m.addr(),
@@ -198,25 +219,40 @@ async fn a_stamped_file_is_served_from_the_page_cache_without_the_pool_until_it_
 #[tokio::test]
 async fn a_stamped_file_written_after_verification_is_hashed_again_and_the_change_found() {
     bounded(async {
-        // Early: answered 409 before the head.
-        let m = Master::with_key();
         let c = big();
-        let e = stamped(&m, &c);
-        tamper(&e, EARLY);
-        let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
-        assert_eq!(r.status, 409, "{}", r.text());
-        until(|| !e.has_block(EARLY)).await;
-        // Late: the body is cut before the changed block.
-        let m = Master::with_key();
-        let e = stamped(&m, &c);
-        tamper(&e, LATE);
-        let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
-        assert!(r.body.len() <= LATE * BS, "{} bytes sent", r.body.len());
-        assert_eq!(r.body, c.files[0].1[..r.body.len()]);
-        until(|| !e.has_block(LATE)).await;
-        let s = m.counters().snapshot();
-        assert_eq!(s.blocks_changed, 1, "{s:?}");
-        assert!(s.reads_pooled > 0, "{s:?}");
+        // Read inline (1) and on the pool (100).
+        for from in [1, 100] {
+            let start = || {
+                Master::start_with_limits(
+                    key_auth(),
+                    PeerServerLimits {
+                        inline_reads_from: Some(from),
+                        ..Default::default()
+                    },
+                )
+            };
+            // Early: answered 409 before the head.
+            let m = start();
+            let e = stamped(&m, &c);
+            tamper(&e, EARLY);
+            let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
+            assert_eq!(r.status, 409, "{from}: {}", r.text());
+            until(|| !e.has_block(EARLY)).await;
+            // Late: the body is cut before the changed block.
+            let m = start();
+            let e = stamped(&m, &c);
+            tamper(&e, LATE);
+            let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
+            assert!(
+                r.body.len() <= LATE * BS,
+                "{from}: {} bytes sent",
+                r.body.len()
+            );
+            assert_eq!(r.body, c.files[0].1[..r.body.len()]);
+            until(|| !e.has_block(LATE)).await;
+            let s = m.counters().snapshot();
+            assert_eq!(s.blocks_changed, 1, "{from}: {s:?}");
+        }
     })
     .await
 }
