@@ -116,6 +116,7 @@ pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHa
         replayed: Default::default(),
         overflowed: Default::default(),
         free_bytes: opts.local.free_bytes.into(),
+        masterships: Default::default(),
     });
     let handle = SubnetHandle {
         events: tx,
@@ -309,6 +310,11 @@ impl Driver {
             }
             Action::BecomeMaster { key } => {
                 tracing::info!(content = %key, "elected master: downloading from the origin");
+                self.shared
+                    .masterships
+                    .lock()
+                    .expect("masterships lock")
+                    .begin(&key, std::time::Instant::now());
                 self.shared.role_sender(&key).send_replace(Role::Master);
             }
             Action::FollowMaster { key, master } => {
@@ -323,6 +329,11 @@ impl Driver {
             }
             Action::StopMaster { key } => {
                 tracing::info!(content = %key, "no longer master");
+                self.shared
+                    .masterships
+                    .lock()
+                    .expect("masterships lock")
+                    .end(&key, std::time::Instant::now());
                 self.shared.role_sender(&key).send_replace(Role::Electing);
             }
         }
