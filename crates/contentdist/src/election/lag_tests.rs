@@ -9,8 +9,10 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::sim::{node_id, Net, Spec};
-use super::{Action, ElectionState};
+use super::sim::{key, node_id, Net, Spec};
+use super::{
+    Action, Body, ElectionState, Elections, Event, Instant, LocalInfo, Message, Rank, Timing,
+};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -107,4 +109,41 @@ fn a_badly_loaded_office_of_128_agents_elects_one_master_once() {
     for seed in 100..108 {
         loaded_office(seed, 3000);
     }
+}
+
+#[test]
+fn a_window_decided_late_still_counts_the_claims_heard_early_in_it() {
+    let local = LocalInfo {
+        node_id: 1,
+        ..LocalInfo::default()
+    };
+    let mut el = Elections::new(local, Timing::default());
+    let t0 = Instant::now();
+    el.handle(
+        t0,
+        Event::Want {
+            key: key(),
+            share_permille: 0,
+        },
+    );
+    // A better claim answers our request at once...
+    let better = Rank {
+        preboot: false,
+        share_permille: 500,
+        weight: 50,
+        free_bytes: 0,
+        node_id: 2,
+    };
+    let claim = Message {
+        node_id: 2,
+        addr: "127.0.0.2".parse().unwrap(),
+        key: key(),
+        body: Body::Candidate { rank: better },
+    };
+    el.handle(t0 + ms(10), Event::Received { msg: claim });
+    // ...and the window (500 ms) is decided only 1.6 s later: more than two
+    // windows after the claim.
+    let actions = el.handle(t0 + ms(1_600), Event::Tick);
+    assert!(!actions.iter().any(became_master), "{actions:?}");
+    assert_eq!(el.status()[0].state, ElectionState::Electing);
 }
