@@ -201,6 +201,24 @@ fn render(r: &LabReport) -> String {
         r.wan_rate as f64 * 8.0 / 1e6,
         r.direct_seconds,
     ));
+    let who: Vec<String> = r
+        .masters
+        .iter()
+        .map(|(a, n)| match n {
+            1 => a.to_string(),
+            n => format!("{a} ({n} times)"),
+        })
+        .collect();
+    out.push_str(&format!(
+        "masters elected: {} ({}); most at once: {}\n",
+        r.masters_elected,
+        if who.is_empty() {
+            "none".to_string()
+        } else {
+            who.join(", ")
+        },
+        r.most_masters_at_once
+    ));
     out
 }
 

@@ -42,6 +42,9 @@ fn the_lab_crosses_the_wan_once_and_beats_its_baseline() {
         assert!(agents.iter().all(|a| a["identical"] == true), "{r}");
         let masters = agents.iter().filter(|a| a["role"] == "master").count();
         assert_eq!(masters, 1, "{r}");
+        // Counted from the agents' own election actions, not from who downloaded.
+        assert_eq!(r["masters_elected"], 1, "{r}");
+        assert_eq!(r["most_masters_at_once"], 1, "{r}");
         let content = r["content_bytes"].as_u64().unwrap();
         let wan = r["wan_bytes"].as_u64().unwrap();
         // The content once, plus one manifest per agent.
@@ -73,6 +76,9 @@ fn the_lab_survives_killing_its_master_half_way() {
             .count();
         assert_eq!(killed, 1, "{r}");
         assert!(agents.iter().any(|a| a["role"] == "new master"), "{r}");
+        // The killed master and its successor, one after the other.
+        assert_eq!(r["masters_elected"], 2, "{r}");
+        assert_eq!(r["most_masters_at_once"], 1, "{r}");
         for a in agents.iter().filter(|a| a["role"] != "master (killed)") {
             assert_eq!(a["identical"], true, "{a}");
         }

@@ -223,6 +223,16 @@ impl AgentHandle {
             .unwrap_or_default()
     }
 
+    /// This agent's recent masterships, as its election driver recorded them
+    /// (empty without peer copy).
+    pub fn masterships(&self) -> Vec<crate::subnet::Mastership> {
+        self.view
+            .subnet
+            .as_ref()
+            .map(|s| s.masterships())
+            .unwrap_or_default()
+    }
+
     /// What the agent listens on, as `contentdist status` shows it.
     pub fn listeners(&self) -> &[String] {
         &self.view.listeners

@@ -182,7 +182,10 @@ impl ContentEntry {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        Self::open(key, dir, hooks)
+        // Nothing to recover: its files are holes. Hashing them would read the
+        // whole content's size of zeros (64 MiB for the lab's content, on every
+        // agent at once).
+        Self::load(key, dir, hooks, false)
     }
 
     /// Open an existing entry, recovering blocks verified but not yet recorded.
@@ -190,6 +193,17 @@ impl ContentEntry {
         key: ContentKey,
         dir: &Path,
         hooks: super::CacheHooks,
+    ) -> Result<Arc<ContentEntry>, CacheError> {
+        Self::load(key, dir, hooks, true)
+    }
+
+    /// Open the entry in `dir`; with `recover`, hash the blocks its bitmap does not
+    /// mark (a crash may have left verified blocks unrecorded).
+    fn load(
+        key: ContentKey,
+        dir: &Path,
+        hooks: super::CacheHooks,
+        recover: bool,
     ) -> Result<Arc<ContentEntry>, CacheError> {
         let mpath = dir.join(MANIFEST_FILE);
         let bytes = fs::read(&mpath).map_err(io_err(&mpath))?;
@@ -242,7 +256,7 @@ impl ContentEntry {
             for i in 0..nblocks {
                 have.set(i);
             }
-        } else {
+        } else if recover {
             entry.recover()?;
         }
         entry.recount();

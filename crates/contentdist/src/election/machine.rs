@@ -58,9 +58,13 @@ impl Elections {
         self.local.free_bytes = free_bytes;
     }
 
-    /// Apply `event` at `now` and return what to do, in order. Timers due at `now`
-    /// fire first, so `Tick` is only needed when nothing else happens. `now` must
-    /// not go backwards (an earlier `now` is treated as "no time passed").
+    /// Apply `event` at `now` and return what to do, in order. For every event but
+    /// `Received`, timers due at `now` fire first, so `Tick` is only needed when
+    /// nothing else happens. A `Received` message fires no timer: it waited in the
+    /// socket's queue, so it arrived before `now`, and a timer due meanwhile (the
+    /// end of an election window, a master's silence) must count it. The driver
+    /// reads every queued datagram, then sends `Tick`. `now` must not go backwards
+    /// (an earlier `now` is treated as "no time passed").
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         let now = self.clock.map_or(now, |c| c.max(now));
         self.clock = Some(now);
@@ -71,8 +75,10 @@ impl Elections {
             now,
             out: &mut out,
         };
-        for slot in self.slots.values_mut() {
-            slot.poll(&mut cx);
+        if !matches!(event, Event::Received { .. }) {
+            for slot in self.slots.values_mut() {
+                slot.poll(&mut cx);
+            }
         }
         // Timers due fired with what we said so far; what follows says the new
         // fingerprint.

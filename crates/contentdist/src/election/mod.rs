@@ -7,15 +7,19 @@
 //! ```text
 //! loop {
 //!     select! {
-//!         datagram = socket.recvmsg() => match decode_stamped(&datagram, site_key) {
-//!             Ok((msg, stamp)) if replay_guard accepts stamp (site key only) =>
-//!                 run(elections.handle(Instant::now(), Event::Received { msg })),
-//!             _ => count and log (rate-limited), drop the datagram,
-//!         },
+//!         datagram = socket.recvmsg() => receive(datagram),
 //!         job event (want, progress, complete, forget), certificate renewed (cert changed)
-//!             => run(elections.handle(Instant::now(), event)),
-//!         _ = sleep_until(elections.next_deadline()) => run(elections.handle(Instant::now(), Event::Tick)),
+//!             => event,
+//!         _ = sleep_until(elections.next_deadline()) => Event::Tick,
 //!     }
+//!     // Every datagram already queued before any timer fires (`Received` fires none).
+//!     while let Ok(datagram) = socket.try_recvmsg() { receive(datagram) }
+//!     run(elections.handle(Instant::now(), event or Event::Tick));
+//! }
+//! receive(datagram): match decode_stamped(&datagram, site_key) {
+//!     Ok((msg, stamp)) if replay_guard accepts stamp (site key only) =>
+//!         run(elections.handle(Instant::now(), Event::Received { msg })),
+//!     _ => count and log (rate-limited), drop the datagram,
 //! }
 //! run(actions): Broadcast(m) -> socket.send_to(encode(&m, site_key + stamper.next())?, broadcast address);
 //!               BecomeMaster / FollowMaster / MasterLost / StopMaster -> tell the job.
@@ -68,6 +72,8 @@ pub mod wire;
 
 #[cfg(test)]
 mod flood_tests;
+#[cfg(test)]
+mod lag_tests;
 #[cfg(test)]
 mod random_tests;
 #[cfg(test)]

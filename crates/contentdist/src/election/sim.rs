@@ -1,6 +1,9 @@
 //! A simulated subnet for the election tests: N `Elections` on one simulated clock,
 //! broadcasts encoded, delayed, dropped (seeded RNG) and decoded; with a site key,
 //! stamped by the sender and checked by the receiver's replay guard, as the driver does.
+//! A node can be made to lag ([`Net::set_lag`]): like the driver of an agent on a
+//! loaded host, it reads its socket and fires its timers only now and then, reading
+//! everything queued first.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -47,6 +50,12 @@ pub struct Node {
     pub stamper: Stamper,
     /// Checks the stamps of what it receives (site key only).
     pub guard: ReplayGuard,
+    /// A lagging node runs only every `lag` (see [`Net::set_lag`]).
+    lag: Option<Duration>,
+    /// When a lagging node runs next.
+    wake_at: Option<Instant>,
+    /// Datagrams waiting in a lagging node's socket queue.
+    inbox: Vec<Vec<u8>>,
 }
 
 /// The simulated wall clock at the start, in ms since the Unix epoch (2027).
@@ -110,6 +119,9 @@ impl Net {
                 log: Vec::new(),
                 stamper: Stamper::new(0),
                 guard: ReplayGuard::default(),
+                lag: None,
+                wake_at: None,
+                inbox: Vec::new(),
             })
             .collect();
         Net {
@@ -124,6 +136,37 @@ impl Net {
             site_key: None,
             sent: 0,
             stale: 0,
+        }
+    }
+
+    /// From now on node `i` runs only every `lag`, first after `first`: in between,
+    /// datagrams for it wait in its queue and its timers wait too. When it runs it
+    /// does what the driver does: every queued datagram first, then the timers due.
+    /// (Its job events, `want` and the like, are still handled at once.)
+    pub fn set_lag(&mut self, i: usize, lag: Duration, first: Duration) {
+        self.nodes[i].lag = Some(lag);
+        self.nodes[i].wake_at = Some(self.now + first);
+    }
+
+    /// Run lagging node `i` if it is due: its queue, then its timers.
+    fn wake(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let (Some(lag), Some(at)) = (n.lag, n.wake_at) else {
+            return;
+        };
+        if at > self.now {
+            return;
+        }
+        n.wake_at = Some(at + lag);
+        for bytes in std::mem::take(&mut n.inbox) {
+            self.deliver(i, &bytes);
+        }
+        let due = self.nodes[i]
+            .el
+            .next_deadline()
+            .is_some_and(|d| d <= self.now);
+        if due {
+            self.event(i, Event::Tick);
         }
     }
 
@@ -222,7 +265,10 @@ impl Net {
                 .nodes
                 .iter()
                 .filter(|n| n.alive)
-                .filter_map(|n| n.el.next_deadline())
+                .filter_map(|n| match n.lag {
+                    Some(_) => n.wake_at,
+                    None => n.el.next_deadline(),
+                })
                 .min();
             let next = match (next_msg, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
@@ -244,9 +290,19 @@ impl Net {
                 if !self.nodes[to].alive {
                     continue;
                 }
+                if self.nodes[to].lag.is_some() {
+                    self.nodes[to].inbox.push(bytes);
+                    continue;
+                }
                 self.deliver(to, &bytes);
             }
             for i in 0..self.nodes.len() {
+                if self.nodes[i].lag.is_some() {
+                    if self.nodes[i].alive {
+                        self.wake(i);
+                    }
+                    continue;
+                }
                 let due = self.nodes[i].alive
                     && self.nodes[i]
                         .el

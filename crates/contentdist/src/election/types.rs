@@ -127,7 +127,9 @@ pub enum Event {
         /// The content.
         key: ContentKey,
     },
-    /// A message from the network, already decoded and authenticated.
+    /// A message from the network, already decoded and authenticated. It fires no
+    /// timer (it waited in the socket's queue: it counts before the timers due
+    /// now); send `Tick` once the queue is read.
     Received {
         /// The message.
         msg: Message,

@@ -91,6 +91,41 @@ pub struct LabReport {
     pub direct_seconds: f64,
     /// The WAN rate used, bytes per second.
     pub wan_rate: u64,
+    /// How many times an agent became master of the content, counted from the
+    /// agents' own election actions (`BecomeMaster`): 1 in a healthy office, 2
+    /// after killing the master.
+    pub masters_elected: usize,
+    /// The most agents that were master of the content at the same time.
+    pub most_masters_at_once: usize,
+    /// Every agent that was master at some point, with how many times.
+    pub masters: Vec<(IpAddr, usize)>,
+}
+
+/// Masterships seen in the lab: (agent, since, until) in lab time.
+type Spans = Vec<(IpAddr, Instant, Instant)>;
+
+/// The masterships of agent `a` at `addr`, those still running ended at `now`.
+fn spans_of(a: &AgentHandle, addr: IpAddr, now: Instant) -> Spans {
+    a.masterships()
+        .into_iter()
+        .map(|m| (addr, m.since, m.until.unwrap_or(now)))
+        .collect()
+}
+
+/// How many masterships overlap at most (one ending as another starts does not).
+fn most_at_once(spans: &Spans) -> usize {
+    let mut edges: Vec<(Instant, i32)> = spans
+        .iter()
+        .flat_map(|&(_, a, b)| [(a, 1), (b, -1)])
+        .collect();
+    // At the same instant, ends before starts.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
 }
 
 /// Why the lab failed.
@@ -273,6 +308,7 @@ pub async fn run(
 
     let mut finished: Vec<Option<(JobInfo, f64)>> = vec![None; opts.agents];
     let mut killed: Option<usize> = None;
+    let mut spans: Spans = Vec::new();
     let mut last_line = Instant::now();
     loop {
         for (i, a) in agents.iter().enumerate() {
@@ -294,6 +330,7 @@ pub async fn run(
                     .map_or(0.0, |j| j.bytes_verified as f64 / content_bytes as f64);
                 if share >= at {
                     let a = agents[m].take().expect("running");
+                    spans.extend(spans_of(&a, addrs[m], Instant::now()));
                     a.kill();
                     progress(&format!(
                         "killed the master {} at {:.0}% (no resignation: the others must notice)",
@@ -365,6 +402,19 @@ pub async fn run(
             identical,
         });
     }
+    let end = Instant::now();
+    for (i, a) in agents.iter().enumerate() {
+        if let Some(a) = a {
+            spans.extend(spans_of(a, addrs[i], end));
+        }
+    }
+    let mut masters: Vec<(IpAddr, usize)> = Vec::new();
+    for (addr, ..) in &spans {
+        match masters.iter_mut().find(|(a, _)| a == addr) {
+            Some((_, n)) => *n += 1,
+            None => masters.push((*addr, 1)),
+        }
+    }
     let agents: Vec<_> = agents.into_iter().flatten().collect();
     for a in &agents {
         a.shutdown();
@@ -383,6 +433,9 @@ pub async fn run(
         seconds,
         direct_seconds: direct_wan_bytes as f64 / opts.wan_rate as f64,
         wan_rate: opts.wan_rate,
+        masters_elected: spans.len(),
+        most_masters_at_once: most_at_once(&spans),
+        masters,
     })
 }
 

@@ -69,6 +69,10 @@ impl Default for SocketOptions {
 /// How often the free cache space is measured again while nothing else asks.
 const FREE_SPACE_PERIOD: Duration = Duration::from_secs(60);
 
+/// At most this many queued datagrams are read before the timers due fire (a
+/// full 1 MiB queue holds about 1,500), so that a flood cannot hold them off.
+const DRAIN_MAX: usize = 2048;
+
 /// Bind the election socket; returns it with the receive buffer the kernel granted.
 fn bind(port: u16, broadcast: IpAddr, opts: &SocketOptions) -> std::io::Result<(UdpSocket, usize)> {
     let domain = if broadcast.is_ipv6() {
@@ -116,6 +120,7 @@ pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHa
         replayed: Default::default(),
         overflowed: Default::default(),
         free_bytes: opts.local.free_bytes.into(),
+        masterships: Default::default(),
     });
     let handle = SubnetHandle {
         events: tx,
@@ -201,7 +206,7 @@ async fn run(mut d: Driver) {
             r = recv::recv(&d.sock, &mut buf) => match r {
                 Ok(dg) => match d.open(&buf[..dg.len], &dg) {
                     Some(msg) => Event::Received { msg },
-                    None => continue,
+                    None => Event::Tick,
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "election socket receive failed");
@@ -226,10 +231,18 @@ async fn run(mut d: Driver) {
             Event::Forget { key } => Some(key.clone()),
             _ => None,
         };
-        let actions = d.machine.handle(Instant::now(), event);
-        for action in actions {
-            d.act(action).await;
-        }
+        // Every datagram already queued is handled before any timer fires: it
+        // arrived before now, so the window or silence that ends now must count it
+        // (a loaded host reads its queue late; deciding first elects a second
+        // master while the first one's announcement waits in the queue).
+        let after = if let Event::Received { .. } = event {
+            d.handle(event).await;
+            Event::Tick
+        } else {
+            event
+        };
+        d.drain(&mut buf).await;
+        d.handle(after).await;
         if let Some(key) = forgotten {
             d.shared.drop_role(&key);
         }
@@ -238,6 +251,39 @@ async fn run(mut d: Driver) {
 }
 
 impl Driver {
+    /// Hand `event` to the state machine and carry out what it says.
+    async fn handle(&mut self, event: Event) {
+        if matches!(event, Event::Tick)
+            && self
+                .machine
+                .next_deadline()
+                .is_none_or(|t| t > Instant::now())
+        {
+            return;
+        }
+        let actions = self.machine.handle(Instant::now(), event);
+        for action in actions {
+            self.act(action).await;
+        }
+    }
+
+    /// Handle the datagrams already queued on the socket (at most [`DRAIN_MAX`]).
+    async fn drain(&mut self, buf: &mut [u8]) {
+        for _ in 0..DRAIN_MAX {
+            let dg = match recv::try_recv(&self.sock, buf) {
+                Ok(dg) => dg,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "election socket receive failed");
+                    return;
+                }
+            };
+            if let Some(msg) = self.open(&buf[..dg.len], &dg) {
+                self.handle(Event::Received { msg }).await;
+            }
+        }
+    }
+
     /// Count a datagram read and decode it; `None` if it is dropped (counted and
     /// logged, one line per 100 so that a noisy neighbour cannot flood the log).
     fn open(&mut self, bytes: &[u8], dg: &recv::Datagram) -> Option<Message> {
@@ -309,6 +355,11 @@ impl Driver {
             }
             Action::BecomeMaster { key } => {
                 tracing::info!(content = %key, "elected master: downloading from the origin");
+                self.shared
+                    .masterships
+                    .lock()
+                    .expect("masterships lock")
+                    .begin(&key, std::time::Instant::now());
                 self.shared.role_sender(&key).send_replace(Role::Master);
             }
             Action::FollowMaster { key, master } => {
@@ -323,6 +374,11 @@ impl Driver {
             }
             Action::StopMaster { key } => {
                 tracing::info!(content = %key, "no longer master");
+                self.shared
+                    .masterships
+                    .lock()
+                    .expect("masterships lock")
+                    .end(&key, std::time::Instant::now());
                 self.shared.role_sender(&key).send_replace(Role::Electing);
             }
         }

@@ -63,6 +63,55 @@ pub(crate) struct Shared {
     replayed: AtomicU64,
     overflowed: AtomicU64,
     free_bytes: AtomicU64,
+    masterships: Mutex<Masterships>,
+}
+
+/// One time this agent was master of a content: from `BecomeMaster` to
+/// `StopMaster` (`None`: still master).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mastership {
+    /// The content.
+    pub key: ContentKey,
+    /// When the election made this agent master.
+    pub since: std::time::Instant,
+    /// When it stopped being master (yielded, resigned, forgot).
+    pub until: Option<std::time::Instant>,
+}
+
+/// The masterships of this agent, newest last: how many there were, and the last
+/// [`Masterships::KEPT`] of them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Masterships {
+    count: u64,
+    recent: std::collections::VecDeque<Mastership>,
+}
+
+impl Masterships {
+    /// How many masterships are remembered (the count goes on).
+    const KEPT: usize = 64;
+
+    fn begin(&mut self, key: &ContentKey, at: std::time::Instant) {
+        self.count += 1;
+        if self.recent.len() == Self::KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Mastership {
+            key: key.clone(),
+            since: at,
+            until: None,
+        });
+    }
+
+    fn end(&mut self, key: &ContentKey, at: std::time::Instant) {
+        if let Some(m) = self
+            .recent
+            .iter_mut()
+            .rev()
+            .find(|m| &m.key == key && m.until.is_none())
+        {
+            m.until = Some(at);
+        }
+    }
 }
 
 impl Shared {
@@ -201,6 +250,22 @@ impl SubnetHandle {
     /// The free cache space the election ranks this agent by, as last measured.
     pub fn free_bytes(&self) -> u64 {
         self.shared.free_bytes.load(Ordering::Relaxed)
+    }
+
+    /// How many times the election made this agent master (of any content).
+    pub fn masterships_count(&self) -> u64 {
+        self.shared
+            .masterships
+            .lock()
+            .expect("masterships lock")
+            .count
+    }
+
+    /// This agent's recent masterships (the last 64), oldest first, as the
+    /// election's actions made and ended them.
+    pub fn masterships(&self) -> Vec<Mastership> {
+        let m = self.shared.masterships.lock().expect("masterships lock");
+        m.recent.iter().cloned().collect()
     }
 }
 

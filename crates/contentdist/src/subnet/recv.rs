@@ -71,6 +71,12 @@ pub(super) async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagra
         .await
 }
 
+/// Read the next datagram already queued, without waiting (`WouldBlock` when the
+/// queue is empty).
+pub(super) fn try_recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
+    sock.try_io(Interest::READABLE, || recvmsg(sock.as_raw_fd(), buf))
+}
+
 /// One `recvmsg` without waiting (`WouldBlock` when the queue is empty).
 fn recvmsg(fd: libc::c_int, buf: &mut [u8]) -> io::Result<Datagram> {
     let mut iov = libc::iovec {

@@ -353,7 +353,24 @@ impl Slot {
 
     /// Fire every timer due at `cx.now`.
     pub fn poll(&mut self, cx: &mut Ctx<'_>) {
-        let keep = cx.now.checked_sub(cx.timing.election_window * 2);
+        // Claims older than two windows go, but not those a collection still
+        // running counts: on a loaded host the window's end is handled late, and
+        // the claims that answered our request must still be there.
+        let window = cx.timing.election_window;
+        let counted_since = match &self.phase {
+            Phase::Electing { started, .. } => {
+                Some(started.checked_sub(window).unwrap_or(*started))
+            }
+            Phase::Master(Mastership {
+                reelect: Some((started, _)),
+                ..
+            }) => Some(*started),
+            _ => None,
+        };
+        let keep = match (cx.now.checked_sub(window * 2), counted_since) {
+            (Some(k), Some(s)) => Some(k.min(s)),
+            (k, _) => k,
+        };
         self.candidates
             .retain(|_, (_, t)| keep.is_none_or(|k| *t >= k));
         let every = throttle::interval(cx.timing.election_window);
