@@ -20,37 +20,46 @@ pub(super) struct OrderedGate {
     changed: Notify,
 }
 
+/// A place in line: the job, and a serial of its own. A paused and resumed job
+/// has two tickets for a moment (its old run is still ending when the new one
+/// lines up): the old one leaving must not take the new one's place.
+type Place = (JobId, u64);
+
 #[derive(Default)]
 struct State {
-    in_line: BTreeSet<JobId>,
-    holder: Option<JobId>,
+    in_line: BTreeSet<Place>,
+    holder: Option<Place>,
+    serial: u64,
 }
 
 impl OrderedGate {
     /// Take a place in line for `id`. Dropping the ticket leaves the line (and the
     /// gate, if it held it): a job that ends or is cancelled never blocks the others.
     pub(super) fn line_up(self: &Arc<Self>, id: JobId) -> Ticket {
-        self.lock().in_line.insert(id);
+        let mut s = self.lock();
+        s.serial += 1;
+        let place = (id, s.serial);
+        s.in_line.insert(place);
         Ticket {
             gate: Arc::clone(self),
-            id,
+            place,
         }
     }
 
     /// The job holding the gate, for the others to say whom they wait for.
     pub(super) fn holder(&self) -> Option<JobId> {
-        self.lock().holder
+        self.lock().holder.map(|(id, _)| id)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("gate lock")
     }
 
-    fn leave(&self, id: JobId) {
+    fn leave(&self, place: Place) {
         {
             let mut s = self.lock();
-            s.in_line.remove(&id);
-            if s.holder == Some(id) {
+            s.in_line.remove(&place);
+            if s.holder == Some(place) {
                 s.holder = None;
             }
         }
@@ -61,7 +70,7 @@ impl OrderedGate {
 /// A job's place in line.
 pub(super) struct Ticket {
     gate: Arc<OrderedGate>,
-    id: JobId,
+    place: Place,
 }
 
 impl Ticket {
@@ -76,9 +85,9 @@ impl Ticket {
             notified.as_mut().enable();
             {
                 let mut s = self.gate.lock();
-                if s.holder.is_none() && s.in_line.first() == Some(&self.id) {
-                    s.in_line.remove(&self.id);
-                    s.holder = Some(self.id);
+                if s.holder.is_none() && s.in_line.first() == Some(&self.place) {
+                    s.in_line.remove(&self.place);
+                    s.holder = Some(self.place);
                     return Held(self);
                 }
             }
@@ -89,13 +98,13 @@ impl Ticket {
     /// Whether the gate is free for this job now (without waiting).
     pub(super) fn is_next(&self) -> bool {
         let s = self.gate.lock();
-        s.holder.is_none() && s.in_line.first() == Some(&self.id)
+        s.holder.is_none() && s.in_line.first() == Some(&self.place)
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.gate.leave(self.id);
+        self.gate.leave(self.place);
     }
 }
 
@@ -104,7 +113,7 @@ pub(super) struct Held<'a>(&'a Ticket);
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.gate.leave(self.0.id);
+        self.0.gate.leave(self.0.place);
     }
 }
 
@@ -133,6 +142,17 @@ mod tests {
             .expect("the second passes once the first let go")
             .unwrap();
         assert_eq!(gate.holder(), None);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_job_keeps_its_place_when_its_old_run_leaves_after() {
+        let gate = Arc::new(OrderedGate::default());
+        let old = gate.line_up(1);
+        let new = gate.line_up(1);
+        drop(old);
+        tokio::time::timeout(Duration::from_secs(5), new.pass())
+            .await
+            .expect("the new run still has its place");
     }
 
     #[tokio::test]
