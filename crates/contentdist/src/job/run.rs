@@ -136,8 +136,6 @@ async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
     let req = &job.request;
     let key = ContentKey::new(req.content_id.clone(), req.version)
         .map_err(|_| CacheError::InvalidId(req.content_id.clone()))?;
-    let entry = find_or_create_entry(ctx, &key, req.content_hash.as_deref(), req.priority).await?;
-    let lease = entry.lease();
     let lock = ctx.content_lock(&key);
     let _guard = match lock.lock.try_lock() {
         Ok(g) => g,
@@ -154,6 +152,24 @@ async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
     };
     *lock.holder.lock().expect("holder lock") = Some(job.id);
     let _release = ReleaseHolder(&lock.holder);
+    let early = match super::fill::join_before_manifest(ctx, job, &key).await? {
+        super::fill::Early::Stopped => return Ok(Outcome::Stopped),
+        super::fill::Early::Joined(m) => Some(m),
+        super::fill::Early::NotNeeded => None,
+    };
+    let found = find_or_create_entry(ctx, &key, req.content_hash.as_deref(), req.priority).await;
+    let entry = match found {
+        Ok(e) => e,
+        Err(e) => {
+            // Joined for nothing: leave the election, so that no peer follows a
+            // master that will never hold the content.
+            if let Some(m) = early {
+                m.leave();
+            }
+            return Err(e);
+        }
+    };
+    let lease = entry.lease();
     job.live.report(JobState::Downloading, Source::None);
     job.live.attach(Some(Arc::clone(lease.entry())));
     if entry.is_complete() {
@@ -169,7 +185,8 @@ async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
     if ctx.injected_panic("fill") {
         panic!("injected panic before filling the cache");
     }
-    if !entry.is_complete() && super::fill::fill(ctx, job, &entry).await? == Outcome::Stopped {
+    if !entry.is_complete() && super::fill::fill(ctx, job, &entry, early).await? == Outcome::Stopped
+    {
         return Ok(Outcome::Stopped);
     }
     if let Some(dest) = req.dest.clone() {

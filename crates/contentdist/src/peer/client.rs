@@ -317,6 +317,11 @@ impl PeerClient {
                 Ok(route) => {
                     return Ok(route);
                 }
+                // The protocol works; the master does not hold the content (yet):
+                // another protocol would say the same.
+                Err(PeerError::Http(f)) if f.status() == Some(404) => {
+                    return Err(PeerError::Http(f));
+                }
                 Err(e) => e,
             };
             // Name the certificate this agent offered: the master's log names it

@@ -120,6 +120,12 @@ impl Membership {
         }
     }
 
+    /// Leave the election (the job ends without the content): this agent no
+    /// longer stands for it, nor follows anyone for it.
+    pub fn leave(self) {
+        self.subnet.forget(&self.key);
+    }
+
     /// A copy made progress or the role changed: failures start counting anew.
     pub fn reset_failures(&mut self) {
         self.failures = 0;
