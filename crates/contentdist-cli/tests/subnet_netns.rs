@@ -210,3 +210,58 @@ fn kill_9_of_the_master_process_half_way_costs_at_most_five_percent() {
         );
     });
 }
+
+impl Office {
+    /// Body bytes host `i`'s peer-copy server sent (0 when it does not answer).
+    fn served(&self, i: usize) -> u64 {
+        let out = self.agents[i].cli(&["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        s["peer_server"]["bytes_served"].as_u64().unwrap_or(0)
+    }
+}
+
+#[test]
+fn kill_9_of_a_fan_out_holder_mid_copy_costs_the_others_only_time() {
+    if skip_unless_root() {
+        return;
+    }
+    with_timeout(Duration::from_secs(300), || {
+        let t = TestDir::new();
+        // FanOut (the default SpecialNetShare): peers serve each other while the
+        // master downloads 48 MiB over a 64 Mbit/s WAN (~6 s).
+        let (mut office, nginx, size) = Office::start(&t, 6, 64_000, 48 * MIB, 0x28);
+        for i in 0..6 {
+            office.submit(&t, i);
+        }
+        // A host that is not the master and has served blocks to other peers, while
+        // the copy is under way.
+        let mut holder = None;
+        assert!(
+            wait_until(Duration::from_secs(60), || {
+                let Some(m) = office.master() else {
+                    return false;
+                };
+                holder = (0..6).find(|&i| {
+                    i != m && office.served(i) > 4 * MIB && office.job(i)["state"] != "done"
+                });
+                holder.is_some()
+            }),
+            "no peer served another mid-copy: {:#?}",
+            (0..6).map(|i| office.job(i)).collect::<Vec<_>>()
+        );
+        let h = holder.unwrap();
+        office.agents[h].kill9();
+        let rest: Vec<usize> = (0..6).filter(|&i| i != h).collect();
+        office.wait_done(&rest);
+        for &i in &rest {
+            assert_trees_equal(t.join("src"), t.join(format!("dest{i}")));
+        }
+        // Only time: the WAN still carried the content once.
+        nginx.wait_access_log(2, Duration::from_secs(5));
+        assert_eq!(
+            content_bytes(&nginx),
+            size,
+            "the origin served more than the content once"
+        );
+    });
+}

@@ -108,7 +108,7 @@ pub struct Config {
     /// once (8; 0 = no limit). Ours: the product's limit is its share's 6.
     pub max_serving_connections: u32,
     /// `ServePaceFactor`: while this agent downloads from the origin, it serves
-    /// peers at most this many times the origin's rate (4; 0 = never paced).
+    /// peers at most this many times the origin's rate (8; 0 = never paced).
     pub serve_pace_factor: u32,
     /// `P2PSslSettings`: server certificate source and client authentication (0).
     pub p2p_ssl_settings: SslSettings,
@@ -203,7 +203,7 @@ impl Default for Config {
             p2p_https_port: 5443,
             p2p_port: 1779,
             max_serving_connections: 8,
-            serve_pace_factor: 4,
+            serve_pace_factor: 8,
             p2p_ssl_settings: SslSettings(0),
             p2p_client_cert_wait_period_mins: 1440,
             p2p_client_cert_retry_mins: 10,

@@ -8,10 +8,14 @@
 //! second), never below [`FLOOR`]; when no byte came from the origin for
 //! [`IDLE`], serving is not paced at all. Why a multiple of the origin's rate:
 //! while the master downloads, the office cannot usefully receive faster than the
-//! content arrives; with FanOut each block leaves the master about once or twice,
-//! so a factor of 4 costs the peers nothing, and leaves the rest of the master's
-//! port to its acknowledgements. Without FanOut, peers fall behind the master
-//! while it downloads and catch up at full speed afterwards.
+//! content arrives, and what matters for the master's download is that its port
+//! is never full (then its acknowledgements to the origin do not queue). With
+//! FanOut each block leaves the master about once or twice, so the pacing costs
+//! the peers nothing; without FanOut, peers fall behind the master while it
+//! downloads and catch up at full speed afterwards. The default factor 8 was
+//! measured against 4 in the 16-host office (BENCHMARKS.md §8): the master's
+//! download kept its rate with either, and an office without FanOut finished
+//! sooner with 8.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
