@@ -28,8 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
+. "$ROOT/bench/lib.sh"
 
 mkdir -p "$W/src" "$W/origin" "$W/nginx/logs"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$W/src/image.bin"
@@ -39,23 +38,7 @@ t0=$(now)
 t1=$(now)
 echo "publish: ${SIZE_MIB} MiB in $(echo "$t1 - $t0" | bc -l | cut -c1-6) s = $(echo "$SIZE_MIB / ($t1 - $t0)" | bc -l | cut -c1-7) MiB/s"
 
-PORT=$(free_port)
-USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
-cat > "$W/nginx/nginx.conf" <<NGX
-$USER_LINE
-worker_processes 1;
-error_log $W/nginx/logs/error.log;
-pid $W/nginx/nginx.pid;
-events { worker_connections 64; }
-http {
-  access_log off;
-  sendfile on;
-  server { listen 127.0.0.1:$PORT; root $W/origin; }
-}
-NGX
-"$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf"; NGINX_STARTED=1
-URL="http://127.0.0.1:$PORT"
-for _ in $(seq 50); do curl -sf -o /dev/null "$URL/BENCH/1/manifest.json" && break; sleep 0.1; done
+start_origin_nginx "$W/origin"
 
 cat > "$W/agent.toml" <<TOML
 CacheDir = "$W/cache"

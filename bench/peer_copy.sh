@@ -35,31 +35,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket(socket.AF_INET,socket.'"$1"');s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
+. "$ROOT/bench/lib.sh"
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 mkdir -p "$W/src" "$W/origin" "$W/nginx/logs"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$W/src/image.bin"
 "$BIN" publish "$W/src" --id BENCH --version 1 --out "$W/origin" > /dev/null
 
-PORT=$(free_port SOCK_STREAM)
-USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
-cat > "$W/nginx/nginx.conf" <<NGX
-$USER_LINE
-worker_processes 1;
-error_log $W/nginx/logs/error.log;
-pid $W/nginx/nginx.pid;
-events { worker_connections 64; }
-http {
-  access_log off;
-  sendfile on;
-  server { listen 127.0.0.1:$PORT; root $W/origin; }
-}
-NGX
-"$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf"; NGINX_STARTED=1
-URL="http://127.0.0.1:$PORT"
-for _ in $(seq 50); do curl -sf -o /dev/null "$URL/BENCH/1/manifest.json" && break; sleep 0.1; done
+start_origin_nginx "$W/origin"
 
 # One election port for the subnet; 127.0.X.1 the master, 127.0.X.2 the peer.
 EPORT=$(free_port SOCK_DGRAM)

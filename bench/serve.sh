@@ -44,8 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket(socket.AF_INET,socket.'"$1"');s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
+. "$ROOT/bench/lib.sh"
 cpu() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }   # user+sys, seconds (100 Hz)
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
@@ -54,23 +53,7 @@ mkdir -p "$W/src" "$W/origin" "$W/nginx/logs"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$W/src/image.bin"
 "$BIN" publish "$W/src" --id BENCH --version 1 --out "$W/origin" > /dev/null
 
-PORT=$(free_port SOCK_STREAM)
-USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
-cat > "$W/nginx/nginx.conf" <<NGX
-$USER_LINE
-worker_processes 1;
-error_log $W/nginx/logs/error.log;
-pid $W/nginx/nginx.pid;
-events { worker_connections 512; }
-http {
-  access_log off;
-  sendfile on;
-  server { listen 127.0.0.1:$PORT; root $W/origin; }
-}
-NGX
-"$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf"; NGINX_STARTED=1
-URL="http://127.0.0.1:$PORT"
-for _ in $(seq 50); do curl -sf -o /dev/null "$URL/BENCH/1/manifest.json" && break; sleep 0.1; done
+start_origin_nginx "$W/origin" 512
 NGINX_WORKER=$(pgrep -P "$(cat "$W/nginx/nginx.pid")" | head -1)
 
 MACHINE_KEY="bench-machine-key-0123456789"   # MachineKey needs 16+ characters

@@ -161,6 +161,17 @@ async fn cuts_at_blocks_the_master_still_claims_count_as_bad_and_end_with_data_e
     .await
 }
 
+/// A master that reads stamped files on its own thread from `from` responses on.
+fn master_reading_inline_from(from: usize) -> Master {
+    Master::start_with_limits(
+        key_auth(),
+        PeerServerLimits {
+            inline_reads_from: Some(from),
+            ..Default::default()
+        },
+    )
+}
+
 /// A complete entry, flushed: its files are stamped.
 fn stamped(m: &Master, c: &Content) -> Arc<ContentEntry> {
     let e = m.node.entry(c);
@@ -176,13 +187,7 @@ async fn a_stamped_file_is_read_on_the_pool_for_a_lone_client_and_inline_under_l
         let c = big();
         // Alone on a machine with more cores than responses: on the pool, one
         // read per chunk of the stamped file (800 KiB: 4 chunks of 256 KiB).
-        let m = Master::start_with_limits(
-            key_auth(),
-            PeerServerLimits {
-                inline_reads_from: Some(2),
-                ..Default::default()
-            },
-        );
+        let m = master_reading_inline_from(2);
         stamped(&m, &c);
         let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
         assert_eq!(r.status, 200);
@@ -191,13 +196,7 @@ async fn a_stamped_file_is_read_on_the_pool_for_a_lone_client_and_inline_under_l
         assert_eq!((s.reads_cached, s.reads_pooled), (0, 4), "{s:?}");
         // As busy as it has cores: on the server's thread, from the page cache
         // (the file was just written, so it is there).
-        let m = Master::start_with_limits(
-            key_auth(),
-            PeerServerLimits {
-                inline_reads_from: Some(1),
-                ..Default::default()
-            },
-        );
+        let m = master_reading_inline_from(1);
         stamped(&m, &c);
         let r = get(m.addr(), "/content/PKG1/3/files/big.bin", &[]).await;
         assert_eq!(r.status, 200);
@@ -222,15 +221,7 @@ async fn a_stamped_file_written_after_verification_is_hashed_again_and_the_chang
         let c = big();
         // Read inline (1) and on the pool (100).
         for from in [1, 100] {
-            let start = || {
-                Master::start_with_limits(
-                    key_auth(),
-                    PeerServerLimits {
-                        inline_reads_from: Some(from),
-                        ..Default::default()
-                    },
-                )
-            };
+            let start = || master_reading_inline_from(from);
             // Early: answered 409 before the head.
             let m = start();
             let e = stamped(&m, &c);
