@@ -33,6 +33,7 @@ pub mod election;
 pub mod job;
 pub mod lab;
 pub mod manifest;
+pub mod metrics;
 pub mod origin;
 pub mod peer;
 pub mod publish;

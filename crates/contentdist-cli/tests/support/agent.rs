@@ -65,6 +65,10 @@ impl AgentProc {
         if !extra.contains("ElectionAddress") {
             safe.push_str("ElectionAddress = \"127.255.255.255\"\n");
         }
+        // Many agents on one host: each its own free metrics port.
+        if !extra.contains("MetricsAddress") {
+            safe.push_str("MetricsAddress = \"127.0.0.1:0\"\n");
+        }
         let toml = format!(
             "CacheDir = \"{cache}\"\nControlSocket = \"{sock}\"\nOriginUrl = \"{origin}\"\n\
              OriginStallTimeoutSecs = 2\nOriginRetries = 3\nOriginConnectTimeoutSecs = 2\n\

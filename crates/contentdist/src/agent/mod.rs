@@ -134,6 +134,7 @@ impl Agent {
             peers: peers.clone(),
             cert_wait,
         });
+        let peer_client = peers.as_ref().map(|p| Arc::clone(&p.client));
         let subnet = peers.map(|p| p.subnet);
         let addrs = AgentAddrs {
             control_socket: config.control_socket.clone(),
@@ -149,6 +150,11 @@ impl Agent {
         };
         let view = Arc::new(AgentView {
             peer_counters: servers.first().map(PeerServer::counters),
+            peer_client,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            metrics: std::sync::OnceLock::new(),
             server_certs,
             client_certs: Arc::clone(&certs.client),
             jobs: jobs.clone(),
@@ -156,6 +162,14 @@ impl Agent {
             subnet: subnet.clone(),
             listeners,
         });
+        // The metrics listener reads the view; the view says where it listens.
+        let metrics = metrics::start_metrics(&config, &view, &tasks).await;
+        let _ = view.metrics.set(match &metrics {
+            Ok(Some(s)) => format!("http://{}/metrics", s.local_addr()),
+            Ok(None) => String::new(),
+            Err(e) => format!("unavailable: {e}"),
+        });
+        let metrics_server = metrics.ok().flatten();
         let server = ControlServer::start(
             &config.control_socket,
             Arc::clone(&view) as Arc<dyn JobControl>,
@@ -183,6 +197,7 @@ impl Agent {
             tasks,
             server,
             servers,
+            metrics_server,
             cache,
         })
     }
@@ -195,6 +210,7 @@ pub struct AgentHandle {
     tasks: Tasks,
     server: ControlServer,
     servers: Vec<PeerServer>,
+    metrics_server: Option<crate::metrics::MetricsServer>,
     cache: Arc<Cache>,
 }
 
@@ -269,6 +285,9 @@ impl AgentHandle {
             for p in self.servers {
                 p.join().await;
             }
+            if let Some(m) = self.metrics_server {
+                m.join().await;
+            }
         };
         let mut left = Vec::new();
         if tokio::time::timeout(SHUTDOWN_DEADLINE, servers)
@@ -303,6 +322,12 @@ struct AgentView {
     config: Arc<Config>,
     subnet: Option<SubnetHandle>,
     listeners: Vec<String>,
+    /// The peer-copy client (its counters feed the metrics).
+    peer_client: Option<Arc<crate::peer::PeerClient>>,
+    /// When the agent started, Unix seconds.
+    started_unix: f64,
+    /// The metrics URL, "" when off, or why the listener did not start.
+    metrics: std::sync::OnceLock<String>,
 }
 
 impl AgentView {
@@ -337,6 +362,7 @@ impl AgentView {
             peer_server: self.peer_counters.as_ref().map(|c| c.snapshot()),
             https_certificate: self.server_certs.as_ref().map(|c| c.state()),
             client_certificate: Some(self.client_certs.state()),
+            metrics: self.metrics.get().filter(|m| !m.is_empty()).cloned(),
         }
     }
 }
@@ -372,6 +398,7 @@ impl JobControl for AgentView {
 }
 
 mod background;
+mod metrics;
 mod subnet;
 mod tls;
 

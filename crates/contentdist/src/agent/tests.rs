@@ -22,8 +22,30 @@ fn config(dir: &std::path::Path, i: u8, origin: &str, election_port: u16) -> Con
         election_address: IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255)),
         // The first agent wins the election, so one master serves the others.
         p2p_election_weight: Some(if i == 0 { 99 } else { 1 }),
+        metrics_address: Some("127.0.0.1:0".parse().unwrap()),
+        site: format!("site {i}"),
         ..Config::default()
     }
+}
+
+/// The body of `GET url` (`http://ADDR/PATH`), over HTTP/1.0.
+async fn scrape(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    body.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,6 +111,41 @@ async fn agents_in_one_process_stop_with_no_task_left() {
         served.requests > 0 && served.requests_refused == 0,
         "{served:?}"
     );
+    // Each agent's metrics are its own: the master took the content from the
+    // origin and served it, the others took it from peers.
+    let size = agents[0].jobs().list()[0].bytes_total;
+    let mut scraped = Vec::new();
+    for a in &agents {
+        let url = a.status().metrics.expect("a metrics listener");
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        scraped.push(scrape(&url).await);
+    }
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} missing in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let origin = r#"contentdist_received_bytes_total{source="origin",protocol="http"}"#;
+    let peers = r#"contentdist_received_bytes_total{source="peer",protocol="http"}"#;
+    let served = r#"contentdist_served_bytes_total{protocol="http"}"#;
+    let done = r#"contentdist_job_ends_total{outcome="done",code="0x0"}"#;
+    assert_eq!(value(&scraped[0], origin), size as f64);
+    assert!(value(&scraped[0], served) >= size as f64);
+    for (i, text) in scraped.iter().enumerate() {
+        assert_eq!(value(text, done), 1.0, "{text}");
+        let info = format!(
+            r#"contentdist_agent_info{{version="{}",site="site {i}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(value(text, &info), 1.0, "{text}");
+    }
+    for text in &scraped[1..] {
+        assert_eq!(value(text, origin), 0.0, "{text}");
+        assert_eq!(value(text, peers), size as f64, "{text}");
+    }
+
     // While running, the background work is there and has names.
     let live = agents[0].tasks_live();
     assert!(live.contains(&"election driver".to_string()), "{live:?}");

@@ -46,6 +46,9 @@ pub struct BoundCert {
     pub thumbprint: String,
     /// Valid until, UTC.
     pub not_after: String,
+    /// Valid until, Unix seconds (the metrics' expiry gauge).
+    #[serde(default)]
+    pub not_after_unix: i64,
     /// The file it came from.
     pub file: PathBuf,
 }
@@ -151,6 +154,7 @@ impl ServerCerts {
                 issuer: c.info.issuer.clone(),
                 thumbprint: c.info.thumbprint.clone(),
                 not_after: utc(c.info.not_after),
+                not_after_unix: c.info.not_after,
                 file: c.file.clone(),
             }),
             Err((reason, rejected)) => ServerCertState::Unavailable {

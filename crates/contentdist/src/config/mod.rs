@@ -77,6 +77,8 @@ pub const KEYS: &[&str] = &[
     "OriginUrl",
     "OriginCaFile",
     "ListenAddress",
+    "MetricsAddress",
+    "Site",
     "ElectionAddress",
     "WanRateKbps",
     "OriginRetries",
@@ -166,6 +168,12 @@ pub struct Config {
     pub origin_ca_file: Option<PathBuf>,
     /// `ListenAddress`: address of the peer-copy listeners (0.0.0.0).
     pub listen_address: IpAddr,
+    /// `MetricsAddress`: where `GET /metrics` is answered (127.0.0.1:9779);
+    /// `None` (an empty string) = no metrics listener.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// `Site`: free text naming the agent's site, a label of the metrics'
+    /// `contentdist_agent_info` ("").
+    pub site: String,
     /// `ElectionAddress`: where election broadcasts go (255.255.255.255).
     pub election_address: IpAddr,
     /// `WanRateKbps`: WAN bandwidth in kbit/s (0 = not throttled).
@@ -234,6 +242,8 @@ impl Default for Config {
             origin_url: None,
             origin_ca_file: None,
             listen_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            metrics_address: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9779))),
+            site: String::new(),
             election_address: IpAddr::V4(Ipv4Addr::BROADCAST),
             wan_rate_kbps: 0,
             origin_retries: 5,

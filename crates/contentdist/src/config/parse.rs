@@ -193,6 +193,20 @@ impl Reader<'_> {
                 c.origin_ca_file = (!text.is_empty()).then(|| self.base.join(text));
             }
             "ListenAddress" => c.listen_address = self.ip(key, v)?,
+            "MetricsAddress" => {
+                let text = self.string(key, v)?.trim();
+                c.metrics_address = if text.is_empty() {
+                    None
+                } else {
+                    Some(text.parse().map_err(|_| {
+                        self.invalid(
+                            key,
+                            format!("{text:?} is not an address and port such as \"127.0.0.1:9779\" (empty = no metrics listener)"),
+                        )
+                    })?)
+                };
+            }
+            "Site" => c.site = self.string(key, v)?.trim().to_string(),
             "ElectionAddress" => {
                 let ip = self.ip(key, v)?;
                 if ip.is_unspecified() {

@@ -220,6 +220,17 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
             Some(file) => (path(file), "CA bundle trusted for an HTTPS origin".into()),
             None => (quote(""), "system roots trusted for an HTTPS origin".into()),
         },
+        "MetricsAddress" => match c.metrics_address {
+            Some(a) => (
+                quote(&a.to_string()),
+                "Prometheus metrics at http://ADDRESS/metrics".into(),
+            ),
+            None => (quote(""), "no metrics listener".into()),
+        },
+        "Site" => (
+            quote(&c.site),
+            "site name, a label of contentdist_agent_info".into(),
+        ),
         "ListenAddress" => (
             quote(&c.listen_address.to_string()),
             "address of the peer-copy listeners".into(),
@@ -482,6 +493,8 @@ mod tests {
             OriginUrl = "https://origin.example/content"
             OriginCaFile = "/srv/ca.pem"
             ListenAddress = "127.0.0.2"
+            MetricsAddress = "127.0.0.1:0"
+            Site = "Branch 12"
             ElectionAddress = "127.255.255.255"
             WanRateKbps = 2000
             OriginRetries = 100

@@ -64,6 +64,10 @@ pub struct AgentStatus {
     /// `P2PSslSettings` 0x2, and to an HTTPS origin that asks), or why it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<crate::certstore::ClientCertState>,
+    /// Where the metrics are served (`http://ADDRESS/metrics`), or why not
+    /// (`unavailable: ...`); absent when `MetricsAddress` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// Where this agent stands in one content's election.

@@ -36,6 +36,8 @@ pub struct Counters {
     pub from_origin: AtomicU64,
     /// Bytes received from peers.
     pub from_peers: AtomicU64,
+    /// Blocks from the origin that failed verification.
+    pub origin_blocks_rejected: AtomicU64,
 }
 
 /// One transfer per content at a time: a second job for the same content waits on

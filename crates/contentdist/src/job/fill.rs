@@ -22,49 +22,28 @@ use crate::origin::DownloadCounters;
 use crate::peer::{MasterTarget, PeerError};
 use crate::subnet::{share_permille, AfterFailure, Membership, Role, Waited};
 
-/// What [`join_before_manifest`] did.
-pub(super) enum Early {
-    /// Joined the election and has a role now.
-    Joined(Membership),
-    /// Not on a subnet, the content is in the cache already, or this agent
-    /// cannot be master (preboot): the manifest comes first, as always.
-    NotNeeded,
-    /// The job's token fired while electing.
-    Stopped,
-}
-
-/// On a subnet, a job for content this agent holds nothing of joins the election
-/// before it fetches the manifest, and fetches it once it knows its role. Why:
-/// with every agent of an office fetching the manifest first, the future master's
-/// fetch competed on the WAN with 15 others and it was elected 2–5 s after its job
-/// arrived (0.6 s alone; BENCHMARKS.md §8), which delayed the whole office. Now the
-/// master fetches the manifest alone, and the others fetch theirs while it
-/// downloads (the manifest stays the origin's: every block is verified against
-/// it). The election ranks a holder of nothing like any other, so nothing is lost
-/// by joining without it.
-pub(super) async fn join_before_manifest(
+/// On a subnet, a job for content this agent holds nothing of joins the content's
+/// election as it starts, and fetches the manifest while the election window runs,
+/// instead of after it. Why: with every agent of an office fetching the manifest
+/// first and joining after, the master was elected 1.5 s after its job arrived
+/// (0.6 s alone; BENCHMARKS.md §8), which delayed the whole office. The election
+/// ranks a holder of nothing like any other, so nothing is lost by joining before
+/// the manifest is in. (Waiting for the role before fetching it was tried too: the
+/// master then fetched alone, but the others fetched theirs behind its download
+/// and started copying late, which made losing the master cost more WAN bytes.)
+/// `None`: not on a subnet, the content is in the cache already, or this agent
+/// cannot be master (preboot): the manifest comes first, as always.
+pub(super) fn join_before_manifest(
     ctx: &JobContext,
-    job: &JobRun,
     key: &ContentKey,
-) -> Result<Early, JobError> {
+) -> Result<Option<Membership>, JobError> {
     let Some(peers) = &ctx.peers else {
-        return Ok(Early::NotNeeded);
+        return Ok(None);
     };
     if !peers.subnet.policy().can_be_master || ctx.cache.get(key)?.is_some() {
-        return Ok(Early::NotNeeded);
+        return Ok(None);
     }
-    let mut member = peers.subnet.join(key, 0);
-    job.live.report(JobState::Downloading, Source::None);
-    if member.role() == Role::Electing {
-        tokio::select! {
-            _ = member.wait_electing() => {}
-            _ = job.stop.cancelled() => {
-                member.leave();
-                return Ok(Early::Stopped);
-            }
-        }
-    }
-    Ok(Early::Joined(member))
+    Ok(Some(peers.subnet.join(key, 0)))
 }
 
 /// A master that does not hold the content yet (404) is asked again this often...
@@ -202,19 +181,18 @@ async fn download(
 ) -> Result<Outcome, JobError> {
     let origin = origin(ctx)?;
     job.live.report(JobState::Downloading, Source::Origin);
-    let before = job.live.origin_bytes();
+    // The agent's totals count the same bytes as they arrive (live for `status`
+    // and the metrics), and so does the serving pacer.
+    let pacer = ctx.peers.as_ref().and_then(|p| p.pacer.as_ref());
+    let also: Vec<&std::sync::atomic::AtomicU64> = std::iter::once(&ctx.counters.from_origin)
+        .chain(pacer.map(|p| &p.origin_bytes))
+        .collect();
     let counters = DownloadCounters {
         from_origin: &job.live.from_origin,
-        agent_origin: ctx
-            .peers
-            .as_ref()
-            .and_then(|p| p.pacer.as_ref())
-            .map(|p| &p.origin_bytes),
+        also: &also,
+        rejected: &ctx.counters.origin_blocks_rejected,
     };
     let r = origin.download(entry, &counters, &job.stop).await;
-    ctx.counters
-        .from_origin
-        .fetch_add(job.live.origin_bytes() - before, Ordering::Relaxed);
     match r {
         Ok(()) => Ok(Outcome::Done),
         Err(_) if job.stop.is_cancelled() => Ok(Outcome::Stopped),

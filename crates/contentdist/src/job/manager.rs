@@ -81,6 +81,8 @@ pub(super) struct Inner {
     pub(super) jobs: Mutex<BTreeMap<JobId, Slot>>,
     pub(super) next_id: AtomicU64,
     pub(super) persist_lock: Mutex<()>,
+    /// Jobs ended since the start, by outcome and code (for the metrics).
+    pub(super) ends: Mutex<BTreeMap<(&'static str, u32), u64>>,
 }
 
 /// Runs the agent's jobs. Cheap to clone.
@@ -137,6 +139,7 @@ impl JobManager {
             jobs: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
             persist_lock: Mutex::new(()),
+            ends: Mutex::new(BTreeMap::new()),
         });
         let mgr = JobManager { inner };
         let m = mgr.clone();
@@ -238,6 +241,39 @@ impl JobManager {
             });
     }
 
+    fn tally(&self, outcome: &'static str, code: u32) {
+        *self
+            .inner
+            .ends
+            .lock()
+            .expect("ends lock")
+            .entry((outcome, code))
+            .or_default() += 1;
+    }
+
+    /// Jobs ended since the agent started, by outcome (`done`, `failed`,
+    /// `cancelled`) and catalogue code.
+    pub fn ends(&self) -> Vec<(&'static str, String, u64)> {
+        let ends = self.inner.ends.lock().expect("ends lock");
+        ends.iter()
+            .map(|((o, c), n)| (*o, crate::codes::Code(*c).to_string(), *n))
+            .collect()
+    }
+
+    /// Jobs in the list, by state (as `status` and `jobs` name them).
+    pub fn count_by_state(&self) -> Vec<(String, u64)> {
+        let jobs = self.inner.jobs.lock().expect("jobs lock");
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for slot in jobs.values() {
+            let state = serde_json::to_value(slot.live.now().state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            *counts.entry(state).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     fn finish(&self, id: JobId, result: Result<Outcome, JobError>) {
         let agent_stopping = self.inner.ctx.tasks.token().is_cancelled();
         {
@@ -251,6 +287,7 @@ impl JobManager {
                 Ok(Outcome::Done) => {
                     live.force(JobState::Done);
                     slot.info.code = 0;
+                    self.tally("done", 0);
                     tracing::info!(job = id, content = %slot.info.request.content_id, version = slot.info.request.version,
                         from_origin = live.origin_bytes(), "job done");
                 }
@@ -258,6 +295,9 @@ impl JobManager {
                 // the agent stops, a running job goes back to the queue so it
                 // restarts with the agent.
                 Ok(Outcome::Stopped) => {
+                    if live.now().state == JobState::Cancelled {
+                        self.tally("cancelled", crate::codes::Code::CANCELLED.0);
+                    }
                     if agent_stopping && !live.now().state.is_final() {
                         live.force_if(
                             &[
@@ -274,6 +314,7 @@ impl JobManager {
                     let code = e.code();
                     live.force(JobState::Failed);
                     slot.info.code = code.0;
+                    self.tally("failed", code.0);
                     slot.info.message = Some(e.to_string());
                     slot.info.code_in_success_codes = self.inner.success_codes.contains(code);
                     let fix = code.info().map_or("", |i| i.fix);

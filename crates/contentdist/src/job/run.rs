@@ -152,11 +152,7 @@ async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
     };
     *lock.holder.lock().expect("holder lock") = Some(job.id);
     let _release = ReleaseHolder(&lock.holder);
-    let early = match super::fill::join_before_manifest(ctx, job, &key).await? {
-        super::fill::Early::Stopped => return Ok(Outcome::Stopped),
-        super::fill::Early::Joined(m) => Some(m),
-        super::fill::Early::NotNeeded => None,
-    };
+    let early = super::fill::join_before_manifest(ctx, &key)?;
     let found = find_or_create_entry(ctx, &key, req.content_hash.as_deref(), req.priority).await;
     let entry = match found {
         Ok(e) => e,

@@ -218,6 +218,8 @@ fn agent_config(
         listen_address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + i as u8)),
         election_address: IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255)),
         origin_stall_timeout_secs: 10,
+        // Many agents in one process: no metrics listener each.
+        metrics_address: None,
         ..Config::default()
     }
 }

@@ -22,9 +22,11 @@ use crate::transfer::{self, BadBlocks, HttpFailure, HttpSource, Remote, RunEnd};
 pub struct DownloadCounters<'a> {
     /// Bytes received from the origin (verified or not: they crossed the WAN).
     pub from_origin: &'a AtomicU64,
-    /// The agent's live count of origin bytes, when its peer-copy server paces
-    /// what it serves by them (`crate::peer::pace`).
-    pub agent_origin: Option<&'a AtomicU64>,
+    /// Counters of the agent that count the same bytes, live (its total, the
+    /// serving pacer's).
+    pub also: &'a [&'a AtomicU64],
+    /// Blocks from the origin that failed verification, for the whole agent.
+    pub rejected: &'a AtomicU64,
 }
 
 impl OriginClient {
@@ -108,9 +110,13 @@ impl OriginClient {
             requests: None,
         };
         let received: Vec<&AtomicU64> = std::iter::once(counters.from_origin)
-            .chain(counters.agent_origin)
+            .chain(counters.also.iter().copied())
             .collect();
         let report = transfer::fetch_run(entry, run, &source, &received).await?;
+        counters.rejected.fetch_add(
+            report.rejected.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         for block in report.rejected {
             let times = bad.record(block);
             let path = &m.files[m.block(block).file].path;

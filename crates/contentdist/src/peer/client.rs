@@ -158,9 +158,23 @@ pub struct PeerClientCounters {
     /// after (it found the block changed on its disk): waited for, not counted as
     /// rejected.
     pub cuts_not_held: AtomicU64,
+    /// Content body bytes received (blocks, verified or not; no `have` or
+    /// manifest), by protocol: live, for the metrics.
+    pub content_http: AtomicU64,
+    pub content_https: AtomicU64,
     /// Requests for blocks answered "busy" (503: the source's
     /// `MaxServingConnections` reached); the blocks were taken elsewhere or later.
     pub busy_answers: AtomicU64,
+}
+
+impl PeerClientCounters {
+    /// The content counter of `protocol` (SMB counts nothing yet).
+    pub(super) fn content(&self, protocol: Protocol) -> &AtomicU64 {
+        match protocol {
+            Protocol::Https => &self.content_https,
+            _ => &self.content_http,
+        }
+    }
 }
 
 /// Of the protocols both sides allow, the ones this agent can speak

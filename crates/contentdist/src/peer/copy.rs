@@ -323,7 +323,8 @@ impl PeerClient {
                 };
                 busy.insert(*src);
                 let src = *src;
-                let received = [from_peers, &self.counters().bytes_received];
+                let c = self.counters();
+                let received = [from_peers, &c.bytes_received, c.content(route.protocol)];
                 running.push(async move {
                     let source = self.source(&route);
                     let report = transfer::fetch_run(entry, run, &source, &received).await;

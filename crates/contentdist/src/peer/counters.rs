@@ -55,6 +55,10 @@ pub struct PeerServerCounters {
     pub busy_refusals: AtomicU64,
     /// Responses sending content now.
     pub serving_now: AtomicU64,
+    /// Content body bytes sent (file bytes only), by protocol: live, for the
+    /// metrics.
+    pub content_served_http: AtomicU64,
+    pub content_served_https: AtomicU64,
     /// Chunks of content read from the page cache on the server's own thread
     /// (stamped files: no hand-off, no hashing).
     pub reads_cached: AtomicU64,

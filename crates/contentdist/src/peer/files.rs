@@ -47,6 +47,7 @@ impl PeerService {
         path: &str,
         range: Option<&HeaderValue>,
         head: bool,
+        tls: bool,
     ) -> Response<Body> {
         let entry = Arc::clone(lease.entry());
         let m = entry.manifest();
@@ -187,6 +188,7 @@ impl PeerService {
                 ready: first_chunk,
                 serving,
                 file: stamped,
+                tls,
             })
         };
         b.body(body).expect("headers are valid")
@@ -203,6 +205,7 @@ impl PeerService {
             ready,
             serving,
             file,
+            tls,
         } = body;
         /// What one read of the blocking pool returns.
         type Read = tokio::task::JoinHandle<(Vec<Bytes>, Option<ChunkError>)>;
@@ -223,6 +226,7 @@ impl PeerService {
             /// False once a chunk was not in the page cache: the rest is read on
             /// the pool.
             inline_ok: bool,
+            tls: bool,
         }
         impl State {
             /// Whether the next chunk is read on this thread (see `cached`).
@@ -295,6 +299,7 @@ impl PeerService {
             _serving: serving,
             file,
             inline_ok: true,
+            tls,
         };
         if !state.inline() {
             state.read_ahead();
@@ -360,11 +365,16 @@ impl PeerService {
                     }
                 }
             }
-            st.svc
-                .inner
-                .counters
-                .bytes_served
+            let c = &st.svc.inner.counters;
+            c.bytes_served
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if st.tls {
+                c.content_served_https
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            } else {
+                c.content_served_http
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
             Some((Ok(Frame::data(chunk)), st))
         });
         StreamBody::new(stream).boxed_unsync()
@@ -597,6 +607,8 @@ struct Streamed {
     serving: Option<ServingSlot>,
     /// The file, open, when it is stamped.
     file: Option<Arc<std::fs::File>>,
+    /// Sent over TLS (counted apart).
+    tls: bool,
 }
 
 /// Every serving slot is taken.

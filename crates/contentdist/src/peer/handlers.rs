@@ -129,7 +129,13 @@ impl PeerService {
             },
             Route::File(_, path) => {
                 return self
-                    .file(lease, &path, req.headers().get(header::RANGE), head)
+                    .file(
+                        lease,
+                        &path,
+                        req.headers().get(header::RANGE),
+                        head,
+                        info.tls,
+                    )
                     .await;
             }
         };

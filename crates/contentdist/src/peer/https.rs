@@ -208,6 +208,7 @@ impl Listening {
             let info = ConnectionInfo {
                 remote,
                 client_certificate,
+                tls: true,
             };
             service.serve_connection(tls, info).await;
         }

@@ -69,6 +69,8 @@ pub struct ConnectionInfo {
     /// True only when a TLS acceptor required a client certificate and verified it:
     /// requests are then accepted without Basic credentials.
     pub client_certificate: bool,
+    /// Over TLS (the HTTPS port): counted apart in the served bytes.
+    pub tls: bool,
 }
 
 /// The peer-copy HTTP service, shared by every connection of a server.
@@ -329,6 +331,7 @@ impl PeerServer {
                 let info = ConnectionInfo {
                     remote,
                     client_certificate: false,
+                    tls: false,
                 };
                 let service = conns.clone();
                 let span = tracing::debug_span!("peer_conn", %remote);

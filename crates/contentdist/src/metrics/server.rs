@@ -1,0 +1,106 @@
+//! The metrics listener (`MetricsAddress`): `GET /metrics` in the Prometheus text
+//! format, on a socket of its own, never behind the P2P account (bind it to
+//! loopback, the default, or to a management network).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::Metrics;
+use crate::util::http_server::{accept_loop, serve_http1, AcceptOptions};
+
+/// How long a scrape in hand may finish once the agent stops.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// The OpenMetrics text type, which Prometheus asks for and reads.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A running metrics listener.
+#[derive(Debug)]
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Listen on `addr` and answer scrapes of `metrics` until `shutdown`.
+    pub async fn start(
+        addr: SocketAddr,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<MetricsServer> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("metrics listener on {addr} (MetricsAddress): {e}"),
+            )
+        })?;
+        let local_addr = listener.local_addr()?;
+        info!(url = %format!("http://{local_addr}/metrics"), "metrics listening");
+        let accepting = AcceptOptions {
+            server: "metrics",
+            shutdown: shutdown.clone(),
+            drain: GRACE * 2,
+        };
+        let span = tracing::info_span!("metrics_server", addr = %local_addr);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            accept_loop(listener, accepting, move |stream, _| {
+                let metrics = metrics.clone();
+                let token = shutdown.child_token();
+                async move {
+                    let service = service_fn(move |req| {
+                        let m = metrics.clone();
+                        async move { Ok::<_, Infallible>(answer(&m, &req)) }
+                    });
+                    if let Err(e) = serve_http1(stream, service, &token, GRACE).await {
+                        debug!(error = %e, "metrics connection ended with an error");
+                    }
+                }
+            }),
+            span,
+        ));
+        Ok(MetricsServer { local_addr, task })
+    }
+
+    /// Where it listens (the port chosen when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Wait for the listener to stop (after its shutdown token fired).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn answer(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let plain = |status: StatusCode, text: &str| {
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(text.to_string())))
+            .expect("static headers")
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n");
+    }
+    match req.uri().path() {
+        "/metrics" => Response::builder()
+            .header(header::CONTENT_TYPE, CONTENT_TYPE)
+            .body(Full::new(Bytes::from(metrics.encode())))
+            .expect("static headers"),
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "contentdist agent: metrics at /metrics\n",
+        ),
+    }
+}
