@@ -84,9 +84,7 @@ impl AgentView {
                 None => Vec::new(),
             },
             serving_now: served.map_or(0, |s| load(&s.serving_now)),
-            wan_throttle_bits_per_second: c
-                .origin_rate_limit_bytes_per_sec()
-                .map_or(0, |b| b.saturating_mul(8)),
+            wan_throttle_bytes_per_second: c.origin_rate_limit_bytes_per_sec().unwrap_or(0),
             cache_bytes_verified: cache.iter().map(|e| e.bytes_verified).sum(),
             cache_bytes_free: crate::cache::clean::disk_space(jobs.cache().root())
                 .map_or(0, |(f, _)| f),

@@ -34,7 +34,9 @@ async fn scrape(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (addr, path) = rest.split_once('/').unwrap();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+    // As Prometheus asks: OpenMetrics.
+    let accept = "Accept: application/openmetrics-text;version=1.0.0";
+    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut out = String::new();

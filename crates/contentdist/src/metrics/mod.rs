@@ -21,7 +21,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use render::render;
+pub use render::{render, render_classic};
 pub use server::MetricsServer;
 
 /// The agent's counters at one moment, as plain numbers: what a scrape shows.
@@ -60,9 +60,9 @@ pub struct Sample {
     pub refusals: Vec<(&'static str, u64)>,
     /// Responses sending content now.
     pub serving_now: u64,
-    /// The WAN throttle in bits per second (`WanRateKbps` × `MaxWorkRate`); 0 =
-    /// not throttled.
-    pub wan_throttle_bits_per_second: u64,
+    /// The WAN throttle in bytes per second (`WanRateKbps` × `MaxWorkRate`, in
+    /// bytes: Prometheus' base unit); 0 = not throttled.
+    pub wan_throttle_bytes_per_second: u64,
     /// The cache: bytes verified in it, bytes free on its file system, entries.
     pub cache_bytes_verified: u64,
     pub cache_bytes_free: u64,
@@ -93,8 +93,13 @@ impl Metrics {
         Metrics { sample }
     }
 
-    /// The metrics now, in the Prometheus text exposition format.
+    /// The metrics now, in the OpenMetrics text format (what Prometheus asks for).
     pub fn encode(&self) -> String {
         render(&(self.sample)())
+    }
+
+    /// The metrics now, in the classic Prometheus text format (version 0.0.4).
+    pub fn encode_classic(&self) -> String {
+        render_classic(&(self.sample)())
     }
 }

@@ -21,6 +21,47 @@ pub fn render(sample: &Sample) -> String {
     out
 }
 
+/// `sample` in the classic Prometheus text format (version 0.0.4), for clients that
+/// do not ask for OpenMetrics (curl, `promtool check metrics`): the same series,
+/// with counters typed under their `_total` names, the info metric as a gauge, and
+/// no `# EOF`.
+pub fn render_classic(sample: &Sample) -> String {
+    to_classic(&render(sample))
+}
+
+/// OpenMetrics text as prometheus-client writes it (each family's `# HELP`, then
+/// its `# TYPE`, then its samples) to the classic format.
+fn to_classic(open: &str) -> String {
+    let mut out = String::with_capacity(open.len());
+    let mut help: Option<&str> = None;
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                other => (name.to_string(), other),
+            };
+            if let Some(h) = help.take() {
+                let text = h.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[derive(Debug)]
 struct SampleCollector(Sample);
 
@@ -45,6 +86,14 @@ fn family<M: EncodeMetric>(
 
 fn counter(v: u64) -> ConstCounter<u64> {
     ConstCounter::new(v)
+}
+
+/// A counter per reason.
+fn by_reason<'a>(counts: &[(&'static str, u64)]) -> Vec<(Labels<'a>, ConstCounter<u64>)> {
+    counts
+        .iter()
+        .map(|(reason, n)| (vec![("reason", *reason)], counter(*n)))
+        .collect()
 }
 
 impl Collector for SampleCollector {
@@ -151,19 +200,13 @@ impl Collector for SampleCollector {
             &mut enc,
             "contentdist_election_datagrams_dropped",
             "Election datagrams refused (undecodable, wrong site key, replayed) or lost (the socket's queue was full), by reason",
-            s.datagrams_dropped
-                .iter()
-                .map(|(reason, n)| (vec![("reason", *reason)], counter(*n)))
-                .collect(),
+            by_reason(&s.datagrams_dropped),
         )?;
         family(
             &mut enc,
             "contentdist_peer_refusals",
             "Peer-copy requests or connections this agent's server refused, by reason",
-            s.refusals
-                .iter()
-                .map(|(reason, n)| (vec![("reason", *reason)], counter(*n)))
-                .collect(),
+            by_reason(&s.refusals),
         )?;
         family(
             &mut enc,
@@ -173,11 +216,11 @@ impl Collector for SampleCollector {
         )?;
         family(
             &mut enc,
-            "contentdist_wan_throttle_bits_per_second",
-            "The configured WAN throttle (WanRateKbps x MaxWorkRate); 0: not throttled",
+            "contentdist_wan_throttle_bytes_per_second",
+            "The configured WAN throttle in bytes per second (WanRateKbps x MaxWorkRate / 8); 0: not throttled",
             vec![(
                 vec![],
-                ConstGauge::new(s.wan_throttle_bits_per_second as i64),
+                ConstGauge::new(s.wan_throttle_bytes_per_second as i64),
             )],
         )?;
         family(

@@ -24,6 +24,16 @@ const GRACE: Duration = Duration::from_secs(1);
 /// The OpenMetrics text type, which Prometheus asks for and reads.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The classic Prometheus text format.
+const CLASSIC_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn wants_openmetrics(req: &Request<Incoming>) -> bool {
+    req.headers().get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
+    })
+}
+
 /// A running metrics listener.
 #[derive(Debug)]
 pub struct MetricsServer {
@@ -94,9 +104,15 @@ fn answer(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n");
     }
     match req.uri().path() {
-        "/metrics" => Response::builder()
+        // OpenMetrics for whoever asks for it (Prometheus does), the classic text
+        // format for everyone else (curl, promtool).
+        "/metrics" if wants_openmetrics(req) => Response::builder()
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .body(Full::new(Bytes::from(metrics.encode())))
+            .expect("static headers"),
+        "/metrics" => Response::builder()
+            .header(header::CONTENT_TYPE, CLASSIC_TYPE)
+            .body(Full::new(Bytes::from(metrics.encode_classic())))
             .expect("static headers"),
         _ => plain(
             StatusCode::NOT_FOUND,

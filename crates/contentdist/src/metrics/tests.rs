@@ -23,7 +23,7 @@ fn sample() -> Sample {
         datagrams_dropped: vec![("undecodable", 6), ("overflowed", 0)],
         refusals: vec![("bad_credentials", 7), ("busy", 8)],
         serving_now: 2,
-        wan_throttle_bits_per_second: 80_000_000,
+        wan_throttle_bytes_per_second: 10_000_000,
         cache_bytes_verified: 1 << 30,
         cache_bytes_free: 1 << 34,
         cache_entries: 3,
@@ -69,7 +69,7 @@ fn every_number_of_the_sample_is_a_series_with_bounded_labels() {
         ),
         (r#"contentdist_peer_refusals_total{reason="busy"}"#, 8.0),
         ("contentdist_serving", 2.0),
-        ("contentdist_wan_throttle_bits_per_second", 80e6),
+        ("contentdist_wan_throttle_bytes_per_second", 10e6),
         ("contentdist_cache_entries", 3.0),
         (
             r#"contentdist_certificate_expiry_seconds{usage="server"}"#,
@@ -123,4 +123,31 @@ fn two_agents_in_one_process_keep_their_own_numbers() {
     // Live: the next scrape sees what arrived since.
     a.fetch_add(5, Ordering::Relaxed);
     assert_eq!(value(&ma.encode(), series), Some(15.0));
+}
+
+#[test]
+fn the_classic_format_types_counters_by_their_total_names_and_has_no_eof() {
+    let text = render_classic(&sample());
+    assert!(
+        text.contains("# TYPE contentdist_received_bytes_total counter\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP contentdist_received_bytes_total Body bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE contentdist_agent_info gauge\n"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE contentdist_jobs gauge\n"), "{text}");
+    assert!(!text.contains("# EOF"), "{text}");
+    // The same samples as the OpenMetrics text.
+    let samples = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(samples(&text), samples(&render(&sample())));
 }
