@@ -11,7 +11,10 @@ use crate::settings::SettingsArgs;
 /// Load the settings, start the agent, stop it cleanly on SIGINT or SIGTERM.
 pub async fn run(settings: &SettingsArgs) -> anyhow::Result<Exit> {
     let loaded = settings.load()?;
-    crate::init_logging(&loaded.config.log_level.to_string());
+    crate::init_logging(
+        &loaded.config.log_level.to_string(),
+        loaded.config.log_format,
+    );
     match &loaded.file {
         Some(file) => info!(file = %file.display(), "settings loaded"),
         None => info!(

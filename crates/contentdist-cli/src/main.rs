@@ -66,7 +66,7 @@ async fn main() -> ExitCode {
     let settings = &cli.settings;
     // The agent logs at its configured level once the settings are read.
     if !matches!(cli.command, Command::Agent) {
-        init_logging("warn");
+        init_logging("warn", contentdist::config::LogFormat::Text);
     }
     let (result, control) = match cli.command {
         Command::Agent => (agent::run(settings).await, false),
@@ -89,12 +89,20 @@ async fn main() -> ExitCode {
 /// that cannot be written (the log's disk is full, a closed pipe) is lost, never
 /// fatal: the default reports it with `eprint!`, which panics when stderr itself is
 /// what fails, and took the agent down with it.
-fn init_logging(default_level: &str) {
+///
+/// Colour only when standard error is a terminal: the journal and log files get
+/// plain text. `json`: one JSON object per line.
+fn init_logging(default_level: &str, format: contentdist::config::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .log_internal_errors(false)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false);
+    match format {
+        contentdist::config::LogFormat::Text => builder.init(),
+        contentdist::config::LogFormat::Json => builder.json().init(),
+    }
 }

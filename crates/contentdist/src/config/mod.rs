@@ -33,7 +33,7 @@ pub use error::ConfigError;
 pub use flags::{P2PEnabled, Protocol, Protocols, SpecialNetShare, SslSettings};
 pub use host::{system_fqdn, system_host_name};
 pub use subnet::Subnet;
-pub use values::{LogLevel, MachineType, SiteKey};
+pub use values::{LogFormat, LogLevel, MachineType, SiteKey};
 
 /// Where the agent and the CLI look for the settings file by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/contentdist/contentdist.toml";
@@ -89,6 +89,7 @@ pub const KEYS: &[&str] = &[
     "SiteKey",
     "MachineKey",
     "LogLevel",
+    "LogFormat",
     "Platform",
 ];
 
@@ -195,6 +196,8 @@ pub struct Config {
     pub machine_key: Option<SiteKey>,
     /// `LogLevel`: the most detailed level logged (info).
     pub log_level: LogLevel,
+    /// `LogFormat`: `text` (the default) or `json`, one object per line.
+    pub log_format: LogFormat,
     /// `HostName`: the short host name certificates are matched against; `None` =
     /// the system's ([`Config::host_name_in_force`]).
     pub host_name: Option<String>,
@@ -254,6 +257,7 @@ impl Default for Config {
             site_key: None,
             machine_key: None,
             log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
             host_name: None,
             fqdn: None,
         }

@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use super::error::{closest, line_column};
 use super::{
-    Config, ConfigError, LogLevel, MachineType, P2PEnabled, SiteKey, SpecialNetShare, SslSettings,
-    Subnet, KEYS, PLATFORM_KEYS,
+    Config, ConfigError, LogFormat, LogLevel, MachineType, P2PEnabled, SiteKey, SpecialNetShare,
+    SslSettings, Subnet, KEYS, PLATFORM_KEYS,
 };
 use crate::codes::SuccessCodes;
 
@@ -251,6 +251,12 @@ impl Reader<'_> {
                 c.log_level = self
                     .string(key, v)?
                     .parse::<LogLevel>()
+                    .map_err(|m| self.invalid(key, m))?
+            }
+            "LogFormat" => {
+                c.log_format = self
+                    .string(key, v)?
+                    .parse::<LogFormat>()
                     .map_err(|m| self.invalid(key, m))?
             }
             "Platform" => self.platform(c, v)?,

@@ -303,6 +303,13 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
             quote(c.log_level.as_str()),
             "most detailed level logged".into(),
         ),
+        "LogFormat" => (
+            quote(c.log_format.as_str()),
+            match c.log_format {
+                crate::config::LogFormat::Text => "one line of text per event".into(),
+                crate::config::LogFormat::Json => "one JSON object per line".into(),
+            },
+        ),
         "Platform" => match &c.platform_thumbprint {
             Some(t) => (quote(t), "pinned client certificate (SHA-1)".into()),
             None => (quote(""), "no pinned client certificate".into()),
@@ -505,6 +512,7 @@ mod tests {
             SiteKey = "0123456789abcdef\\x"
             MachineKey = "machine secret of the site"
             LogLevel = "trace"
+            LogFormat = "json"
             [Platform]
             thumbprint = "a94a8f7b2c0d1e3f4a5b6c7d8e9fa0b1c2d3e4f5"
         "#;

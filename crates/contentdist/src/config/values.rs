@@ -124,6 +124,37 @@ impl FromStr for LogLevel {
     }
 }
 
+/// `LogFormat`: how log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event (no colour unless standard error is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    /// Case-insensitive: `text`, `json`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [LogFormat::Text, LogFormat::Json]
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("'{s}' is not a log format (text, json)"))
+    }
+}
+
 /// `SiteKey`: the secret that authenticates election messages. Its `Debug` output is
 /// redacted so that logging a `Config` never leaks it.
 #[derive(Clone, PartialEq, Eq)]
