@@ -344,12 +344,12 @@ impl AgentView {
             jobs_total: stats.total,
             jobs_active: stats.active,
             bytes_from_origin: stats.from_origin,
-            // Live: the peer client counts content bytes as they arrive.
-            bytes_from_peers: self.peer_client.as_ref().map_or(stats.from_peers, |p| {
-                let c = p.counters();
-                c.content_http.load(std::sync::atomic::Ordering::Relaxed)
-                    + c.content_https.load(std::sync::atomic::Ordering::Relaxed)
-            }),
+            // Live: the peer client counts content bytes as they arrive (no
+            // client, no peer copy).
+            bytes_from_peers: self
+                .peer_client
+                .as_ref()
+                .map_or(0, |p| p.counters().content_bytes()),
             elections: self
                 .subnet
                 .as_ref()

@@ -34,8 +34,6 @@ pub struct PeerSetup {
 pub struct Counters {
     /// Bytes received from the origin.
     pub from_origin: AtomicU64,
-    /// Bytes received from peers.
-    pub from_peers: AtomicU64,
     /// Blocks from the origin that failed verification.
     pub origin_blocks_rejected: AtomicU64,
 }

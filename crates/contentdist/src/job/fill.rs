@@ -8,7 +8,6 @@
 //! already verified, so nothing verified is fetched twice. What to do when no master
 //! appears or a master fails is the subnet's policy ([`crate::subnet::Membership`]).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -72,11 +71,7 @@ pub(super) async fn fill(
         }
         None => peers.subnet.join(entry.key(), share),
     };
-    let peers_before = job.live.peer_bytes();
     let result = follow_roles(ctx, job, peers, &mut member, entry).await;
-    ctx.counters
-        .from_peers
-        .fetch_add(job.live.peer_bytes() - peers_before, Ordering::Relaxed);
     if matches!(result, Ok(Outcome::Done)) {
         member.complete(&ctx.tasks);
     }

@@ -98,10 +98,9 @@ pub struct JobStats {
     pub total: usize,
     /// Jobs not finished.
     pub active: usize,
-    /// Bytes received from the origin since the agent started.
+    /// Bytes received from the origin since the agent started. (From peers: the
+    /// peer client counts them, `PeerClientCounters::content_bytes`.)
     pub from_origin: u64,
-    /// Bytes received from peers since the agent started.
-    pub from_peers: u64,
 }
 
 impl JobManager {
@@ -182,7 +181,6 @@ impl JobManager {
                 .filter(|s| !s.live.now().state.is_final())
                 .count(),
             from_origin: self.inner.ctx.counters.from_origin.load(Ordering::Relaxed),
-            from_peers: self.inner.ctx.counters.from_peers.load(Ordering::Relaxed),
         }
     }
 

@@ -168,6 +168,11 @@ pub struct PeerClientCounters {
 }
 
 impl PeerClientCounters {
+    /// Content body bytes received over every protocol.
+    pub fn content_bytes(&self) -> u64 {
+        self.content_http.load(Ordering::Relaxed) + self.content_https.load(Ordering::Relaxed)
+    }
+
     /// The content counter of `protocol` (SMB counts nothing yet).
     pub(super) fn content(&self, protocol: Protocol) -> &AtomicU64 {
         match protocol {
