@@ -25,10 +25,16 @@ pub fn job(state: JobState) -> JobInfo {
         bytes_verified: 3 * MIB,
         bytes_from_origin: 2 * MIB,
         bytes_from_peers: MIB,
+        bytes_from_peers_by_protocol: contentdist::peer::PeerBytesByProtocol {
+            http: MIB,
+            ..Default::default()
+        },
+        master: None,
         source: Source::None,
         waiting_for: None,
         cert_wait_until_unix: None,
         elapsed_ms: 1500,
+        final_stats: None,
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::certstore::{ClientCertState, ServerCertState};
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 use crate::election::ElectionState;
 use crate::metrics::{Metrics, MetricsServer, Sample};
 use crate::tasks::Tasks;
@@ -50,8 +50,8 @@ impl AgentView {
             start_time_unix: self.started_unix,
             origin_bytes: load(&counters.from_origin),
             origin_protocol: origin_protocol(c),
-            peer_bytes_http: peer.map_or(0, |p| load(&p.content_http)),
-            peer_bytes_https: peer.map_or(0, |p| load(&p.content_https)),
+            peer_bytes_http: peer.map_or(0, |p| load(p.content.of(Protocol::Http))),
+            peer_bytes_https: peer.map_or(0, |p| load(p.content.of(Protocol::Https))),
             served_bytes_http: served.map_or(0, |s| load(&s.content_served_http)),
             served_bytes_https: served.map_or(0, |s| load(&s.content_served_https)),
             blocks_rejected_origin: load(&counters.origin_blocks_rejected),
@@ -60,6 +60,8 @@ impl AgentView {
             job_ends: jobs.ends(),
             elections_by_role: by_role.to_vec(),
             masterships: self.subnet.as_ref().map_or(0, |s| s.masterships_count()),
+            elections_lost: self.subnet.as_ref().map_or(0, |s| s.elections_lost()),
+            master_changes: self.subnet.as_ref().map_or(0, |s| s.master_changes()),
             datagrams_dropped: match &self.subnet {
                 Some(s) => vec![
                     ("refused", s.dropped()),
@@ -85,6 +87,7 @@ impl AgentView {
             },
             serving_now: served.map_or(0, |s| load(&s.serving_now)),
             wan_throttle_bytes_per_second: c.origin_rate_limit_bytes_per_sec().unwrap_or(0),
+            wan_throttled_seconds: jobs.wan_held_back().as_secs_f64(),
             cache_bytes_verified: cache.iter().map(|e| e.bytes_verified).sum(),
             cache_bytes_free: crate::cache::clean::disk_space(jobs.cache().root())
                 .map_or(0, |(f, _)| f),

@@ -147,6 +147,31 @@ async fn agents_in_one_process_stop_with_no_task_left() {
         assert_eq!(value(text, origin), 0.0, "{text}");
         assert_eq!(value(text, peers), size as f64, "{text}");
     }
+    // One election: won by the first agent, lost by the others; no master change.
+    let won = r#"contentdist_election_results_total{result="won"}"#;
+    let lost = r#"contentdist_election_results_total{result="lost"}"#;
+    for (i, text) in scraped.iter().enumerate() {
+        let (w, l) = if i == 0 { (1.0, 0.0) } else { (0.0, 1.0) };
+        assert_eq!((value(text, won), value(text, lost)), (w, l), "{text}");
+        assert_eq!(value(text, "contentdist_master_changes_total"), 0.0);
+        assert_eq!(value(text, "contentdist_wan_throttled_seconds_total"), 0.0);
+    }
+    // Each job's FinalStats record: where its bytes came from, and from whom.
+    for (i, a) in agents.iter().enumerate() {
+        let job = &a.jobs().list()[0];
+        let f = job.final_stats.as_ref().expect("a FinalStats record");
+        assert_eq!((f.outcome.as_str(), f.code.as_str()), ("done", "0x0"));
+        assert_eq!(f.bytes_total, size);
+        assert!(f.duration_ms > 0 && f.ended_unix > 0, "{f:?}");
+        let peers = f.bytes_from_peers;
+        if i == 0 {
+            assert_eq!(f.master.as_deref(), Some("self"));
+            assert_eq!((f.bytes_from_origin, peers.total()), (size, 0), "{f:?}");
+        } else {
+            assert_eq!(f.master.as_deref(), Some("127.0.0.60"));
+            assert_eq!((f.bytes_from_origin, peers.http, peers.https), (0, size, 0));
+        }
+    }
 
     // While running, the background work is there and has names.
     let live = agents[0].tasks_live();

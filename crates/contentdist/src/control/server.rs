@@ -198,17 +198,64 @@ pub async fn serve(
     let mut next_conn: u64 = 0;
     accept_loop(listener, accepting, move |stream, _| {
         next_conn += 1;
+        let caller = Caller::of(&stream);
         let span = tracing::debug_span!("control_conn", conn = next_conn);
-        connection(stream, handler.clone(), shutdown.child_token()).instrument(span)
+        connection(stream, caller, handler.clone(), shutdown.child_token()).instrument(span)
     })
     .await;
 }
 
+/// Who is on the other end of a control connection, as the kernel says
+/// (`SO_PEERCRED`): job operations are logged with it.
+#[derive(Clone, Copy, Debug)]
+struct Caller {
+    uid: Option<u32>,
+    pid: Option<i32>,
+}
+
+impl Caller {
+    fn of(stream: &UnixStream) -> Caller {
+        match stream.peer_cred() {
+            Ok(c) => Caller {
+                uid: Some(c.uid()),
+                pid: c.pid(),
+            },
+            Err(e) => {
+                debug!(error = %e, "control caller's credentials unknown");
+                Caller {
+                    uid: None,
+                    pid: None,
+                }
+            }
+        }
+    }
+
+    /// A job operation was asked for: log it with who asked and what came of it
+    /// (absent fields are left out of the line).
+    fn log(&self, action: &str, job: Option<JobId>, content: Option<&str>, answer: &Answer) {
+        let status = answer.status().as_u16();
+        info!(
+            action,
+            job,
+            content,
+            uid = self.uid,
+            pid = self.pid,
+            status,
+            "job {action} requested"
+        );
+    }
+}
+
 /// Serve one connection until the client closes it or `token` is cancelled.
-async fn connection(stream: UnixStream, handler: Arc<dyn JobControl>, token: CancellationToken) {
+async fn connection(
+    stream: UnixStream,
+    caller: Caller,
+    handler: Arc<dyn JobControl>,
+    token: CancellationToken,
+) {
     let service = service_fn(move |req| {
         let handler = handler.clone();
-        async move { Ok::<_, Infallible>(route(handler, req).await) }
+        async move { Ok::<_, Infallible>(route(handler, caller, req).await) }
     });
     if let Err(e) = serve_http1(stream, service, &token, SHUTDOWN_GRACE).await {
         debug!(error = %e, "control connection ended with an error");
@@ -222,14 +269,18 @@ type Answer = Response<Full<Bytes>>;
 type Refusal = (StatusCode, ControlError);
 
 /// Answer one request.
-async fn route(handler: Arc<dyn JobControl>, req: Request<Incoming>) -> Answer {
-    dispatch(handler, req)
+async fn route(handler: Arc<dyn JobControl>, caller: Caller, req: Request<Incoming>) -> Answer {
+    dispatch(handler, caller, req)
         .await
         .unwrap_or_else(|(status, e)| json(status, &e))
 }
 
 /// Dispatch one request to the handler; `Err` is a refusal before the handler ran.
-async fn dispatch(handler: Arc<dyn JobControl>, req: Request<Incoming>) -> Result<Answer, Refusal> {
+async fn dispatch(
+    handler: Arc<dyn JobControl>,
+    caller: Caller,
+    req: Request<Incoming>,
+) -> Result<Answer, Refusal> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     debug!(%method, %path, "control request");
@@ -241,20 +292,31 @@ async fn dispatch(handler: Arc<dyn JobControl>, req: Request<Incoming>) -> Resul
     Ok(match (segments.as_slice(), &method) {
         (["jobs"], &Method::POST) => {
             let request = read_job_request(req).await?;
-            run(handler, StatusCode::CREATED, move |h| {
-                h.submit(request).map_err(request_refusal)
+            let content = format!("{}/{}", request.content_id, request.version);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let answer = run(handler, StatusCode::CREATED, move |h| {
+                let r = h.submit(request).map_err(request_refusal);
+                if let Ok(job) = &r {
+                    let _ = tx.send(job.id);
+                }
+                r
             })
-            .await
+            .await;
+            let job = rx.try_recv().ok();
+            caller.log("submit", job, Some(&content), &answer);
+            answer
         }
         (["jobs"], &Method::GET) => run(handler, ok, |h| Ok(h.list())).await,
         (["jobs", id], &Method::GET) => with_job(handler, parse_id(id)?, |h, id| h.get(id)).await,
         (["jobs", id, action @ ("pause" | "resume" | "cancel")], &Method::POST) => {
             let id = parse_id(id)?;
-            match *action {
+            let answer = match *action {
                 "pause" => with_job(handler, id, |h, id| h.pause(id)).await,
                 "resume" => with_job(handler, id, |h, id| h.resume(id)).await,
                 _ => with_job(handler, id, |h, id| h.cancel(id)).await,
-            }
+            };
+            caller.log(action, Some(id), None, &answer);
+            answer
         }
         (["status"], &Method::GET) => run(handler, ok, |h| Ok(h.status())).await,
         (["cache"], &Method::GET) => run(handler, ok, |h| Ok(h.cache_list())).await,

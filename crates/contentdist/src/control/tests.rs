@@ -68,10 +68,13 @@ impl JobControl for FakeJobs {
             bytes_verified: 250,
             bytes_from_origin: 250,
             bytes_from_peers: 0,
+            bytes_from_peers_by_protocol: Default::default(),
+            master: None,
             source: Source::Origin,
             waiting_for: None,
             cert_wait_until_unix: None,
             elapsed_ms: 12,
+            final_stats: None,
         };
         jobs.push(info.clone());
         Ok(info)

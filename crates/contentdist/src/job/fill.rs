@@ -112,6 +112,7 @@ async fn follow_roles(
                 }
             }
             Role::Master => {
+                job.live.set_master("self".into());
                 tokio::select! {
                     r = download(ctx, job, entry) => return r,
                     _ = member.changed() => {}
@@ -119,6 +120,7 @@ async fn follow_roles(
             }
             Role::Follow(m) => {
                 job.live.report(JobState::Downloading, Source::Peer);
+                job.live.set_master(m.addr.to_string());
                 let target = MasterTarget::from_master(&m);
                 let copy =
                     peers

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::{JobId, JobState, Source};
 use crate::cache::ContentEntry;
+use crate::peer::{PeerBytes, PeerBytesByProtocol};
 
 /// One job's live state.
 #[derive(Debug)]
@@ -16,8 +17,11 @@ pub(super) struct Live {
     state: Mutex<Now>,
     /// Bytes this job received from the origin (all runs, also before a restart).
     pub from_origin: AtomicU64,
-    /// Bytes this job received from peers.
-    pub from_peers: AtomicU64,
+    /// Bytes this job received from peers, by protocol.
+    pub from_peers: PeerBytes,
+    /// Whom the job took the content from last: `self` (this agent was master) or
+    /// the master's address; `None` before any election gave it a role.
+    master: Mutex<Option<String>>,
     entry: Mutex<Option<Arc<ContentEntry>>>,
     /// Milliseconds the job ran in earlier runs (before a pause or restart).
     elapsed_before_ms: AtomicU64,
@@ -36,12 +40,18 @@ pub(super) struct Now {
 }
 
 impl Live {
-    pub fn new(state: JobState, from_origin: u64, from_peers: u64, elapsed_ms: u64) -> Live {
+    pub fn new(
+        state: JobState,
+        from_origin: u64,
+        from_peers: PeerBytesByProtocol,
+        elapsed_ms: u64,
+    ) -> Live {
         Live {
+            master: Mutex::new(None),
             cert_deadline: Mutex::new(None),
             state: Mutex::new(step(state, Source::None)),
             from_origin: AtomicU64::new(from_origin),
-            from_peers: AtomicU64::new(from_peers),
+            from_peers: PeerBytes::from_snapshot(from_peers),
             entry: Mutex::new(None),
             elapsed_before_ms: AtomicU64::new(elapsed_ms),
             started: Mutex::new(None),
@@ -144,8 +154,17 @@ impl Live {
         self.from_origin.load(Ordering::Relaxed)
     }
 
-    pub fn peer_bytes(&self) -> u64 {
-        self.from_peers.load(Ordering::Relaxed)
+    pub fn peer_bytes(&self) -> PeerBytesByProtocol {
+        self.from_peers.snapshot()
+    }
+
+    /// The election gave the job a role: `self` (master) or the master's address.
+    pub fn set_master(&self, master: String) {
+        *self.master.lock().expect("job master lock") = Some(master);
+    }
+
+    pub fn master(&self) -> Option<String> {
+        self.master.lock().expect("job master lock").clone()
     }
 }
 

@@ -15,7 +15,7 @@ use super::context::{Counters, JobContext, PeerSetup};
 use super::live::Live;
 use super::persist::Persisted;
 use super::run::{run_job, JobError, JobRun, Outcome};
-use super::{ControlError, JobId, JobInfo, JobRequest, JobState, Source};
+use super::{ControlError, FinalStats, JobId, JobInfo, JobRequest, JobState, Source};
 use crate::cache::{Cache, CleanPolicy};
 use crate::codes::{Code, SuccessCodes};
 use crate::manifest::ContentKey;
@@ -64,7 +64,10 @@ impl Slot {
         info.waiting_for = now.waiting_for;
         info.cert_wait_until_unix = self.live.cert_deadline();
         info.bytes_from_origin = self.live.origin_bytes();
-        info.bytes_from_peers = self.live.peer_bytes();
+        let peers = self.live.peer_bytes();
+        info.bytes_from_peers = peers.total();
+        info.bytes_from_peers_by_protocol = peers;
+        info.master = self.live.master().or(info.master);
         if let Some((total, verified)) = self.live.progress() {
             info.bytes_total = total;
             info.bytes_verified = verified;
@@ -195,6 +198,16 @@ impl JobManager {
         &self.inner.ctx.counters
     }
 
+    /// How long the WAN throttle has held downloads back (zero without an origin
+    /// or a throttle).
+    pub fn wan_held_back(&self) -> std::time::Duration {
+        self.inner
+            .ctx
+            .origin
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, OriginClient::wan_held_back)
+    }
+
     /// The cache the jobs fill.
     pub fn cache(&self) -> &Arc<Cache> {
         &self.inner.ctx.cache
@@ -223,19 +236,33 @@ impl JobManager {
                 .map(|w| w.gate.line_up(id)),
         };
         let mgr = self.clone();
+        // Every line the job writes, also from the tasks it starts, carries its id
+        // and content.
+        let span = tracing::info_span!(
+            "job",
+            id,
+            content = %format!("{}/{}", job.request.content_id, job.request.version)
+        );
         self.inner
             .ctx
             .tasks
-            .spawn(&format!("job {id}"), move |_agent_stop| async move {
-                // A panic anywhere in the job fails the job with a code instead of
-                // leaving it "downloading" until a restart.
-                let run = std::panic::AssertUnwindSafe(run_job(&mgr.inner.ctx, &job));
-                let result = match run.catch_unwind().await {
-                    Ok(r) => r,
-                    Err(payload) => Err(JobError::panicked("the job task", payload.as_ref())),
-                };
-                job.live.end();
-                mgr.finish(id, result);
+            .spawn(&format!("job {id}"), move |_agent_stop| {
+                tracing::Instrument::instrument(
+                    async move {
+                        // A panic anywhere in the job fails the job with a code instead of
+                        // leaving it "downloading" until a restart.
+                        let run = std::panic::AssertUnwindSafe(run_job(&mgr.inner.ctx, &job));
+                        let result = match run.catch_unwind().await {
+                            Ok(r) => r,
+                            Err(payload) => {
+                                Err(JobError::panicked("the job task", payload.as_ref()))
+                            }
+                        };
+                        job.live.end();
+                        mgr.finish(id, result);
+                    },
+                    span,
+                )
             });
     }
 
@@ -285,17 +312,12 @@ impl JobManager {
                 Ok(Outcome::Done) => {
                     live.force(JobState::Done);
                     slot.info.code = 0;
-                    self.tally("done", 0);
-                    tracing::info!(job = id, content = %slot.info.request.content_id, version = slot.info.request.version,
-                        from_origin = live.origin_bytes(), "job done");
+                    tracing::info!(job = id, "job done");
                 }
                 // Paused or cancelled: pause()/cancel() already set the state. While
                 // the agent stops, a running job goes back to the queue so it
                 // restarts with the agent.
                 Ok(Outcome::Stopped) => {
-                    if live.now().state == JobState::Cancelled {
-                        self.tally("cancelled", crate::codes::Code::CANCELLED.0);
-                    }
                     if agent_stopping && !live.now().state.is_final() {
                         live.force_if(
                             &[
@@ -312,7 +334,6 @@ impl JobManager {
                     let code = e.code();
                     live.force(JobState::Failed);
                     slot.info.code = code.0;
-                    self.tally("failed", code.0);
                     slot.info.message = Some(e.to_string());
                     slot.info.code_in_success_codes = self.inner.success_codes.contains(code);
                     let fix = code.info().map_or("", |i| i.fix);
@@ -323,8 +344,53 @@ impl JobManager {
             let snap = slot.snapshot();
             slot.info = snap;
             live.attach(None);
+            if slot.info.state.is_final() {
+                self.ended(slot);
+            }
         }
         self.persist();
+    }
+
+    /// A job has just become final (done, failed, cancelled): count it for the
+    /// metrics, write its `FinalStats` line and keep the record with the job.
+    pub(super) fn ended(&self, slot: &mut Slot) {
+        if slot.info.final_stats.is_some() {
+            // A paused job cancelled while its task wound down: recorded once.
+            return;
+        }
+        let info = slot.snapshot();
+        let outcome = match info.state {
+            JobState::Done => "done",
+            JobState::Cancelled => "cancelled",
+            _ => "failed",
+        };
+        self.tally(outcome, info.code);
+        let stats = FinalStats {
+            outcome: outcome.into(),
+            code: Code(info.code).to_string(),
+            bytes_total: info.bytes_total,
+            bytes_from_origin: info.bytes_from_origin,
+            bytes_from_peers: info.bytes_from_peers_by_protocol,
+            duration_ms: info.elapsed_ms,
+            master: info.master.clone(),
+            ended_unix: crate::cache::now_unix(),
+        };
+        let p = &stats.bytes_from_peers;
+        tracing::info!(
+            job = info.id,
+            content = %format!("{}/{}", info.request.content_id, info.request.version),
+            outcome,
+            code = %stats.code,
+            bytes_total = stats.bytes_total,
+            from_origin = stats.bytes_from_origin,
+            from_peers_http = p.http,
+            from_peers_https = p.https,
+            from_peers_smb = p.smb,
+            duration_ms = stats.duration_ms,
+            master = stats.master.as_deref().unwrap_or("none"),
+            "FinalStats"
+        );
+        slot.info.final_stats = Some(stats);
     }
 
     pub(super) fn with_slot<T>(
@@ -370,12 +436,14 @@ impl JobManager {
 }
 
 pub(super) fn slot_from(info: JobInfo) -> Slot {
-    let live = Live::new(
-        info.state,
-        info.bytes_from_origin,
-        info.bytes_from_peers,
-        info.elapsed_ms,
-    );
+    // A job list written before bytes were kept by protocol has only the total:
+    // what is not accounted for by protocol was HTTP, the only protocol then.
+    let mut peers = info.bytes_from_peers_by_protocol;
+    peers.http += info.bytes_from_peers.saturating_sub(peers.total());
+    let live = Live::new(info.state, info.bytes_from_origin, peers, info.elapsed_ms);
+    if let Some(m) = &info.master {
+        live.set_master(m.clone());
+    }
     // A restart keeps the client-certificate wait's deadline (the page).
     live.set_cert_deadline(info.cert_wait_until_unix);
     Slot {

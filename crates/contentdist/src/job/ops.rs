@@ -59,10 +59,13 @@ impl JobManager {
             bytes_verified: 0,
             bytes_from_origin: 0,
             bytes_from_peers: 0,
+            bytes_from_peers_by_protocol: Default::default(),
+            master: None,
             source: Source::None,
             waiting_for: None,
             cert_wait_until_unix: None,
             elapsed_ms: 0,
+            final_stats: None,
         };
         self.inner
             .jobs
@@ -155,8 +158,11 @@ impl JobManager {
             s.info.code = Code::CANCELLED.0;
             s.info.message = Some("cancelled by request".into());
             s.info.code_in_success_codes = self.inner.success_codes.contains(Code::CANCELLED);
-            if let Some(stop) = s.stop.take() {
-                stop.cancel();
+            match s.stop.take() {
+                // Its task ends it (and records its end) as it winds down.
+                Some(stop) => stop.cancel(),
+                // Paused, or queued before its task ran: ends here.
+                None => self.ended(s),
             }
             Ok(s.snapshot())
         })?;

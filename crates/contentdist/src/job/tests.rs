@@ -124,3 +124,77 @@ async fn a_second_request_attaches_to_the_running_job_or_says_it_waits_for_it() 
     tasks.shutdown();
     tasks.join(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_job_end_is_recorded_once_and_kept_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 MiB at 4 MiB/s: time to pause a job before it is done.
+    let origin = TestOrigin::start(dir.path(), "JOBS0001", 4 << 20, Some(4 << 20));
+    let tasks = Tasks::new(CancellationToken::new());
+    let jobs = manager(dir.path(), &origin.url(), &tasks);
+    let (cancelled_code, failed_code) = (
+        Code::CANCELLED.to_string(),
+        Code::INTERNAL_ERROR.to_string(),
+    );
+    // Cancelled while paused (no task runs it then): recorded by the cancel itself.
+    let paused = jobs.submit(request(dir.path(), "b")).unwrap();
+    jobs.pause(paused.id).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the paused job's task to end",
+        || async { jobs.cancel(paused.id).is_ok() },
+    )
+    .await;
+    let cancelled = jobs.get(paused.id).unwrap();
+    let c = cancelled
+        .final_stats
+        .clone()
+        .expect("a cancelled job's record");
+    assert_eq!(
+        (c.outcome.as_str(), c.code.as_str()),
+        ("cancelled", cancelled_code.as_str())
+    );
+    // Failed: the panic's code, in the record; it downloaded the content.
+    jobs.inject_panic(Some("delivery"));
+    let failed = jobs.submit(request(dir.path(), "a")).unwrap();
+    let failed = wait_final(&jobs, failed.id).await;
+    jobs.inject_panic(None);
+    let f = failed.final_stats.clone().expect("a failed job's record");
+    assert_eq!(
+        (f.outcome.as_str(), f.code.as_str()),
+        ("failed", failed_code.as_str())
+    );
+    assert!(f.bytes_from_origin > 0 && f.master.is_none(), "{f:?}");
+    // Done, from the cache.
+    let done = jobs.submit(request(dir.path(), "c")).unwrap();
+    let done = wait_final(&jobs, done.id).await;
+    let d = done.final_stats.clone().expect("a done job's record");
+    assert_eq!((d.outcome.as_str(), d.code.as_str()), ("done", "0x0"));
+    assert_eq!(
+        (d.bytes_total, d.bytes_from_origin),
+        (done.bytes_total, 0),
+        "{d:?}"
+    );
+    assert!(d.bytes_total >= 4 << 20, "{d:?}");
+    // Counted once each, whatever path ended them.
+    let mut ends = jobs.ends();
+    ends.sort();
+    assert_eq!(
+        ends,
+        vec![
+            ("cancelled", cancelled_code, 1),
+            ("done", "0x0".to_string(), 1),
+            ("failed", failed_code, 1)
+        ]
+    );
+    tasks.shutdown();
+    tasks.join(Duration::from_secs(10)).await.unwrap();
+    jobs.persist();
+    // The records stay with the jobs across a restart.
+    let tasks = Tasks::new(CancellationToken::new());
+    let again = manager(dir.path(), &origin.url(), &tasks);
+    let kept: Vec<_> = again.list().iter().map(|j| j.final_stats.clone()).collect();
+    assert_eq!(kept, vec![Some(c), Some(f), Some(d)]);
+    tasks.shutdown();
+    tasks.join(Duration::from_secs(10)).await.unwrap();
+}

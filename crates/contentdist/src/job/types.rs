@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::codes::Code;
+use crate::peer::PeerBytesByProtocol;
 
 /// A job's number, unique within one agent's state directory.
 pub type JobId = u64;
@@ -101,6 +102,14 @@ pub struct JobInfo {
     pub bytes_from_origin: u64,
     /// Bytes this job copied from peers.
     pub bytes_from_peers: u64,
+    /// The same, by protocol.
+    #[serde(default)]
+    pub bytes_from_peers_by_protocol: PeerBytesByProtocol,
+    /// Whom the job took the content from last: `self` when this agent was master,
+    /// else the master's address; absent when no election gave it a role (peer
+    /// copy off, a cache hit, no master on the subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
     /// Where bytes come from right now.
     pub source: Source,
     /// While queued behind another job that fetches the same content, or that
@@ -114,6 +123,33 @@ pub struct JobInfo {
     pub cert_wait_until_unix: Option<u64>,
     /// Milliseconds since the job started running (frozen once final).
     pub elapsed_ms: u64,
+    /// Once the job ended (done, failed or cancelled): its record, as the log
+    /// has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_stats: Option<FinalStats>,
+}
+
+/// What a job did, recorded once when it ends: the product's `FinalStats` event.
+/// Written to the log as one line with these fields, and kept in the job list.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FinalStats {
+    /// `done`, `failed` or `cancelled`.
+    pub outcome: String,
+    /// The catalogue code (`0x0` when done).
+    pub code: String,
+    /// The content's size (0 when the manifest never arrived).
+    pub bytes_total: u64,
+    /// Bytes received from the origin, over the WAN.
+    pub bytes_from_origin: u64,
+    /// Bytes received from peers, by protocol.
+    pub bytes_from_peers: PeerBytesByProtocol,
+    /// How long the job ran, over all its runs (pauses and restarts excluded).
+    pub duration_ms: u64,
+    /// `self` when this agent was master, else the master's address; absent when
+    /// no election gave the job a role.
+    pub master: Option<String>,
+    /// When it ended, Unix seconds.
+    pub ended_unix: u64,
 }
 
 impl JobInfo {

@@ -52,8 +52,12 @@ pub struct Sample {
     pub job_ends: Vec<(&'static str, String, u64)>,
     /// Elections this agent takes part in now, by its role in each.
     pub elections_by_role: Vec<(&'static str, u64)>,
-    /// Times this agent became master (of any content).
+    /// Times this agent became master (of any content): elections won.
     pub masterships: u64,
+    /// Elections lost: times this agent was told to follow another master.
+    pub elections_lost: u64,
+    /// Times the master of a content this agent takes part in changed.
+    pub master_changes: u64,
     /// Election datagrams refused or lost, by reason.
     pub datagrams_dropped: Vec<(&'static str, u64)>,
     /// Peer-copy requests and connections refused, by reason.
@@ -63,6 +67,8 @@ pub struct Sample {
     /// The WAN throttle in bytes per second (`WanRateKbps` × `MaxWorkRate`, in
     /// bytes: Prometheus' base unit); 0 = not throttled.
     pub wan_throttle_bytes_per_second: u64,
+    /// Seconds the WAN throttle held origin downloads back ("WAN protected").
+    pub wan_throttled_seconds: f64,
     /// The cache: bytes verified in it, bytes free on its file system, entries.
     pub cache_bytes_verified: u64,
     pub cache_bytes_free: u64,

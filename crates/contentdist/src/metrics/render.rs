@@ -198,6 +198,21 @@ impl Collector for SampleCollector {
         )?;
         family(
             &mut enc,
+            "contentdist_election_results",
+            "Elections this agent took part in that gave a master, by result: won (this agent became master) or lost (it follows another); held = won + lost",
+            vec![
+                (vec![("result", "won")], counter(s.masterships)),
+                (vec![("result", "lost")], counter(s.elections_lost)),
+            ],
+        )?;
+        family(
+            &mut enc,
+            "contentdist_master_changes",
+            "Times the master of a content this agent takes part in became another agent (a failover, a better master)",
+            vec![(vec![], counter(s.master_changes))],
+        )?;
+        family(
+            &mut enc,
             "contentdist_election_datagrams_dropped",
             "Election datagrams refused (undecodable, wrong site key, replayed) or lost (the socket's queue was full), by reason",
             by_reason(&s.datagrams_dropped),
@@ -222,6 +237,12 @@ impl Collector for SampleCollector {
                 vec![],
                 ConstGauge::new(s.wan_throttle_bytes_per_second as i64),
             )],
+        )?;
+        family(
+            &mut enc,
+            "contentdist_wan_throttled_seconds",
+            "Time the WAN throttle held this agent's origin downloads back to protect the link (wall clock, once however many downloads waited)",
+            vec![(vec![], ConstCounter::new(s.wan_throttled_seconds))],
         )?;
         family(
             &mut enc,

@@ -134,6 +134,8 @@ pub struct OriginClient {
     http: reqwest::Client,
     opts: OriginOptions,
     throttle: Option<Arc<tokio::sync::Mutex<Throttle>>>,
+    /// Microseconds the throttle held downloads back (0 without a throttle).
+    held_back_us: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl OriginClient {
@@ -173,15 +175,22 @@ impl OriginClient {
             &client,
         )
         .map_err(setup)?;
-        let throttle = opts
-            .rate_limit
-            .map(|r| Arc::new(tokio::sync::Mutex::new(Throttle::new(r))));
+        let throttle = opts.rate_limit.map(Throttle::new);
+        let held_back_us = throttle.as_ref().map(Throttle::held_us).unwrap_or_default();
         Ok(OriginClient {
             base,
             http,
             opts,
-            throttle,
+            throttle: throttle.map(|t| Arc::new(tokio::sync::Mutex::new(t))),
+            held_back_us,
         })
+    }
+
+    /// How long the WAN throttle has held this agent's downloads back (the
+    /// product's "WAN protected" time): wall-clock time, counted once when several
+    /// downloads waited together.
+    pub fn wan_held_back(&self) -> Duration {
+        Duration::from_micros(self.held_back_us.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The options this client was built with.
@@ -244,6 +253,7 @@ impl OriginClient {
                 if resp.status() == reqwest::StatusCode::BAD_REQUEST && url.scheme() == "https" {
                     return Err(self.bad_request(&url, resp).await);
                 }
+                tracing::debug!(remote = "origin", url = %url, status = resp.status().as_u16(), "manifest request answered");
                 check_status(Remote::Origin, &url, resp.status())?;
                 self.stall_guard(&url, resp.bytes()).await
             }

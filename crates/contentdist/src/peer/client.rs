@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::auth::p2p_credentials;
 use super::tls::{PeerTls, PeerTlsOptions, TlsClients};
@@ -160,8 +160,7 @@ pub struct PeerClientCounters {
     pub cuts_not_held: AtomicU64,
     /// Content body bytes received (blocks, verified or not; no `have` or
     /// manifest), by protocol: live, for the metrics.
-    pub content_http: AtomicU64,
-    pub content_https: AtomicU64,
+    pub content: super::PeerBytes,
     /// Requests for blocks answered "busy" (503: the source's
     /// `MaxServingConnections` reached); the blocks were taken elsewhere or later.
     pub busy_answers: AtomicU64,
@@ -170,15 +169,7 @@ pub struct PeerClientCounters {
 impl PeerClientCounters {
     /// Content body bytes received over every protocol.
     pub fn content_bytes(&self) -> u64 {
-        self.content_http.load(Ordering::Relaxed) + self.content_https.load(Ordering::Relaxed)
-    }
-
-    /// The content counter of `protocol` (SMB counts nothing yet).
-    pub(super) fn content(&self, protocol: Protocol) -> &AtomicU64 {
-        match protocol {
-            Protocol::Https => &self.content_https,
-            _ => &self.content_http,
-        }
+        self.content.total()
     }
 }
 
@@ -411,6 +402,7 @@ impl PeerClient {
             .send()
             .await
             .map_err(failed)?;
+        debug!(remote = "peer", url = %url, status = resp.status().as_u16(), "manifest request answered");
         check_status(Remote::Master, &url, resp.status())?;
         let bytes = resp.bytes().await.map_err(failed)?;
         self.counters
@@ -456,6 +448,7 @@ impl PeerClient {
             req = req.header(super::swarm::HOLDER_HEADER, me.ad(n).to_header());
         }
         let resp = req.send().await.map_err(failed)?;
+        debug!(remote = "peer", url = %url, status = resp.status().as_u16(), "have request answered");
         check_status(Remote::Master, &url, resp.status())?;
         let bytes = resp.bytes().await.map_err(failed)?;
         self.counters

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::client::{MasterTarget, PeerClient, Route};
-use super::{plan, HaveDoc, PeerError};
+use super::{plan, HaveDoc, PeerBytes, PeerError};
 use crate::cache::{BlockRun, ContentEntry};
 use crate::config::Protocols;
 use crate::transfer::{self, BadBlocks, RunEnd};
@@ -98,7 +98,7 @@ impl PeerClient {
         entry: &Arc<ContentEntry>,
         target: &MasterTarget,
         local: Protocols,
-        from_peers: &AtomicU64,
+        from_peers: &PeerBytes,
         stop: &CancellationToken,
     ) -> Result<CopyOutcome, PeerError> {
         let m = entry.manifest();
@@ -289,7 +289,7 @@ impl PeerClient {
         holders: &mut [HolderSource],
         pieces: Vec<plan::Piece>,
         entry: &Arc<ContentEntry>,
-        from_peers: &AtomicU64,
+        from_peers: &PeerBytes,
         bad: &mut BadBlocks,
     ) -> Result<bool, PeerError> {
         let mut queues: HashMap<plan::Src, std::collections::VecDeque<BlockRun>> = HashMap::new();
@@ -324,7 +324,11 @@ impl PeerClient {
                 busy.insert(*src);
                 let src = *src;
                 let c = self.counters();
-                let received = [from_peers, &c.bytes_received, c.content(route.protocol)];
+                let received = [
+                    from_peers.of(route.protocol),
+                    &c.bytes_received,
+                    c.content.of(route.protocol),
+                ];
                 running.push(async move {
                     let source = self.source(&route);
                     let report = transfer::fetch_run(entry, run, &source, &received).await;

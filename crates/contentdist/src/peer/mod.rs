@@ -61,6 +61,7 @@
 //! - [`swarm`]: FanOut's descriptions, the master's registry of holders.
 
 pub mod auth;
+mod bytes;
 mod cached;
 pub mod client;
 mod copy;
@@ -90,6 +91,7 @@ use crate::transfer::HttpFailure;
 pub use auth::{
     constant_time_eq, machine_credentials, p2p_credentials, PeerAuth, Principal, Refusal, P2P_USER,
 };
+pub use bytes::{PeerBytes, PeerBytesByProtocol};
 pub use client::{
     choose_protocol, protocol_order, MasterTarget, PeerClient, PeerClientCounters,
     PeerClientOptions,

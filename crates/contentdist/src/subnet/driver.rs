@@ -121,6 +121,7 @@ pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHa
         overflowed: Default::default(),
         free_bytes: opts.local.free_bytes.into(),
         masterships: Default::default(),
+        outcomes: Default::default(),
     });
     let handle = SubnetHandle {
         events: tx,
@@ -360,13 +361,25 @@ impl Driver {
                     .lock()
                     .expect("masterships lock")
                     .begin(&key, std::time::Instant::now());
-                self.shared.role_sender(&key).send_replace(Role::Master);
+                let before = self.shared.role_sender(&key).send_replace(Role::Master);
+                self.shared
+                    .outcomes
+                    .lock()
+                    .expect("outcomes lock")
+                    .elected(&key, None, &before);
             }
             Action::FollowMaster { key, master } => {
                 tracing::info!(content = %key, master = %master.addr, share = master.share_permille, "following master");
-                self.shared
+                let addr = Some(master.addr);
+                let before = self
+                    .shared
                     .role_sender(&key)
                     .send_replace(Role::Follow(master));
+                self.shared
+                    .outcomes
+                    .lock()
+                    .expect("outcomes lock")
+                    .elected(&key, addr, &before);
             }
             Action::MasterLost { key } => {
                 tracing::warn!(content = %key, "master lost: electing again");

@@ -64,6 +64,33 @@ pub(crate) struct Shared {
     overflowed: AtomicU64,
     free_bytes: AtomicU64,
     masterships: Mutex<Masterships>,
+    outcomes: Mutex<Outcomes>,
+}
+
+/// How this agent's elections came out, for the metrics: elections lost (it
+/// follows another agent), and master changes (the master of a content it takes
+/// part in became another agent, this one included).
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes {
+    lost: u64,
+    master_changes: u64,
+    /// The last master of each content in play: `None` for this agent.
+    last_master: HashMap<ContentKey, Option<std::net::IpAddr>>,
+}
+
+impl Outcomes {
+    /// The election of `key` made `master` (`None`: this agent) its master;
+    /// `before` was this agent's role until now.
+    fn elected(&mut self, key: &ContentKey, master: Option<std::net::IpAddr>, before: &Role) {
+        if master.is_some() && !matches!(before, Role::Follow(m) if Some(m.addr) == master) {
+            self.lost += 1;
+        }
+        if let Some(prev) = self.last_master.insert(key.clone(), master) {
+            if prev != master {
+                self.master_changes += 1;
+            }
+        }
+    }
 }
 
 /// One time this agent was master of a content: from `BecomeMaster` to
@@ -130,6 +157,8 @@ impl Shared {
         let mut roles = self.roles.lock().expect("roles lock");
         if roles.get(key).is_some_and(|s| s.receiver_count() == 0) {
             roles.remove(key);
+            let mut o = self.outcomes.lock().expect("outcomes lock");
+            o.last_master.remove(key);
         }
     }
 
@@ -259,6 +288,21 @@ impl SubnetHandle {
             .lock()
             .expect("masterships lock")
             .count
+    }
+
+    /// Elections this agent lost: times it was told to follow another master.
+    pub fn elections_lost(&self) -> u64 {
+        self.shared.outcomes.lock().expect("outcomes lock").lost
+    }
+
+    /// Times the master of a content this agent takes part in changed to another
+    /// agent (this one included).
+    pub fn master_changes(&self) -> u64 {
+        self.shared
+            .outcomes
+            .lock()
+            .expect("outcomes lock")
+            .master_changes
     }
 
     /// This agent's recent masterships (the last 64), oldest first, as the

@@ -65,6 +65,21 @@ pub async fn fetch_run<S: BlockSource>(
     let writer = BlockWriter::start(Arc::clone(entry));
     let end = receive(entry.manifest(), run, source, received, &writer).await;
     let rejected = writer.finish().await?;
+    let m = entry.manifest();
+    let result = match &end {
+        Ok(RunEnd::Done) => "done".to_string(),
+        Ok(RunEnd::NotHeld) => "not held by the source".to_string(),
+        Ok(RunEnd::CutShort { at, .. }) => format!("cut short at byte {at}"),
+        Err(e) => format!("failed: {e}"),
+    };
+    tracing::debug!(
+        content = %entry.key(),
+        file = %m.files[run.file].path,
+        blocks = %format!("{}-{}", run.first, run.last),
+        rejected = rejected.len(),
+        result,
+        "range transfer ended"
+    );
     Ok(RunReport { end, rejected })
 }
 

@@ -24,6 +24,16 @@ pub enum Remote {
     Master,
 }
 
+impl Remote {
+    /// In a log line: `origin` or `peer`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Remote::Origin => "origin",
+            Remote::Master => "peer",
+        }
+    }
+}
+
 /// What kind of failure, independent of the code it maps to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailureKind {

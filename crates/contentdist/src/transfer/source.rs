@@ -194,7 +194,15 @@ impl<'a> BlockSource for HttpSource<'a> {
         if let Some(n) = self.requests {
             n.fetch_add(1, Ordering::Relaxed);
         }
-        let resp = guarded(self.remote, self.stall, &url, request.send()).await?;
+        let range_text = format!("{}-{}", range.start, range.end - 1);
+        let resp = match guarded(self.remote, self.stall, &url, request.send()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(remote = self.remote.name(), url = %url, range = %range_text, code = %e.code, error = %e, "range request failed");
+                return Err(e);
+            }
+        };
+        tracing::debug!(remote = self.remote.name(), url = %url, range = %range_text, status = resp.status().as_u16(), "range request answered");
         // In the peer protocol, 409 means "some of these blocks are not verified here
         // (any more)"; for a web server it is just a refusal.
         if self.remote == Remote::Master && resp.status() == StatusCode::CONFLICT {

@@ -3,7 +3,7 @@
 //! (no bad block, no network failure) and completes once the block is back.
 
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::*;
 
@@ -95,7 +95,7 @@ async fn a_peer_waits_out_changed_blocks_without_counting_them_bad_and_completes
         let copy = {
             let (entry, target, client) = (entry.clone(), m.target(), client.clone());
             tokio::spawn(async move {
-                let from = AtomicU64::new(0);
+                let from = PeerBytes::default();
                 let stop = CancellationToken::new();
                 client
                     .copy(&entry, &target, http_only(), &from, &stop)
@@ -147,7 +147,7 @@ async fn cuts_at_blocks_the_master_still_claims_count_as_bad_and_end_with_data_e
                 &entry,
                 &target,
                 http_only(),
-                &AtomicU64::new(0),
+                &PeerBytes::default(),
                 &CancellationToken::new(),
             )
             .await

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -33,7 +33,7 @@ async fn a_peer_copies_complete_content_and_every_byte_matches() {
         assert_eq!((r.status, &r.body[..]), (206, &big[1000..=700000]));
         let peer = Node::new();
         let entry = peer.entry(&c);
-        let from_peers = AtomicU64::new(0);
+        let from_peers = PeerBytes::default();
         let client = client();
         let out = client
             .copy(
@@ -49,7 +49,7 @@ async fn a_peer_copies_complete_content_and_every_byte_matches() {
         assert!(entry.is_complete());
         let expected: Vec<Vec<u8>> = c.files.iter().map(|(_, d)| d.clone()).collect();
         assert_eq!(files_of(&peer, &c), expected);
-        assert_eq!(from_peers.load(Ordering::Relaxed), c.manifest.total_size());
+        assert_eq!(from_peers.total(), c.manifest.total_size());
         assert_eq!(client.counters().blocks_rejected.load(Ordering::Relaxed), 0);
         // Copying again is a no-op.
         client
@@ -62,7 +62,7 @@ async fn a_peer_copies_complete_content_and_every_byte_matches() {
             )
             .await
             .unwrap();
-        assert_eq!(from_peers.load(Ordering::Relaxed), c.manifest.total_size());
+        assert_eq!(from_peers.total(), c.manifest.total_size());
     })
     .await
 }
@@ -95,7 +95,7 @@ async fn a_peer_copies_while_the_master_downloads_and_finishes_right_after_it() 
                 (Instant::now(), peer_entry.verified_bytes())
             })
         };
-        let from_peers = AtomicU64::new(0);
+        let from_peers = PeerBytes::default();
         let client = client();
         client
             .copy(
@@ -121,7 +121,7 @@ async fn a_peer_copies_while_the_master_downloads_and_finishes_right_after_it() 
         let expected: Vec<Vec<u8>> = c.files.iter().map(|(_, d)| d.clone()).collect();
         assert_eq!(files_of(&peer, &c), expected);
         // Every block crossed once and verified the first time: nothing unverified came.
-        assert_eq!(from_peers.load(Ordering::Relaxed), c.manifest.total_size());
+        assert_eq!(from_peers.total(), c.manifest.total_size());
         assert_eq!(client.counters().blocks_rejected.load(Ordering::Relaxed), 0);
     })
     .await
@@ -139,7 +139,7 @@ async fn a_master_that_shuts_down_mid_copy_is_reported_lost_quickly() {
         let copy = {
             let entry = entry.clone();
             tokio::spawn(async move {
-                let from = AtomicU64::new(0);
+                let from = PeerBytes::default();
                 client
                     .copy(
                         &entry,
@@ -191,7 +191,7 @@ async fn no_master_listening_is_reported_lost_with_cannot_connect() {
                 &peer.entry(&c),
                 &target,
                 http_only(),
-                &AtomicU64::new(0),
+                &PeerBytes::default(),
                 &CancellationToken::new(),
             )
             .await
@@ -243,7 +243,7 @@ async fn protocol_choice_names_both_sides_when_nothing_usable_is_shared() {
                 &peer.entry(&c),
                 &target,
                 all,
-                &AtomicU64::new(0),
+                &PeerBytes::default(),
                 &CancellationToken::new(),
             )
             .await
@@ -271,7 +271,7 @@ async fn wrong_key_is_refused_and_other_content_is_a_mismatch() {
                 &peer.entry(&c),
                 &target,
                 http_only(),
-                &AtomicU64::new(0),
+                &PeerBytes::default(),
                 &CancellationToken::new(),
             )
             .await
@@ -292,7 +292,7 @@ async fn wrong_key_is_refused_and_other_content_is_a_mismatch() {
                 &peer2.entry(&other),
                 &m.target(),
                 http_only(),
-                &AtomicU64::new(0),
+                &PeerBytes::default(),
                 &CancellationToken::new(),
             )
             .await
@@ -329,7 +329,7 @@ async fn stop_ends_a_copy_waiting_on_the_master() {
             let (entry, target, stop) = (peer.entry(&c), m.target(), stop.clone());
             tokio::spawn(async move {
                 client()
-                    .copy(&entry, &target, http_only(), &AtomicU64::new(0), &stop)
+                    .copy(&entry, &target, http_only(), &PeerBytes::default(), &stop)
                     .await
             })
         };
@@ -356,7 +356,7 @@ async fn a_master_sending_bytes_that_do_not_verify_is_abandoned_with_data_error(
                 &entry,
                 &target,
                 http_only(),
-                &AtomicU64::new(0),
+                &PeerBytes::default(),
                 &CancellationToken::new(),
             )
             .await

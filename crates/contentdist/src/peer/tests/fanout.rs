@@ -1,7 +1,7 @@
 //! FanOut on loopback: peers on their own 127.0.0.X addresses, each running its
 //! own peer-copy server, copy one content from a master and from each other.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::peer::swarm::SelfAd;
@@ -80,7 +80,7 @@ async fn peers_take_blocks_from_each_other_and_spare_the_master() {
             let (p, c, target) = (Arc::clone(p), Arc::clone(&c), target.clone());
             tokio::spawn(async move {
                 let entry = p.node.entry(&c);
-                let got = AtomicU64::new(0);
+                let got = PeerBytes::default();
                 p.client
                     .copy(
                         &entry,
@@ -92,7 +92,7 @@ async fn peers_take_blocks_from_each_other_and_spare_the_master() {
                     .await
                     .unwrap();
                 assert!(entry.is_complete());
-                got.load(Ordering::Relaxed)
+                got.total()
             })
         });
         let received = futures_util::future::join_all(copies).await;
@@ -137,7 +137,7 @@ async fn a_holder_that_goes_away_costs_only_time() {
                 &entry,
                 &target,
                 http_only(),
-                &AtomicU64::new(0),
+                &PeerBytes::default(),
                 &CancellationToken::new(),
             )
             .await
@@ -152,7 +152,7 @@ async fn a_holder_that_goes_away_costs_only_time() {
                 &entry,
                 &target,
                 http_only(),
-                &AtomicU64::new(0),
+                &PeerBytes::default(),
                 &CancellationToken::new(),
             )
             .await
@@ -206,7 +206,7 @@ async fn a_busy_master_is_not_a_failure_and_the_holders_serve_meanwhile() {
             let (peer, c, target) = (Arc::clone(&peer), Arc::clone(&c), target.clone());
             tokio::spawn(async move {
                 let entry = peer.node.entry(&c);
-                let got = AtomicU64::new(0);
+                let got = PeerBytes::default();
                 let r = peer
                     .client
                     .copy(&entry, &target, http_only(), &got, &CancellationToken::new())

@@ -2,8 +2,6 @@
 //! service, with a self-signed or a PKI certificate; peers that pin, check the
 //! chain and name, refuse, and fall back to HTTP.
 
-use std::sync::atomic::AtomicU64;
-
 use super::*;
 use crate::certstore::{CertStore, HostIdentity, IssuerFilter, ServerCertOptions, ServerCerts};
 use crate::codes::Code;
@@ -161,7 +159,7 @@ pub(super) async fn copy(
             &entry,
             target,
             local,
-            &AtomicU64::new(0),
+            &PeerBytes::default(),
             &CancellationToken::new(),
         )
         .await?;
