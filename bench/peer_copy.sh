@@ -13,6 +13,11 @@
 #
 #   BASELINE_BIN=target-before/release/contentdist bash bench/peer_copy.sh
 #
+# With METRICS_AB=1, the two peers of each round are the same binary with its
+# metrics off (MetricsAddress = "") and on, the peer's and the master's /metrics
+# scraped every 0.25 s during the copy (60 times Prometheus' default rate): the cost
+# of metrics on the hot path.
+#
 # Prints per round: curl seconds, and per peer binary the `get` wall time (submit to
 # delivered, including the ~0.5 s election window), the job's own time, and the
 # ratio peer/curl; then the median ratios. Needs nginx, curl, python3 and a release
@@ -25,6 +30,7 @@ BIN=${CONTENTDIST_BIN:-$ROOT/target/release/contentdist}
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q)
 PEERS=("after=$BIN")
 [ -n "${BASELINE_BIN:-}" ] && PEERS=("before=$BASELINE_BIN" "${PEERS[@]}")
+[ -n "${METRICS_AB:-}" ] && PEERS=("metrics-off=$BIN" "metrics-on=$BIN")
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 W=$(mktemp -d /tmp/cd-peerbench.XXXXXX)
 PIDS=(); NGINX_STARTED=""
@@ -47,9 +53,10 @@ start_origin_nginx "$W/origin"
 # One election port for the subnet; 127.0.X.1 the master, 127.0.X.2 the peer.
 EPORT=$(free_port SOCK_DGRAM)
 NET="127.0.$((EPORT % 250))"
-config() { # dir address
+config() { # dir address [metrics address]
   mkdir -p "$1"
   cat > "$1/agent.toml" <<TOML
+MetricsAddress = "${3:-}"
 CacheDir = "$1/cache"
 ControlSocket = "$1/control.sock"
 OriginUrl = "$URL"
@@ -68,8 +75,17 @@ start_agent() { # bin dir; sets AGENT_PID
 }
 field() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
 
-config "$W/master" "$NET.1"
+config "$W/master" "$NET.1" "$NET.1:0"
 start_agent "$BIN" "$W/master"
+metrics_url() { "$BIN" status --json --config "$1/agent.toml" | python3 -c 'import json,sys;print(json.load(sys.stdin).get("metrics",""))'; }
+MASTER_METRICS=$(metrics_url "$W/master")
+SCRAPES=0
+scrape_loop() { # urls...; scrapes until killed, counting in $W/scrapes
+  while :; do
+    for u in "$@"; do curl -sf -m 2 -o /dev/null "$u" && echo >> "$W/scrapes"; done
+    sleep 0.25
+  done
+}
 "$BIN" get BENCH --version 1 --dest "$W/master/dest" --config "$W/master/agent.toml" --json > "$W/master/get.json" 2>> "$W/master/get.log"
 echo "master: downloaded ${SIZE_MIB} MiB from nginx in $(field "$W/master/get.json" elapsed_ms) ms"
 
@@ -84,11 +100,17 @@ for r in $(seq "$ROUNDS"); do
   order=("${PEERS[@]}"); [ $((r % 2)) = 0 ] && order=($(printf '%s\n' "${PEERS[@]}" | tac))
   for p in "${order[@]}"; do
     name=${p%%=*}; pbin=${p#*=}; d="$W/peer-$name"
-    rm -rf "$d"; config "$d" "$NET.2"; drop_caches
+    maddr=""; [ "$name" = metrics-on ] && maddr="$NET.2:0"
+    rm -rf "$d"; config "$d" "$NET.2" "$maddr"; drop_caches
     start_agent "$pbin" "$d"; peer_pid=$AGENT_PID
+    scraper=""
+    if [ -n "$maddr" ]; then
+      scrape_loop "$(metrics_url "$d")" "$MASTER_METRICS" & scraper=$!
+    fi
     t0=$(now)
     "$pbin" get BENCH --version 1 --dest "$d/dest" --config "$d/agent.toml" --json > "$d/get.json" 2>> "$d/get.log"
     t1=$(now)
+    [ -n "$scraper" ] && { kill "$scraper"; wait "$scraper" 2>/dev/null || true; }
     kill "$peer_pid"; wait "$peer_pid" 2>/dev/null || true
     from_peers=$(field "$d/get.json" bytes_from_peers); from_origin=$(field "$d/get.json" bytes_from_origin)
     [ "$from_origin" = 0 ] && [ "$from_peers" = $((SIZE_MIB * 1024 * 1024)) ] \
@@ -108,3 +130,5 @@ for p in "${PEERS[@]}"; do
   median=$(printf '%s\n' ${RATIOS[$name]} | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   printf '%s: median peer/curl ratio over %d rounds: %.2f\n' "$name" "$ROUNDS" "$median"
 done
+[ -f "$W/scrapes" ] && echo "metrics scrapes answered during the copies: $(wc -l < "$W/scrapes")"
+exit 0

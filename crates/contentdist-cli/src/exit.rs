@@ -16,6 +16,7 @@ Exit status:
   2    usage error (unknown option, missing argument)
   3    `get` only: the job failed with a code in SuccessCodes: do NOT fall back
   4    the agent is unreachable or refused the request (control socket error)
+  78   `agent` only: the settings file is invalid (systemd does not restart it)
   130  `get` interrupted while waiting; the job keeps running in the agent
 
 `contentdist explain CODE` tells what a code means and how to fix it.";
@@ -31,6 +32,9 @@ pub enum Exit {
     DoNotFallBack = 3,
     /// The agent could not be reached or refused the request.
     Control = 4,
+    /// `agent`: the settings do not load (sysexits' EX_CONFIG); the unit's
+    /// `RestartPreventExitStatus` lists it, so a bad file does not loop.
+    Config = 78,
     /// Ctrl-C while waiting for a job, which keeps running.
     Interrupted = 130,
 }

@@ -12,6 +12,7 @@ mod format;
 mod get;
 mod jobs;
 mod lab;
+mod logging;
 mod progress;
 mod publish;
 mod settings;
@@ -66,7 +67,7 @@ async fn main() -> ExitCode {
     let settings = &cli.settings;
     // The agent logs at its configured level once the settings are read.
     if !matches!(cli.command, Command::Agent) {
-        init_logging("warn", contentdist::config::LogFormat::Text);
+        logging::init("warn", contentdist::config::LogFormat::Text);
     }
     let (result, control) = match cli.command {
         Command::Agent => (agent::run(settings).await, false),
@@ -83,26 +84,4 @@ async fn main() -> ExitCode {
     result
         .unwrap_or_else(|e| exit::report_error(&e, control))
         .into()
-}
-
-/// Logs to stderr at `default_level`, unless `RUST_LOG` says otherwise. A log line
-/// that cannot be written (the log's disk is full, a closed pipe) is lost, never
-/// fatal: the default reports it with `eprint!`, which panics when stderr itself is
-/// what fails, and took the agent down with it.
-///
-/// Colour only when standard error is a terminal: the journal and log files get
-/// plain text. `json`: one JSON object per line.
-fn init_logging(default_level: &str, format: contentdist::config::LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .log_internal_errors(false);
-    match format {
-        contentdist::config::LogFormat::Text => builder.init(),
-        contentdist::config::LogFormat::Json => builder.json().init(),
-    }
 }

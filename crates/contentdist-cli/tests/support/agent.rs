@@ -65,6 +65,10 @@ impl AgentProc {
         if !extra.contains("ElectionAddress") {
             safe.push_str("ElectionAddress = \"127.255.255.255\"\n");
         }
+        // Debug logs, unless the test sets its own level.
+        if !extra.contains("LogLevel") {
+            safe.push_str("LogLevel = \"debug\"\n");
+        }
         // Many agents on one host: each its own free metrics port.
         if !extra.contains("MetricsAddress") {
             safe.push_str("MetricsAddress = \"127.0.0.1:0\"\n");
@@ -72,7 +76,7 @@ impl AgentProc {
         let toml = format!(
             "CacheDir = \"{cache}\"\nControlSocket = \"{sock}\"\nOriginUrl = \"{origin}\"\n\
              OriginStallTimeoutSecs = 2\nOriginRetries = 3\nOriginConnectTimeoutSecs = 2\n\
-             LogLevel = \"debug\"\n{safe}{extra}\n",
+             {safe}{extra}\n",
             cache = dir.join("cache").display(),
             sock = dir.join("control.sock").display(),
         );
@@ -146,6 +150,19 @@ impl AgentProc {
             });
             assert!(exited, "agent did not stop on SIGTERM:\n{}", self.log());
         }
+    }
+
+    /// Send `signal` to the agent (it must be running).
+    pub fn signal(&self, signal: i32) {
+        let c = self.child.as_ref().expect("the agent runs");
+        unsafe { libc::kill(c.id() as i32, signal) };
+    }
+
+    /// True while the agent process has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Start again with the same settings and cache.

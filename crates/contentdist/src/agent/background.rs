@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Cache, CleanPolicy};
 use crate::job::{JobManager, JobRequest};
 use crate::tasks::Tasks;
 
@@ -59,8 +58,7 @@ pub(super) async fn repair_damaged(
 }
 
 pub(super) async fn clean_cycle(
-    cache: Arc<Cache>,
-    policy: CleanPolicy,
+    jobs: JobManager,
     period: Duration,
     tasks: Tasks,
     stop: CancellationToken,
@@ -72,7 +70,8 @@ pub(super) async fn clean_cycle(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let c = Arc::clone(&cache);
+        // The limits in force now: a reload may have changed them.
+        let (c, policy) = (Arc::clone(jobs.cache()), jobs.clean_policy());
         match tasks
             .spawn_blocking("cache clean-up", move || c.clean(policy, 0))
             .await

@@ -14,7 +14,7 @@ use super::AgentView;
 impl AgentView {
     /// The counters now, for a scrape.
     pub(super) fn metrics_sample(&self) -> Sample {
-        let c = &self.config;
+        let c = &self.config();
         let jobs = &self.jobs;
         let counters = jobs.counters();
         let peer = self.peer_client.as_ref().map(|p| p.counters());

@@ -158,7 +158,7 @@ impl Agent {
             server_certs,
             client_certs: Arc::clone(&certs.client),
             jobs: jobs.clone(),
-            config: Arc::new(config.clone()),
+            config: std::sync::Mutex::new(Arc::new(config.clone())),
             subnet: subnet.clone(),
             listeners,
         });
@@ -179,10 +179,9 @@ impl Agent {
         tasks.spawn("cache repair", move |stop| repair_damaged(j, damaged, stop));
         if config.cache_clean_cycle_hrs > 0 {
             let period = Duration::from_secs(u64::from(config.cache_clean_cycle_hrs) * 3600);
-            let (c, policy) = (Arc::clone(&cache), clean_policy(&config));
-            let t = tasks.clone();
+            let (j, t) = (jobs.clone(), tasks.clone());
             tasks.spawn("cache clean-up cycle", move |stop| {
-                clean_cycle(c, policy, period, t, stop)
+                clean_cycle(j, period, t, stop)
             });
         }
         tracing::info!(
@@ -259,6 +258,20 @@ impl AgentHandle {
         self.view.status()
     }
 
+    /// The settings in force (the live ones as the last reload set them).
+    pub fn config(&self) -> Arc<Config> {
+        self.view.config()
+    }
+
+    /// True when the agent produces its status within `within` (off the async
+    /// threads: it takes the job manager's locks). The systemd watchdog is fed only
+    /// then, so a stuck agent is restarted.
+    pub async fn answers_status(&self, within: Duration) -> bool {
+        let view = Arc::clone(&self.view);
+        let status = tokio::task::spawn_blocking(move || view.status());
+        matches!(tokio::time::timeout(within, status).await, Ok(Ok(_)))
+    }
+
     /// The names of the agent's background tasks still running.
     pub fn tasks_live(&self) -> Vec<String> {
         self.tasks.live()
@@ -319,9 +332,10 @@ struct AgentView {
     peer_counters: Option<Arc<crate::peer::PeerServerCounters>>,
     server_certs: Option<Arc<crate::certstore::ServerCerts>>,
     client_certs: Arc<crate::certstore::ClientCerts>,
-    config: Arc<Config>,
     subnet: Option<SubnetHandle>,
     listeners: Vec<String>,
+    /// The settings in force (a reload changes the live ones).
+    config: std::sync::Mutex<Arc<Config>>,
     /// The peer-copy client (its counters feed the metrics).
     peer_client: Option<Arc<crate::peer::PeerClient>>,
     /// When the agent started, Unix seconds.
@@ -331,9 +345,18 @@ struct AgentView {
 }
 
 impl AgentView {
+    /// The settings in force.
+    fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.lock().expect("config lock"))
+    }
+
+    fn set_config(&self, config: Arc<Config>) {
+        *self.config.lock().expect("config lock") = config;
+    }
+
     fn status(&self) -> AgentStatus {
         let stats = self.jobs.stats();
-        let c = &self.config;
+        let c = &self.config();
         AgentStatus {
             version: env!("CARGO_PKG_VERSION").into(),
             origin_url: c.origin_url.clone().unwrap_or_default(),
@@ -404,10 +427,12 @@ impl JobControl for AgentView {
 
 mod background;
 mod metrics;
+mod reload;
 mod subnet;
 mod tls;
 
 use background::{clean_cycle, repair_damaged};
+pub use reload::{changed_settings, ReloadReport, LIVE_SETTINGS};
 pub use subnet::advertised_address;
 use subnet::{start_subnet, SubnetParts};
 use tls::{spawn_refresh, AgentCerts, Refresh};

@@ -76,6 +76,8 @@ pub enum ClientCertState {
 #[derive(Debug)]
 pub struct ClientCerts {
     opts: ClientCertOptions,
+    /// The rules in force (from `opts`, then from reloads of the settings).
+    rules: Mutex<ClientRules>,
     /// The cached choice and where it came from.
     cached: Mutex<Option<(OwnedCert, &'static str)>>,
     state: Mutex<ClientCertState>,
@@ -86,6 +88,7 @@ impl ClientCerts {
     /// A manager that has chosen nothing yet (call [`ClientCerts::refresh`]).
     pub fn new(opts: ClientCertOptions) -> ClientCerts {
         ClientCerts {
+            rules: Mutex::new(opts.rules.clone()),
             opts,
             cached: Mutex::new(None),
             state: Mutex::new(ClientCertState::Unknown),
@@ -112,12 +115,20 @@ impl ClientCerts {
             .map(|(c, _)| Arc::clone(&c.key))
     }
 
+    /// New selection rules (a reload changed `CertIssuer`, `CertSubject` or the
+    /// platform thumbprint): the cached choice is dropped, so the next
+    /// [`ClientCerts::refresh`] chooses again by them.
+    pub fn set_rules(&self, rules: ClientRules) {
+        *self.rules.lock().expect("client rules lock") = rules;
+        *self.cached.lock().expect("client cert lock") = None;
+    }
+
     /// Keep the cached certificate while it is usable at `now` and still in the
     /// store (or the boot image); else choose again. Returns true when the
     /// certificate in use changed. Reads the boot-image file when it is needed.
     pub fn refresh(&self, now: i64) -> bool {
         let contents = self.opts.store.contents();
-        let rules = &self.opts.rules;
+        let rules = &self.rules.lock().expect("client rules lock").clone();
         let mut cached = self.cached.lock().expect("client cert lock");
         if let Some((c, source)) = cached.as_ref() {
             let present = *source == "boot image"

@@ -87,6 +87,8 @@ pub enum ServerCertState {
 #[derive(Debug)]
 pub struct ServerCerts {
     opts: ServerCertOptions,
+    /// `CertIssuer` in force (from `opts`, then from reloads of the settings).
+    issuers: Mutex<IssuerFilter>,
     resolver: Arc<ServerCertResolver>,
     state: Mutex<ServerCertState>,
     usable: watch::Sender<bool>,
@@ -99,12 +101,19 @@ impl ServerCerts {
     /// A manager that has chosen nothing yet (call [`ServerCerts::refresh`]).
     pub fn new(opts: ServerCertOptions) -> ServerCerts {
         ServerCerts {
+            issuers: Mutex::new(opts.issuers.clone()),
             opts,
             resolver: Arc::new(ServerCertResolver::default()),
             state: Mutex::new(ServerCertState::Unknown),
             usable: watch::channel(false).0,
             pin: watch::channel(None).0,
         }
+    }
+
+    /// A new `CertIssuer` (a reload of the settings); the next
+    /// [`ServerCerts::refresh`] chooses by it.
+    pub fn set_issuers(&self, issuers: IssuerFilter) {
+        *self.issuers.lock().expect("issuers lock") = issuers;
     }
 
     /// What rustls asks for the certificate at every handshake.
@@ -195,7 +204,8 @@ impl ServerCerts {
     fn choose_pki(&self, now: i64) -> Result<OwnedCert, (String, Vec<RejectedCert>)> {
         let contents = self.opts.store.contents();
         let infos: Vec<_> = contents.mine.iter().map(|c| c.info.clone()).collect();
-        let choice = select_server(&infos, &self.opts.identity, &self.opts.issuers, now);
+        let issuers = self.issuers.lock().expect("issuers lock").clone();
+        let choice = select_server(&infos, &self.opts.identity, &issuers, now);
         if let Some(i) = choice.chosen {
             return Ok(contents.mine[i].clone());
         }

@@ -55,7 +55,8 @@ pub(super) struct JobContext {
     /// `None`: every job downloads from the origin itself.
     pub peers: Option<PeerSetup>,
     pub counters: Counters,
-    pub clean_policy: CleanPolicy,
+    /// Clean-up limits; a reload of the settings changes them.
+    pub clean_policy: std::sync::Mutex<CleanPolicy>,
     /// Jobs that transfer at once.
     pub permits: tokio::sync::Semaphore,
     pub content_locks: Mutex<HashMap<ContentKey, Arc<ContentLock>>>,

@@ -128,7 +128,7 @@ impl JobManager {
                 origin: opts.origin,
                 peers: opts.peers,
                 counters: Counters::default(),
-                clean_policy: opts.clean_policy,
+                clean_policy: std::sync::Mutex::new(opts.clean_policy),
                 permits: tokio::sync::Semaphore::new(max),
                 content_locks: Mutex::new(HashMap::new()),
                 tasks: opts.tasks,
@@ -206,6 +206,33 @@ impl JobManager {
             .origin
             .as_ref()
             .map_or(std::time::Duration::ZERO, OriginClient::wan_held_back)
+    }
+
+    /// The clean-up limits in force.
+    pub fn clean_policy(&self) -> CleanPolicy {
+        *self
+            .inner
+            .ctx
+            .clean_policy
+            .lock()
+            .expect("clean policy lock")
+    }
+
+    /// Change the clean-up limits (a reload of the settings).
+    pub fn set_clean_policy(&self, policy: CleanPolicy) {
+        *self
+            .inner
+            .ctx
+            .clean_policy
+            .lock()
+            .expect("clean policy lock") = policy;
+    }
+
+    /// Change the WAN throttle (a reload of the settings); no origin, nothing to do.
+    pub fn set_rate_limit(&self, bytes_per_sec: Option<u64>) {
+        if let Ok(o) = &self.inner.ctx.origin {
+            o.set_rate_limit(bytes_per_sec);
+        }
     }
 
     /// The cache the jobs fill.

@@ -178,7 +178,7 @@ impl JobManager {
     /// Run the cache clean-up now.
     pub fn cache_clean(&self) -> Result<CleanReport, ControlError> {
         self.cache()
-            .clean(self.inner.ctx.clean_policy, 0)
+            .clean(self.clean_policy(), 0)
             .map_err(|e| ControlError::new(e.code(), e.to_string()))
     }
 }

@@ -238,7 +238,8 @@ async fn find_or_create_entry(
         .fetch_manifest(key.id(), key.version(), expect_hash)
         .await?;
     let needed = manifest.total_size();
-    if let Err(e) = cache.clean(ctx.clean_policy, needed) {
+    let policy = *ctx.clean_policy.lock().expect("clean policy lock");
+    if let Err(e) = cache.clean(policy, needed) {
         tracing::warn!(error = %e, "cache clean-up before download failed");
     }
     Ok(cache.get_or_create(manifest, priority)?)

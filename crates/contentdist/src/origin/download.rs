@@ -106,7 +106,7 @@ impl OriginClient {
             files: self.urls(&m.content_id, m.version).join(&[CONTENT_DIR]),
             credentials: None,
             stall: Some(self.opts.stall_timeout),
-            throttle: self.throttle.as_deref(),
+            throttle: Some(&self.throttle),
             requests: None,
         };
         let received: Vec<&AtomicU64> = std::iter::once(counters.from_origin)

@@ -133,9 +133,8 @@ pub struct OriginClient {
     base: Url,
     http: reqwest::Client,
     opts: OriginOptions,
-    throttle: Option<Arc<tokio::sync::Mutex<Throttle>>>,
-    /// Microseconds the throttle held downloads back (0 without a throttle).
-    held_back_us: Arc<std::sync::atomic::AtomicU64>,
+    /// The WAN budget (it may have no limit, and a reload may set one).
+    throttle: Arc<Throttle>,
 }
 
 impl OriginClient {
@@ -175,14 +174,12 @@ impl OriginClient {
             &client,
         )
         .map_err(setup)?;
-        let throttle = opts.rate_limit.map(Throttle::new);
-        let held_back_us = throttle.as_ref().map(Throttle::held_us).unwrap_or_default();
+        let throttle = Arc::new(Throttle::new(opts.rate_limit));
         Ok(OriginClient {
             base,
             http,
             opts,
-            throttle: throttle.map(|t| Arc::new(tokio::sync::Mutex::new(t))),
-            held_back_us,
+            throttle,
         })
     }
 
@@ -190,7 +187,13 @@ impl OriginClient {
     /// product's "WAN protected" time): wall-clock time, counted once when several
     /// downloads waited together.
     pub fn wan_held_back(&self) -> Duration {
-        Duration::from_micros(self.held_back_us.load(std::sync::atomic::Ordering::Relaxed))
+        self.throttle.held_back()
+    }
+
+    /// Change the WAN throttle (`None`: no limit): downloads running now are paced
+    /// by the new rate from their next chunk on.
+    pub fn set_rate_limit(&self, bytes_per_sec: Option<u64>) {
+        self.throttle.set_rate(bytes_per_sec);
     }
 
     /// The options this client was built with.

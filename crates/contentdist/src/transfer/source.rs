@@ -112,7 +112,7 @@ pub struct HttpSource<'a> {
     /// without progress. `None`: the client's own read timeout does that.
     pub stall: Option<Duration>,
     /// The WAN budget every byte received is paced by.
-    pub throttle: Option<&'a tokio::sync::Mutex<Throttle>>,
+    pub throttle: Option<&'a Throttle>,
     /// Counts the requests sent.
     pub requests: Option<&'a AtomicU64>,
 }
@@ -230,7 +230,7 @@ pub struct HttpBody<'a> {
     url: Url,
     remote: Remote,
     stall: Option<Duration>,
-    throttle: Option<&'a tokio::sync::Mutex<Throttle>>,
+    throttle: Option<&'a Throttle>,
 }
 
 impl RunBody for HttpBody<'_> {
@@ -240,8 +240,7 @@ impl RunBody for HttpBody<'_> {
             match chunk {
                 Some(c) if c.is_empty() => continue,
                 Some(c) => {
-                    if let Some(t) = self.throttle {
-                        let at = t.lock().await.book(c.len());
+                    if let Some(at) = self.throttle.and_then(|t| t.book(c.len())) {
                         tokio::time::sleep_until(at).await;
                     }
                     return Ok(Some(c));

@@ -42,6 +42,11 @@ impl TokenBucket {
         self
     }
 
+    /// Change the rate (0 is taken as 1); what is booked already stays booked.
+    pub fn set_rate(&mut self, bytes_per_sec: u64) {
+        self.bytes_per_sec = bytes_per_sec.max(1);
+    }
+
     /// Book `n` bytes; returns when they may be sent (now, or later when the sender
     /// is more than `ahead` in advance of the rate).
     pub fn book(&mut self, n: usize) -> Instant {
