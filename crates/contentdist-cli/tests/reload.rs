@@ -30,7 +30,7 @@ fn sighup_reloads_what_it_can_and_the_job_in_progress_completes() {
         .unwrap();
         let mut agent = AgentProc::start(&t.join("agent"), &nginx.url(), "LogLevel = \"warn\"");
         let settings = std::fs::read_to_string(agent.config()).unwrap();
-        let mut get = Command::new(contentdist_bin())
+        let get = Command::new(contentdist_bin())
             .args(["get", "HUP00001", "--version", "1", "--json", "--config"])
             .arg(agent.config())
             .arg("--dest")
