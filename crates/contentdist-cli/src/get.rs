@@ -151,7 +151,7 @@ async fn wait(
 
 /// `queued`, `done`, `failed 0x205D`...
 fn describe_state(job: &JobInfo) -> String {
-    let state = format::state(job.state);
+    let state = job.state.to_string();
     match job.code {
         0 => state,
         code => format!("{state} {}", format::code(code)),

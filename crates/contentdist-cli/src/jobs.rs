@@ -67,17 +67,17 @@ fn table(jobs: &[JobInfo]) -> String {
                 job.request.content_id.clone(),
                 job.request.version.to_string(),
                 match (job.waiting_for, job.cert_wait_until_unix) {
-                    (Some(other), _) => format!("{} (after job {other})", format::state(job.state)),
+                    (Some(other), _) => format!("{} (after job {other})", job.state),
                     (None, Some(t))
                         if job.state == contentdist::job::JobState::WaitingForCertificate =>
                     {
                         format!(
                             "{} (until {})",
-                            format::state(job.state),
+                            job.state,
                             contentdist::certstore::utc(t as i64)
                         )
                     }
-                    _ => format::state(job.state),
+                    _ => job.state.to_string(),
                 },
                 format::code(job.code),
                 format::percent(job.bytes_verified, job.bytes_total),

@@ -43,7 +43,7 @@ impl FakeJobs {
         if !allowed.contains(&job.state) {
             return Err(ControlError::new(
                 Code::BAD_REQUEST,
-                format!("job {id} is {:?}", job.state),
+                format!("job {id} is {}", job.state),
             ));
         }
         job.state = to;

@@ -397,7 +397,7 @@ pub async fn run(
         rows.push(AgentRow {
             addr: addrs[i],
             role,
-            state: format!("{:?}", j.state).to_lowercase(),
+            state: j.state.to_string(),
             from_origin: j.bytes_from_origin,
             from_peers: j.bytes_from_peers,
             seconds: t,
