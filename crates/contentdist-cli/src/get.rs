@@ -26,6 +26,7 @@ const UNREACHABLE_GRACE: Duration = Duration::from_secs(10);
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// Content id, as published (PKG00001)
+    #[arg(value_parser = parse_content_id)]
     content_id: String,
 
     /// Content version, as published
@@ -54,12 +55,21 @@ pub struct GetArgs {
     no_wait: bool,
 }
 
+/// A content id the agent accepts, by the library's own rule, so a bad one is a
+/// usage error (exit 2) before the agent is asked, not a refusal (exit 4).
+fn parse_content_id(text: &str) -> Result<String, String> {
+    contentdist::manifest::validate_content_id(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// A BLAKE3 content hash (64 hex digits, as `contentdist publish` prints it), lower-cased.
 fn parse_hash(text: &str) -> Result<String, String> {
-    if !text.is_empty() && text.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(text.to_ascii_lowercase())
-    } else {
-        Err(format!("'{text}' is not a hexadecimal hash"))
-    }
+    blake3::Hash::from_hex(text)
+        .map(|hash| hash.to_hex().to_string())
+        .map_err(|e| {
+            format!("'{text}' is not a content hash (64 hexadecimal digits, as `contentdist publish` prints): {e}")
+        })
 }
 
 impl GetArgs {
@@ -255,7 +265,7 @@ mod tests {
             content_id: "PKG00001".into(),
             version: 3,
             dest: Some("relative/dir".into()),
-            hash: Some(parse_hash("ABCDEF01").unwrap()),
+            hash: Some(parse_hash(&"ABCDEF01".repeat(8)).unwrap()),
             priority: 9,
             json: false,
             no_wait: false,
@@ -264,10 +274,24 @@ mod tests {
         let dest = request.dest.unwrap();
         assert!(dest.is_absolute());
         assert!(dest.ends_with("relative/dir"));
-        assert_eq!(request.content_hash.as_deref(), Some("abcdef01"));
+        assert_eq!(
+            request.content_hash.as_deref(),
+            Some("abcdef01".repeat(8).as_str())
+        );
         assert_eq!(request.priority, 9);
-        assert!(parse_hash("xyz").is_err());
-        assert!(parse_hash("").is_err());
+    }
+
+    #[test]
+    fn a_hash_must_be_64_hex_digits_and_an_id_must_be_valid() {
+        for bad in ["", "xyz", "abcdef01", &"ab".repeat(33), &"g".repeat(64)] {
+            let e = parse_hash(bad).unwrap_err();
+            assert!(e.contains("is not a content hash"), "{bad}: {e}");
+        }
+        assert_eq!(parse_content_id("PKG00001").unwrap(), "PKG00001");
+        for bad in ["a/b", "", "..", "a b"] {
+            let e = parse_content_id(bad).unwrap_err();
+            assert!(e.contains("invalid content id"), "{bad}: {e}");
+        }
     }
 
     #[test]

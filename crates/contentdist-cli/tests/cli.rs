@@ -197,6 +197,39 @@ fn get_without_an_agent_says_so_and_exits_4() {
 }
 
 #[test]
+fn bad_get_arguments_are_usage_errors_found_without_asking_the_agent() {
+    // No agent listens on the socket: asking it would exit 4 (unreachable).
+    let t = TestDir::new();
+    let cfg = t.write(
+        "c.toml",
+        format!("ControlSocket = \"{}\"\n", t.join("none.sock").display()),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let hash = "ab".repeat(32);
+    let cases: [(&[&str], &str); 4] = [
+        (&["get", "a/b", "--version", "1"], "invalid content id \"a/b\""),
+        (&["get", "..", "--version", "1"], "invalid content id \"..\""),
+        (
+            &["get", "PKG1", "--version", "1", "--hash", "abc"],
+            "'abc' is not a content hash",
+        ),
+        (
+            &["get", "PKG1", "--version", "1", "--hash", &hash[1..]],
+            "is not a content hash (64 hexadecimal digits",
+        ),
+    ];
+    for (args, says) in cases {
+        let o = run(&[args, &["--config", cfg]].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+        assert!(!text(&o).contains("unreachable"), "{}", text(&o));
+    }
+    // A good hash gets as far as the (absent) agent.
+    let o = run(&["get", "PKG1", "--version", "1", "--hash", &hash, "--config", cfg]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+}
+
+#[test]
 fn an_agent_whose_log_cannot_be_written_keeps_running() {
     let t = TestDir::new();
     let config = t.write(
