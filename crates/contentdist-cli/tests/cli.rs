@@ -230,6 +230,21 @@ fn bad_get_arguments_are_usage_errors_found_without_asking_the_agent() {
 }
 
 #[test]
+fn lab_arguments_out_of_range_are_usage_errors_with_the_limits() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["lab", "--agents", "0"], "1..=200"),
+        (&["lab", "--agents", "201"], "1..=200"),
+        (&["lab", "--size", "2T"], "at most 1T"),
+        (&["lab", "--wan-rate", "1Tbit"], "is not a rate"),
+    ];
+    for (args, says) in cases {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
+}
+
+#[test]
 fn an_agent_whose_log_cannot_be_written_keeps_running() {
     let t = TestDir::new();
     let config = t.write(
