@@ -63,6 +63,65 @@ fn config_show_decodes_masks_and_bad_settings_name_file_and_key() {
 }
 
 #[test]
+fn config_show_prints_a_settings_file_the_agent_reads_back_the_same() {
+    let t = TestDir::new();
+    let first = t.write(
+        "first.toml",
+        "P2PEnabled = 0x61\nOriginUrl = \"http://origin.example/c\"\nCacheDir = \"cache\"\n\
+         NomadInhibitedSubnets = \"10.1.2.7/24\"\nMetricsAddress = \"\"\nCertIssuer = \"A, B\"\n",
+    );
+    let o = run(&["config", "show", "--config", first.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = String::from_utf8(o.stdout).unwrap();
+    // Valid TOML: no "(not set)" or other bare words; unset keys are comments.
+    shown
+        .parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("{e}\n{shown}"));
+    assert!(!shown.contains("(not set)"), "{shown}");
+    assert!(shown.contains("\n# HostName = "), "{shown}");
+    // Written to a file, the agent's own check accepts it and shows the same values.
+    let second = t.write("second.toml", &shown);
+    let o = run(&["config", "show", "--config", second.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let again = String::from_utf8(o.stdout).unwrap();
+    let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&again), body(&shown));
+    assert!(again.contains(&format!("CacheDir = \"{}\"", t.join("cache").display())));
+
+    let o = run(&[
+        "config",
+        "show",
+        "--json",
+        "--config",
+        first.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["file"], first.to_str().unwrap());
+    assert_eq!(j["settings"]["P2PEnabled"]["value"], 0x61);
+    assert_eq!(
+        j["settings"]["NomadInhibitedSubnets"]["value"],
+        "10.1.2.0/24"
+    );
+    assert_eq!(j["settings"]["HostName"]["value"], serde_json::Value::Null);
+}
+
+#[test]
+fn explain_json_parses_for_one_code_and_for_the_catalogue() {
+    let o = run(&["explain", "0x205D", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["name"], "ORIGIN_NOT_FOUND");
+    assert_eq!(j["decimal"], 8285);
+    assert_eq!(j["in_success_codes"], true);
+    let o = run(&["explain", "--all", "--json"]);
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(all.iter().any(|e| e["code"] == "0x2EFD"), "{all:?}");
+    let o = run(&["explain", "0xBEEF", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
 fn a_settings_path_that_is_no_regular_file_or_too_large_is_refused_at_once() {
     let t = TestDir::new();
     let fifo = t.join("fifo.toml");
@@ -207,8 +266,14 @@ fn bad_get_arguments_are_usage_errors_found_without_asking_the_agent() {
     let cfg = cfg.to_str().unwrap();
     let hash = "ab".repeat(32);
     let cases: [(&[&str], &str); 4] = [
-        (&["get", "a/b", "--version", "1"], "invalid content id \"a/b\""),
-        (&["get", "..", "--version", "1"], "invalid content id \"..\""),
+        (
+            &["get", "a/b", "--version", "1"],
+            "invalid content id \"a/b\"",
+        ),
+        (
+            &["get", "..", "--version", "1"],
+            "invalid content id \"..\"",
+        ),
         (
             &["get", "PKG1", "--version", "1", "--hash", "abc"],
             "'abc' is not a content hash",
@@ -225,7 +290,16 @@ fn bad_get_arguments_are_usage_errors_found_without_asking_the_agent() {
         assert!(!text(&o).contains("unreachable"), "{}", text(&o));
     }
     // A good hash gets as far as the (absent) agent.
-    let o = run(&["get", "PKG1", "--version", "1", "--hash", &hash, "--config", cfg]);
+    let o = run(&[
+        "get",
+        "PKG1",
+        "--version",
+        "1",
+        "--hash",
+        &hash,
+        "--config",
+        cfg,
+    ]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
 }
 
