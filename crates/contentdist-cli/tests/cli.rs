@@ -1,11 +1,17 @@
-//! The commands that need no agent, through the real binary: what an administrator
-//! sees for good and bad settings, codes and publishing.
+//! The commands through the real binary: what an administrator sees for good and
+//! bad settings, codes, arguments and publishing, and `jobs watch` against a real
+//! agent and nginx.
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
+use support::agent::AgentProc;
+use support::nginx::{Nginx, NginxOptions};
 use support::{contentdist_bin, TestDir};
+
+const MIB: u64 = 1024 * 1024;
 
 fn run(args: &[&str]) -> Output {
     Command::new(contentdist_bin())
@@ -352,4 +358,106 @@ fn an_agent_whose_log_cannot_be_written_keeps_running() {
     let status = agent.wait().unwrap();
     assert!(answered && alive, "the agent died: {status:?}");
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn jobs_watch_follows_a_job_whose_get_was_killed_to_its_end() {
+    support::with_timeout(Duration::from_secs(120), || {
+        let t = TestDir::new();
+        let src = t.subdir("src");
+        support::random_file(src.join("image.bin"), 8 * MIB, 1);
+        support::publish(&src, &t.subdir("origin"), "PKG00001", 3);
+        // 8 MiB at 2 MiB/s: the job runs for about 4 s.
+        let nginx = Nginx::start(NginxOptions {
+            root: t.join("origin"),
+            rate_limit_bytes_per_sec: Some(2 * MIB),
+            ..Default::default()
+        })
+        .unwrap();
+        let agent = AgentProc::start(&t.join("agent"), &nginx.url(), "");
+        let dest = t.join("dest");
+        let mut get = Command::new(contentdist_bin())
+            .args(["get", "PKG00001", "--version", "3", "--dest"])
+            .arg(&dest)
+            .arg("--config")
+            .arg(agent.config())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let job = || agent.jobs().first().cloned().unwrap_or_default();
+        assert!(support::wait_until(Duration::from_secs(30), || {
+            job()["bytes_verified"].as_u64().unwrap_or(0) > 0
+        }));
+        let id = job()["id"].as_u64().unwrap().to_string();
+
+        // A refusal names the state as the JSON does, not as Rust does.
+        let o = agent.cli(&["jobs", "resume", &id]);
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("job {id} is downloading, not paused")),
+            "{}",
+            text(&o)
+        );
+
+        get.kill().unwrap();
+        get.wait().unwrap();
+        assert_eq!(job()["state"], "downloading", "the job outlives its get");
+
+        let o = agent.cli(&["jobs", "watch", &id]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.starts_with(&format!("done: PKG00001 3 into {}", dest.display())),
+            "{out}"
+        );
+        // Not a terminal: plain progress lines with bytes.
+        let progress = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            progress
+                .lines()
+                .any(|l| l.starts_with("PKG00001 3: ") && l.contains(" MiB/8.0 MiB")),
+            "{progress}"
+        );
+        assert_eq!(job()["state"], "done");
+        support::assert_trees_equal(&src, &dest);
+
+        // A finished job is reported at once, by `jobs watch` and `get --attach`.
+        let started = Instant::now();
+        let o = agent.cli(&["jobs", "watch", &id]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with("done: "));
+        let o = agent.cli(&["get", "--attach", &id, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["state"], "done");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let o = agent.cli(&["jobs", "cancel", &id]);
+        assert!(
+            text(&o).contains(&format!("job {id} has already finished (done)")),
+            "{}",
+            text(&o)
+        );
+
+        // A failed job: the status `get` gave (0x205D is in SuccessCodes: 3).
+        let failed = agent.get("NOTPUBLISHED", 1, &t.join("none"), &[]);
+        assert_eq!(failed.status, 3, "{failed:?}");
+        let failed_id = failed.json["id"].to_string();
+        let o = agent.cli(&["jobs", "watch", &failed_id]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(
+            text(&o).contains("failed: 0x205D ORIGIN_NOT_FOUND"),
+            "{}",
+            text(&o)
+        );
+
+        // An id the agent does not know is a usage error.
+        let o = agent.cli(&["jobs", "watch", "999"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains("the agent has no job 999"),
+            "{}",
+            text(&o)
+        );
+    });
 }
