@@ -7,17 +7,21 @@ use contentdist::codes::Code;
 use contentdist::control::ClientError;
 use contentdist::job::{JobInfo, JobState};
 
-/// The exit statuses, as `--help` documents them.
+/// The exit statuses, as `--help` documents them (`get` and `jobs watch` alike).
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0    success (for `get`: the content is delivered)
-  1    failure; for `get`: the job failed with a code NOT in SuccessCodes, so the
-       caller may fall back to downloading directly from the origin
-  2    usage error (unknown option, missing argument)
-  3    `get` only: the job failed with a code in SuccessCodes: do NOT fall back
+  0    success (for `get` and `jobs watch`: the content is delivered)
+  1    failure; for `get`, `jobs watch`: the job failed with a code NOT in
+       SuccessCodes, so the caller may fall back to downloading directly from
+       the origin
+  2    usage error (unknown option, missing argument, bad content id or hash,
+       a job id the agent does not know)
+  3    `get`, `jobs watch`: the job failed with a code in SuccessCodes: do NOT
+       fall back
   4    the agent is unreachable or refused the request (control socket error)
   78   `agent` only: the settings file is invalid (systemd does not restart it)
-  130  `get` interrupted while waiting; the job keeps running in the agent
+  130  `get` or `jobs watch` interrupted while waiting; the job keeps running in
+       the agent (`contentdist jobs watch ID` follows it again)
 
 `contentdist explain CODE` tells what a code means and how to fix it.";
 
@@ -28,6 +32,8 @@ pub enum Exit {
     Success = 0,
     /// Failed; for a job: its code is not in SuccessCodes (falling back is allowed).
     Failed = 1,
+    /// A usage error clap cannot see: an id the agent does not know.
+    Usage = 2,
     /// The job failed with a code in SuccessCodes: the caller must not fall back.
     DoNotFallBack = 3,
     /// The agent could not be reached or refused the request.
@@ -180,6 +186,7 @@ mod tests {
         for exit in [
             Exit::Success,
             Exit::Failed,
+            Exit::Usage,
             Exit::DoNotFallBack,
             Exit::Control,
             Exit::Interrupted,

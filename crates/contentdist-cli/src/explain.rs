@@ -2,7 +2,7 @@
 //! falls back to a direct download when a job fails with it.
 
 use clap::Args;
-use contentdist::codes::{Code, SuccessCodes, CATALOGUE};
+use contentdist::codes::{Code, CodeInfo, SuccessCodes, CATALOGUE};
 
 use crate::exit::Exit;
 use crate::format;
@@ -18,17 +18,36 @@ pub struct ExplainArgs {
     /// List the whole catalogue
     #[arg(long)]
     all: bool,
+
+    /// Print as JSON: {"code", "decimal", "name", "meaning", "fix", "in_success_codes"},
+    /// an array of them with --all
+    #[arg(long)]
+    json: bool,
 }
 
 /// Explain one code or list them all.
 pub fn run(args: ExplainArgs, settings: &SettingsArgs) -> anyhow::Result<Exit> {
     let success_codes = success_codes(settings);
     if args.all {
-        print!("{}", catalogue(&success_codes));
+        if args.json {
+            let all: Vec<_> = CATALOGUE
+                .iter()
+                .map(|info| info_json(info, &success_codes))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        } else {
+            print!("{}", catalogue(&success_codes));
+        }
         return Ok(Exit::Success);
     }
     let code = args.code.expect("clap requires CODE without --all");
     match explain(code, &success_codes) {
+        Some(_) if args.json => {
+            let info = code.info().expect("explained codes are in the catalogue");
+            let value = info_json(info, &success_codes);
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(Exit::Success)
+        }
         Some(text) => {
             print!("{text}");
             Ok(Exit::Success)
@@ -75,6 +94,18 @@ fn explain(code: Code, success_codes: &SuccessCodes) -> Option<String> {
     ))
 }
 
+/// A catalogue entry as JSON; `code` as the catalogue writes it (`0x205D`).
+fn info_json(info: &CodeInfo, success_codes: &SuccessCodes) -> serde_json::Value {
+    serde_json::json!({
+        "code": info.code.to_string(),
+        "decimal": info.code.0,
+        "name": info.name,
+        "meaning": info.meaning,
+        "fix": info.fix,
+        "in_success_codes": success_codes.contains(info.code),
+    })
+}
+
 /// The whole catalogue as a table.
 fn catalogue(success_codes: &SuccessCodes) -> String {
     let rows: Vec<Vec<String>> = CATALOGUE
@@ -116,6 +147,22 @@ mod tests {
         let only_cannot_connect: SuccessCodes = "0x2EFD".parse().unwrap();
         let text = explain(Code::CANNOT_CONNECT, &only_cannot_connect).unwrap();
         assert!(text.contains("in SuccessCodes: yes"), "{text}");
+    }
+
+    #[test]
+    fn json_entry_has_the_code_its_words_and_success_codes_membership() {
+        let info = Code::ORIGIN_NOT_FOUND.info().unwrap();
+        let j = info_json(info, &SuccessCodes::default());
+        assert_eq!(j["code"], "0x205D");
+        assert_eq!(j["decimal"], 8285);
+        assert_eq!(j["name"], "ORIGIN_NOT_FOUND");
+        assert_eq!(j["fix"], info.fix);
+        assert_eq!(j["in_success_codes"], true);
+        let j = info_json(
+            Code::CANNOT_CONNECT.info().unwrap(),
+            &SuccessCodes::default(),
+        );
+        assert_eq!(j["in_success_codes"], false);
     }
 
     #[test]

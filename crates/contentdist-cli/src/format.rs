@@ -1,7 +1,5 @@
 //! Human-readable numbers and plain-text tables for the commands' output.
 
-use contentdist::job::JobState;
-
 /// A byte count with a binary unit: `512 B`, `1.5 KiB`, `12.3 MiB`, `1.0 GiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -36,14 +34,6 @@ pub fn percent(done: u64, total: u64) -> String {
         // Floor, so 100% is shown only when everything is there.
         format!("{}%", (u128::from(done) * 100 / u128::from(total)).min(100))
     }
-}
-
-/// A job state as the control socket spells it: `downloading`, `failed`.
-pub fn state(state: JobState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{state:?}"))
 }
 
 /// A job's code as the catalogue writes it (`0x205D`), `-` for 0.
@@ -129,7 +119,6 @@ mod tests {
 
     #[test]
     fn codes_durations_and_ages_are_short() {
-        assert_eq!(state(JobState::Downloading), "downloading");
         assert_eq!(code(0), "-");
         assert_eq!(code(0x205D), "0x205D");
         assert_eq!(duration_ms(850), "850 ms");

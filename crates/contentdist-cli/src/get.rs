@@ -1,4 +1,5 @@
-//! `contentdist get`: ask the local agent for a content version and wait for it.
+//! `contentdist get`: ask the local agent for a content version and wait for it;
+//! `contentdist jobs watch` (`get --attach`): wait for a job already submitted.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use contentdist::codes::Code;
 use contentdist::control::{ClientError, ControlClient};
-use contentdist::job::{JobInfo, JobRequest, JobState};
+use contentdist::job::{JobId, JobInfo, JobRequest, JobState};
 use tracing::debug;
 
 use crate::exit::Exit;
@@ -26,11 +27,12 @@ const UNREACHABLE_GRACE: Duration = Duration::from_secs(10);
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// Content id, as published (PKG00001)
-    content_id: String,
+    #[arg(value_parser = parse_content_id, required_unless_present = "attach")]
+    content_id: Option<String>,
 
     /// Content version, as published
-    #[arg(long, value_name = "N")]
-    version: u32,
+    #[arg(long, value_name = "N", required_unless_present = "attach")]
+    version: Option<u32>,
 
     /// Directory to deliver the content into (default: keep it in the cache only)
     #[arg(long, value_name = "DIR")]
@@ -52,14 +54,29 @@ pub struct GetArgs {
     /// Submit the job and return at once
     #[arg(long)]
     no_wait: bool,
+
+    /// Follow job ID (whose `get` was interrupted) instead of submitting one: the
+    /// same as `contentdist jobs watch ID`
+    #[arg(long, value_name = "ID",
+          conflicts_with_all = ["content_id", "version", "dest", "hash", "no_wait"])]
+    attach: Option<JobId>,
 }
 
+/// A content id the agent accepts, by the library's own rule, so a bad one is a
+/// usage error (exit 2) before the agent is asked, not a refusal (exit 4).
+fn parse_content_id(text: &str) -> Result<String, String> {
+    contentdist::manifest::validate_content_id(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// A BLAKE3 content hash (64 hex digits, as `contentdist publish` prints it), lower-cased.
 fn parse_hash(text: &str) -> Result<String, String> {
-    if !text.is_empty() && text.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(text.to_ascii_lowercase())
-    } else {
-        Err(format!("'{text}' is not a hexadecimal hash"))
-    }
+    blake3::Hash::from_hex(text)
+        .map(|hash| hash.to_hex().to_string())
+        .map_err(|e| {
+            format!("'{text}' is not a content hash (64 hexadecimal digits, as `contentdist publish` prints): {e}")
+        })
 }
 
 impl GetArgs {
@@ -74,8 +91,13 @@ impl GetArgs {
             None => None,
         };
         Ok(JobRequest {
-            content_id: self.content_id.clone(),
-            version: self.version,
+            content_id: self
+                .content_id
+                .clone()
+                .expect("clap requires CONTENT_ID without --attach"),
+            version: self
+                .version
+                .expect("clap requires --version without --attach"),
             dest,
             content_hash: self.hash.clone(),
             priority: self.priority,
@@ -85,6 +107,9 @@ impl GetArgs {
 
 /// Submit, wait, report. The exit status tells the caller whether to fall back.
 pub async fn run(args: GetArgs, settings: &SettingsArgs) -> anyhow::Result<Exit> {
+    if let Some(id) = args.attach {
+        return watch(id, args.json, settings).await;
+    }
     let request = args.request()?;
     let client = settings.client()?;
     let started = Instant::now();
@@ -94,28 +119,69 @@ pub async fn run(args: GetArgs, settings: &SettingsArgs) -> anyhow::Result<Exit>
             println!("{}", serde_json::to_string_pretty(&job)?);
         } else {
             println!(
-                "job {} submitted ({}); follow it with `contentdist jobs`",
+                "job {} submitted ({}); follow it with `contentdist jobs watch {}`",
                 job.id,
-                describe_state(&job)
+                describe_state(&job),
+                job.id
             );
         }
         return Ok(Exit::Success);
     }
-    let id = job.id;
-    let mut progress = Progress::for_stderr();
-    let waited = tokio::select! {
-        waited = wait(&client, job, &mut progress) => waited,
-        _ = tokio::signal::ctrl_c() => {
-            progress.finish();
+    follow(&client, job, Some(started), args.json).await
+}
+
+/// `contentdist jobs watch ID` (and `get --attach ID`): follow a job already in the
+/// agent, typically one whose `get` was interrupted, and end as `get` would have.
+/// A finished job is reported at once.
+pub async fn watch(id: JobId, json: bool, settings: &SettingsArgs) -> anyhow::Result<Exit> {
+    let client = settings.client()?;
+    let job = match client.get(id).await {
+        Ok(job) => job,
+        // The agent refuses `get` only for an id it does not know.
+        Err(ClientError::Refused(e)) if Code(e.code) == Code::BAD_REQUEST => {
             eprintln!(
-                "stopped waiting; job {id} keeps running in the agent. Follow it with `contentdist jobs`, cancel it with `contentdist jobs cancel {id}`."
+                "error: the agent has no job {id} ({}); `contentdist jobs` lists its jobs",
+                e.message
             );
-            return Ok(Exit::Interrupted);
+            return Ok(Exit::Usage);
         }
+        Err(e) => return Err(e.into()),
     };
-    progress.finish();
-    let job = waited?;
-    report(&job, started.elapsed(), args.json)?;
+    follow(&client, job, None, json).await
+}
+
+/// Show the job's progress until it is final, then report it. `started`: when `get`
+/// submitted it, for the time reported; otherwise the job's own running time is.
+/// Ctrl-C stops following (exit 130), never the job.
+async fn follow(
+    client: &ControlClient,
+    job: JobInfo,
+    started: Option<Instant>,
+    json: bool,
+) -> anyhow::Result<Exit> {
+    let id = job.id;
+    let job = if job.state.is_final() {
+        job
+    } else {
+        let mut progress = Progress::for_stderr();
+        let waited = tokio::select! {
+            waited = wait(client, job, &mut progress) => waited,
+            _ = tokio::signal::ctrl_c() => {
+                progress.finish();
+                eprintln!(
+                    "stopped waiting; job {id} keeps running in the agent. Follow it again with `contentdist jobs watch {id}`, cancel it with `contentdist jobs cancel {id}`."
+                );
+                return Ok(Exit::Interrupted);
+            }
+        };
+        progress.finish();
+        waited?
+    };
+    let elapsed = match started {
+        Some(started) => started.elapsed(),
+        None => Duration::from_millis(job.elapsed_ms),
+    };
+    report(&job, elapsed, json)?;
     Ok(Exit::for_job(&job))
 }
 
@@ -151,7 +217,7 @@ async fn wait(
 
 /// `queued`, `done`, `failed 0x205D`...
 fn describe_state(job: &JobInfo) -> String {
-    let state = format::state(job.state);
+    let state = job.state.to_string();
     match job.code {
         0 => state,
         code => format!("{state} {}", format::code(code)),
@@ -252,22 +318,37 @@ mod tests {
     #[test]
     fn dest_is_made_absolute_and_hash_lowercased() {
         let args = GetArgs {
-            content_id: "PKG00001".into(),
-            version: 3,
+            content_id: Some("PKG00001".into()),
+            version: Some(3),
             dest: Some("relative/dir".into()),
-            hash: Some(parse_hash("ABCDEF01").unwrap()),
+            hash: Some(parse_hash(&"ABCDEF01".repeat(8)).unwrap()),
             priority: 9,
             json: false,
             no_wait: false,
+            attach: None,
         };
         let request = args.request().unwrap();
         let dest = request.dest.unwrap();
         assert!(dest.is_absolute());
         assert!(dest.ends_with("relative/dir"));
-        assert_eq!(request.content_hash.as_deref(), Some("abcdef01"));
+        assert_eq!(
+            request.content_hash.as_deref(),
+            Some("abcdef01".repeat(8).as_str())
+        );
         assert_eq!(request.priority, 9);
-        assert!(parse_hash("xyz").is_err());
-        assert!(parse_hash("").is_err());
+    }
+
+    #[test]
+    fn a_hash_must_be_64_hex_digits_and_an_id_must_be_valid() {
+        for bad in ["", "xyz", "abcdef01", &"ab".repeat(33), &"g".repeat(64)] {
+            let e = parse_hash(bad).unwrap_err();
+            assert!(e.contains("is not a content hash"), "{bad}: {e}");
+        }
+        assert_eq!(parse_content_id("PKG00001").unwrap(), "PKG00001");
+        for bad in ["a/b", "", "..", "a b"] {
+            let e = parse_content_id(bad).unwrap_err();
+            assert!(e.contains("invalid content id"), "{bad}: {e}");
+        }
     }
 
     #[test]

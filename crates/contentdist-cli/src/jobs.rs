@@ -1,4 +1,4 @@
-//! `contentdist jobs`: list the agent's jobs; pause, resume or cancel one.
+//! `contentdist jobs`: list the agent's jobs; pause, resume, cancel or watch one.
 
 use clap::{Args, Subcommand};
 use contentdist::job::{JobId, JobInfo};
@@ -7,14 +7,14 @@ use crate::exit::Exit;
 use crate::format;
 use crate::settings::SettingsArgs;
 
-/// `contentdist jobs [--json] | jobs pause|resume|cancel ID`
+/// `contentdist jobs [--json] | jobs pause|resume|cancel|watch ID`
 #[derive(Args, Debug)]
 pub struct JobsArgs {
     #[command(subcommand)]
     action: Option<JobAction>,
 
-    /// Print the jobs as JSON
-    #[arg(long)]
+    /// Print the jobs (or the watched job at its end) as JSON
+    #[arg(long, global = true)]
     json: bool,
 }
 
@@ -36,6 +36,12 @@ enum JobAction {
         /// The job's number
         id: JobId,
     },
+    /// Follow a job's progress to its end (after an interrupted `get`) and exit
+    /// with its status as `get` does; a finished job is reported at once
+    Watch {
+        /// The job's number
+        id: JobId,
+    },
 }
 
 /// List the jobs, or act on one and show it.
@@ -46,6 +52,7 @@ pub async fn run(args: JobsArgs, settings: &SettingsArgs) -> anyhow::Result<Exit
         Some(JobAction::Pause { id }) => vec![client.pause(id).await?],
         Some(JobAction::Resume { id }) => vec![client.resume(id).await?],
         Some(JobAction::Cancel { id }) => vec![client.cancel(id).await?],
+        Some(JobAction::Watch { id }) => return crate::get::watch(id, args.json, settings).await,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
@@ -67,17 +74,17 @@ fn table(jobs: &[JobInfo]) -> String {
                 job.request.content_id.clone(),
                 job.request.version.to_string(),
                 match (job.waiting_for, job.cert_wait_until_unix) {
-                    (Some(other), _) => format!("{} (after job {other})", format::state(job.state)),
+                    (Some(other), _) => format!("{} (after job {other})", job.state),
                     (None, Some(t))
                         if job.state == contentdist::job::JobState::WaitingForCertificate =>
                     {
                         format!(
                             "{} (until {})",
-                            format::state(job.state),
+                            job.state,
                             contentdist::certstore::utc(t as i64)
                         )
                     }
-                    _ => format::state(job.state),
+                    _ => job.state.to_string(),
                 },
                 format::code(job.code),
                 format::percent(job.bytes_verified, job.bytes_total),

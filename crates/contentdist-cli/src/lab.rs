@@ -1,8 +1,10 @@
 //! `contentdist lab`: a branch office simulated on loopback (see
 //! `contentdist::lab::office`), printed as a table.
 
+use bytesize::ByteSize;
+use clap::builder::RangedU64ValueParser;
 use clap::Args;
-use contentdist::lab::office::{run, LabOptions, LabReport};
+use contentdist::lab::office::{run, LabOptions, LabReport, MAX_AGENTS};
 
 use crate::exit::Exit;
 use crate::format;
@@ -11,14 +13,18 @@ use crate::format;
 #[derive(Args, Debug)]
 pub struct LabArgs {
     /// Number of agents (hosts of the office), 1..=200
-    #[arg(long, alias = "peers", default_value_t = 8)]
+    #[arg(long, alias = "peers", default_value_t = 8,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_AGENTS as u64))]
     agents: usize,
 
-    /// Size of the generated content: bytes, or with K/M/G (binary: 64M = 64 MiB)
+    /// Size of the generated content, above 0 and at most 1T: bytes, or with a unit;
+    /// K, M, G, T are binary (64M = 64 MiB), as are KiB, MiB...; KB, MB... are decimal
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     size: u64,
 
-    /// WAN link rate to the origin: Mbit/s, or with a unit (100Mbit, 2Gbit, 500kbit)
+    /// WAN link rate to the origin, 8kbit/s to 800Gbit/s: in bits (100Mbit, 100Mbps,
+    /// 100Mbit/s, 500kbit, 2Gbit; a bare number or 100M is Mbit/s) or bytes
+    /// (12.5MB/s, 10MiB/s)
     #[arg(long, default_value = "100Mbit", value_parser = parse_rate)]
     wan_rate: u64,
 
@@ -40,45 +46,74 @@ pub struct LabArgs {
     json: bool,
 }
 
+/// The largest content the lab generates: 1T (1 TiB).
+const MAX_SIZE: u64 = 1 << 40;
+
+/// The WAN rates the lab simulates, in bytes per second: 8 kbit/s to 800 Gbit/s.
+const RATES: std::ops::RangeInclusive<f64> = 1e3..=1e11;
+
+/// A size as bytesize reads it, except that a bare K, M, G or T stays binary as this
+/// option always had it (bytesize reads `64M` as 64 MB): `64M` is handed over as `64Mi`.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches("iB").trim_end_matches('B');
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
+    let text = s.trim();
+    let text = match text.chars().last() {
+        Some(c) if "kmgtpeKMGTPE".contains(c) => format!("{text}i"),
+        _ => text.to_string(),
     };
-    let n: f64 = num
-        .trim()
+    let size: ByteSize = text
         .parse()
-        .map_err(|_| format!("'{s}' is not a size (examples: 64M, 1G, 1048576)"))?;
-    if n <= 0.0 || n * mult as f64 > (1u64 << 40) as f64 {
-        return Err(format!("size '{s}' must be above 0 and at most 1T"));
+        .map_err(|_| format!("'{s}' is not a size (examples: 64M, 1G, 1T, 100MB, 1048576)"))?;
+    if size.as_u64() == 0 || size.as_u64() > MAX_SIZE {
+        return Err(format!("size '{s}' must be above 0 and at most 1T (1 TiB)"));
     }
-    Ok((n * mult as f64) as u64)
+    Ok(size.as_u64())
 }
 
+/// A link rate in bytes per second. Bits unless the unit says bytes with a capital
+/// `B`: `100Mbit`, `100Mbps`, `100Mbit/s`, `100Mb/s`, `500kbit`, `2Gbit`; a bare
+/// number or a bare prefix (`100`, `100M`) is Mbit/s, since links are sold in bits.
+/// Bytes go through bytesize: `12.5MB/s`, `12.5MBps` (decimal), `10MiB/s` (binary).
 fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.trim_end_matches("/s").trim_end_matches("ps");
-    let (num, bits) = if let Some(n) = t.strip_suffix("gbit") {
-        (n, 1e9)
-    } else if let Some(n) = t.strip_suffix("mbit") {
-        (n, 1e6)
-    } else if let Some(n) = t.strip_suffix("kbit") {
-        (n, 1e3)
-    } else {
-        (t, 1e6)
+    let bad = || {
+        format!("'{s}' is not a rate (examples: 100Mbit, 100Mbps, 100Mbit/s, 100M, 500kbit, 2Gbit, 12.5MB/s)")
     };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a rate (examples: 100Mbit, 2Gbit, 500kbit, 20)"))?;
-    let bytes = n * bits / 8.0;
-    if !(1000.0..=1e11).contains(&bytes) {
-        return Err(format!("rate '{s}' must be between 8kbit and 800Gbit"));
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number_text, unit) = text.split_at(split);
+    let number: f64 = number_text.parse().map_err(|_| bad())?;
+    let unit = unit.trim();
+    let unit = unit
+        .strip_suffix("/s")
+        .or_else(|| unit.strip_suffix("ps"))
+        .or_else(|| unit.strip_suffix("PS"))
+        .unwrap_or(unit);
+    let bytes_per_sec = if unit.ends_with('B') {
+        let size: ByteSize = format!("{number_text}{unit}").parse().map_err(|_| bad())?;
+        size.as_u64() as f64
+    } else {
+        let prefix = if unit.to_ascii_lowercase().ends_with("bit") {
+            &unit[..unit.len() - 3]
+        } else {
+            unit.strip_suffix('b').unwrap_or(unit)
+        };
+        let bits = match prefix {
+            "" if unit.is_empty() => 1e6,
+            "" => 1.0,
+            "k" | "K" => 1e3,
+            "m" | "M" => 1e6,
+            "g" | "G" => 1e9,
+            _ => return Err(bad()),
+        };
+        number * bits / 8.0
+    };
+    if !RATES.contains(&bytes_per_sec) {
+        return Err(format!(
+            "rate '{s}' must be between 8kbit/s and 800Gbit/s (1kB/s to 100GB/s)"
+        ));
     }
-    Ok(bytes as u64)
+    Ok(bytes_per_sec as u64)
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -227,15 +262,74 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_rates_and_shares_parse_like_an_administrator_writes_them() {
+    fn sizes_parse_like_an_administrator_writes_them() {
         assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64 M").unwrap(), 64 << 20);
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1.5K").unwrap(), 1536);
+        assert_eq!(parse_size("100MB").unwrap(), 100_000_000);
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("lots").unwrap_err().contains("not a size"));
-        assert_eq!(parse_rate("100Mbit").unwrap(), 12_500_000);
-        assert_eq!(parse_rate("20").unwrap(), 2_500_000);
-        assert_eq!(parse_rate("2Gbit/s").unwrap(), 250_000_000);
-        assert!(parse_rate("fast").is_err());
+        assert!(parse_size("-1").unwrap_err().contains("not a size"));
+    }
+
+    #[test]
+    fn the_size_limit_in_the_message_is_the_one_checked() {
+        // "at most 1T": 1T itself is accepted, anything above or 0 is refused.
+        assert_eq!(parse_size("1T").unwrap(), 1 << 40);
+        assert_eq!(parse_size("1TiB").unwrap(), 1 << 40);
+        assert_eq!(parse_size("1024G").unwrap(), 1 << 40);
+        for bad in ["1025G", "1.01T", "0", "0M"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains("at most 1T"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn rates_parse_in_bits_and_bytes() {
+        const MBIT: u64 = 125_000;
+        for (text, bytes) in [
+            ("100Mbit", 100 * MBIT),
+            ("100Mbps", 100 * MBIT),
+            ("100Mbit/s", 100 * MBIT),
+            ("100Mb/s", 100 * MBIT),
+            ("100mbit", 100 * MBIT),
+            ("100 Mbit/s", 100 * MBIT),
+            ("100M", 100 * MBIT),
+            ("100", 100 * MBIT),
+            ("20", 20 * MBIT),
+            ("500kbit", 62_500),
+            ("500Kbps", 62_500),
+            ("2Gbit/s", 250_000_000),
+            ("2Gbps", 250_000_000),
+            ("8000bit", 1000),
+            ("12.5MB/s", 100 * MBIT),
+            ("12.5MBps", 100 * MBIT),
+            ("10MiB/s", 10 << 20),
+            ("1000B/s", 1000),
+        ] {
+            assert_eq!(parse_rate(text), Ok(bytes), "{text}");
+        }
+        for bad in ["fast", "100Xbit", "Mbit", "100Tbit", "12.5XB/s"] {
+            let e = parse_rate(bad).unwrap_err();
+            assert!(e.contains("is not a rate"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_rate_limits_in_the_message_are_the_ones_checked() {
+        // "between 8kbit/s and 800Gbit/s (1kB/s to 100GB/s)": the ends are accepted.
+        for ok in ["8kbit/s", "800Gbit/s", "1kB/s", "100GB/s"] {
+            assert!(parse_rate(ok).is_ok(), "{ok}");
+        }
+        for bad in ["7kbit", "801Gbit", "999B/s", "101GB/s", "0"] {
+            let e = parse_rate(bad).unwrap_err();
+            assert!(e.contains("between 8kbit/s and 800Gbit/s"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn shares_parse_as_percent_or_fraction() {
         assert_eq!(parse_share("50%").unwrap(), 0.5);
         assert_eq!(parse_share("0.25").unwrap(), 0.25);
         assert!(parse_share("100%").is_err());

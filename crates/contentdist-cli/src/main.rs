@@ -48,7 +48,7 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Ask the local agent for content and wait until it is delivered
     Get(get::GetArgs),
-    /// List the agent's jobs, or pause, resume or cancel one
+    /// List the agent's jobs, or pause, resume, cancel or watch one
     Jobs(jobs::JobsArgs),
     /// Show the agent's listeners, certificates, counters and elections
     Status(status::StatusArgs),

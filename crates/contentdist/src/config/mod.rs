@@ -344,9 +344,19 @@ impl Config {
     }
 
     /// One line per key, `Key = value   # meaning`, every bit mask decoded in words,
-    /// for `contentdist config show`. The site key is not shown.
+    /// for `contentdist config show`. It is a valid settings file that loads back to
+    /// the same settings: a setting not set is a comment (`# OriginUrl = ""`), and so
+    /// is a secret, which is not shown (`# SiteKey = (hidden, 22 characters)`).
     pub fn describe(&self) -> String {
         render::describe(self)
+    }
+
+    /// [`describe`](Self::describe) as JSON, for `contentdist config show --json`: an
+    /// object with one member per key (`Platform.thumbprint` for `[Platform]`), each
+    /// `{"value": ..., "meaning": "..."}`; `value` is null for a setting not set and
+    /// for a secret, which also has `"hidden": true`. Masks are numbers (0x61 is 97).
+    pub fn describe_json(&self) -> serde_json::Value {
+        render::describe_json(self)
     }
 
     /// The effective settings as a settings file that loads back to an equal `Config`.

@@ -1,5 +1,9 @@
 //! Printing the effective settings: `describe` for people (masks in words, secrets
 //! hidden) and `to_toml` for a file that loads back to the same `Config`.
+//!
+//! `describe` is a settings file too: a setting that is not set (the host name from
+//! the system, no origin) or whose value is hidden (a secret) is written as a comment,
+//! so the text loads back to the same settings, secrets apart.
 
 use std::path::Path;
 
@@ -27,17 +31,84 @@ pub(super) fn to_toml(c: &Config) -> String {
     out
 }
 
+pub(super) fn describe_json(c: &Config) -> serde_json::Value {
+    let mut settings = serde_json::Map::new();
+    for key in KEYS {
+        let (value, note) = entry(c, key, Mode::Describe);
+        let hidden = hidden(c, key);
+        let value = if hidden || unset(c, key) {
+            serde_json::Value::Null
+        } else {
+            toml_to_json(&value)
+        };
+        let mut item = serde_json::Map::new();
+        item.insert("value".into(), value);
+        if hidden {
+            item.insert("hidden".into(), true.into());
+        }
+        item.insert("meaning".into(), note.into());
+        settings.insert(describe_name(key).into(), item.into());
+    }
+    settings.into()
+}
+
+/// A value as `render` writes it, as JSON (`0x61` is 97, a string stays a string).
+fn toml_to_json(value: &str) -> serde_json::Value {
+    let table: toml::Table = toml::from_str(&format!("v = {value}"))
+        .unwrap_or_else(|e| panic!("rendered settings value {value} is not TOML: {e}"));
+    serde_json::to_value(&table["v"]).expect("a TOML value converts to JSON")
+}
+
+/// The key as `describe` names it: `Platform.thumbprint` for the `[Platform]` table.
+fn describe_name(key: &str) -> &str {
+    if key == "Platform" {
+        "Platform.thumbprint"
+    } else {
+        key
+    }
+}
+
+/// A setting the file did not set and whose absence is not a value of its own (the
+/// system's host name, the machine type's weight, no origin). `MetricsAddress` is
+/// not among them: unset means the default address, and `""` means none.
+fn unset(c: &Config, key: &str) -> bool {
+    match key {
+        "P2PElectionWeight" => c.p2p_election_weight.is_none(),
+        "BootImageCertFile" => c.boot_image_cert_file.is_none(),
+        "HostName" => c.host_name.is_none(),
+        "Fqdn" => c.fqdn.is_none(),
+        "OriginUrl" => c.origin_url.is_none(),
+        "OriginCaFile" => c.origin_ca_file.is_none(),
+        "SiteKey" => c.site_key.is_none(),
+        "MachineKey" => c.machine_key.is_none(),
+        "Platform" => c.platform_thumbprint.is_none(),
+        _ => false,
+    }
+}
+
+/// A secret that is set: `describe` does not print it.
+fn hidden(c: &Config, key: &str) -> bool {
+    match key {
+        "SiteKey" => c.site_key.is_some(),
+        "MachineKey" => c.machine_key.is_some(),
+        _ => false,
+    }
+}
+
 fn render(c: &Config, mode: Mode) -> String {
     let mut out = String::new();
     for key in KEYS {
         let (value, note) = entry(c, key, mode);
         let line = match (key, mode) {
             (&"Platform", Mode::Toml) => format!("\n[Platform]\nthumbprint = {value}"),
-            (&"Platform", Mode::Describe) => format!("Platform.thumbprint = {value}"),
             // TOML has no null: an unset weight is written as a comment.
             (&"P2PElectionWeight", Mode::Toml) if c.p2p_election_weight.is_none() => {
-                format!("# P2PElectionWeight = {}", c.machine_type.weight())
+                format!("# P2PElectionWeight = {value}")
             }
+            (_, Mode::Describe) if unset(c, key) || hidden(c, key) => {
+                format!("# {} = {value}", describe_name(key))
+            }
+            (_, Mode::Describe) => format!("{} = {value}", describe_name(key)),
             _ => format!("{key} = {value}"),
         };
         let last = line.lines().last().unwrap_or_default().chars().count();
@@ -106,8 +177,11 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
         "SpecialNetShare" => (hex(c.special_net_share.0), c.special_net_share.describe()),
         "P2PElectionWeight" => match c.p2p_election_weight {
             Some(w) => (w.to_string(), weight_note(c, "P2PElectionWeight")),
-            None if mode == Mode::Describe => ("(not set)".into(), weight_note(c, "MachineType")),
-            None => (String::new(), weight_note(c, "MachineType")),
+            // Written commented out: the weight in force, from MachineType.
+            None => (
+                c.machine_type.weight().to_string(),
+                weight_note(c, "MachineType"),
+            ),
         },
         "SuccessCodes" => (
             quote(&c.success_codes.to_string()),
@@ -432,6 +506,8 @@ mod tests {
             } else {
                 key
             };
+            // Settings not set (here the weight, the names, the origin) are comments.
+            let line = line.strip_prefix("# ").unwrap_or(line);
             assert!(line.starts_with(&format!("{key} = ")), "{line}");
             assert!(line.contains("  # "), "{line}");
         }
@@ -445,7 +521,7 @@ mod tests {
             shown.contains("SpecialNetShare = 0x2070")
                 && shown.contains("# FanOut + other bits 0x2030")
         );
-        assert!(shown.contains("P2PElectionWeight = (not set)"), "{shown}");
+        assert!(shown.contains("\n# P2PElectionWeight = 50 "), "{shown}");
         assert!(
             shown.contains("effective weight 50 from MachineType default"),
             "{shown}"
@@ -456,6 +532,70 @@ mod tests {
             default.contains("P2PHttpPort = 5080")
                 && default.contains("unused: HTTP (0x20) is off")
         );
+    }
+
+    #[test]
+    fn describe_is_a_settings_file_that_loads_back_to_the_same_settings() {
+        let text = "P2PEnabled = 0x61\nOriginUrl = \"http://origin.example/c\"\n\
+                    NomadInhibitedSubnets = \"10.1.2.0/24\"\nMetricsAddress = \"\"\n\
+                    HostName = \"dp01\"\n[Platform]\nthumbprint = \"a94a8f7b2c0d1e3f4a5b6c7d8e9fa0b1c2d3e4f5\"";
+        for c in [Config::default(), load(text)] {
+            let shown = c.describe();
+            toml::from_str::<toml::Table>(&shown).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+            assert_eq!(load(&shown), c, "{shown}");
+        }
+        // Not set: commented out, so the system's names, the machine type's weight and
+        // "no origin" stay in force when the text is loaded.
+        let shown = Config::default().describe();
+        for key in [
+            "HostName",
+            "Fqdn",
+            "OriginUrl",
+            "P2PElectionWeight",
+            "SiteKey",
+        ] {
+            assert!(shown.contains(&format!("\n# {key} = ")), "{key}: {shown}");
+        }
+        assert!(shown.contains("\n# Platform.thumbprint = \"\""), "{shown}");
+        assert!(!shown.contains("(not set)"), "{shown}");
+    }
+
+    #[test]
+    fn describe_hides_secrets_in_comments_and_still_loads() {
+        let c = load("SiteKey = \"a very secret site key\"\nSpecialNetShare = 0x20F0\nMachineKey = \"site machine secret 42\"");
+        let shown = c.describe();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains("\n# SiteKey = (hidden, 22 characters)"),
+            "{shown}"
+        );
+        // Loads, without the secrets (which a machine account then needs back).
+        let back = Config::from_toml_str(
+            &shown.replace("SpecialNetShare = 0x20F0", "SpecialNetShare = 0x2070"),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(back.site_key, None);
+        assert_eq!(back.machine_key, None);
+    }
+
+    #[test]
+    fn describe_json_has_each_key_with_value_and_meaning() {
+        let c =
+            load("P2PEnabled = 0x61\nSiteKey = \"a very secret site key\"\nCertIssuer = \"A, B\"");
+        let j = c.describe_json();
+        assert_eq!(j.as_object().unwrap().len(), KEYS.len());
+        assert_eq!(j["P2PEnabled"]["value"], 0x61);
+        assert_eq!(j["P2PEnabled"]["meaning"], "HTTPS + HTTP + SMB");
+        assert_eq!(j["P2PHttpPort"]["value"], 5080);
+        assert_eq!(j["Preboot"]["value"], false);
+        assert_eq!(j["CertIssuer"]["value"], "A, B");
+        assert_eq!(j["OriginUrl"]["value"], serde_json::Value::Null);
+        assert_eq!(j["P2PElectionWeight"]["value"], serde_json::Value::Null);
+        assert_eq!(j["SiteKey"]["value"], serde_json::Value::Null);
+        assert_eq!(j["SiteKey"]["hidden"], true);
+        assert_eq!(j["Platform.thumbprint"]["value"], serde_json::Value::Null);
+        assert!(!j.to_string().contains("secret"));
     }
 
     #[test]

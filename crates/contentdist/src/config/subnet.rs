@@ -1,43 +1,29 @@
-//! `NomadInhibitedSubnets` entries: IPv4 or IPv6 networks in CIDR notation.
+//! `NomadInhibitedSubnets` entries: IPv4 or IPv6 networks in CIDR notation, parsed
+//! and matched by `ipnet`; this module adds the product's rules (a prefix is
+//! required, IPv4-mapped addresses count as IPv4) and messages that say what is wrong.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// A network in CIDR notation (`10.1.2.0/24`, `fd00::/8`). Host bits written after
 /// the network are cleared at parse time, so `10.1.2.7/24` is `10.1.2.0/24`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Subnet {
-    /// The network address (host bits zero).
-    pub addr: IpAddr,
-    /// The prefix length: 0..=32 for IPv4, 0..=128 for IPv6.
-    pub prefix: u8,
-}
+pub struct Subnet(IpNet);
 
 impl Subnet {
     /// True when `ip` is inside this network. An IPv4-mapped IPv6 address
     /// (`::ffff:10.1.2.3`, as a dual-stack socket reports it) counts as its IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = mask_u32(self.prefix);
-                u32::from(ip) & mask == u32::from(net) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = mask_u128(self.prefix);
-                u128::from(ip) & mask == u128::from(net) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
-}
 
-fn mask_u32(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn mask_u128(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+    /// The network (host bits zero) and its prefix length.
+    pub fn net(&self) -> IpNet {
+        self.0
+    }
 }
 
 impl FromStr for Subnet {
@@ -47,26 +33,24 @@ impl FromStr for Subnet {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
         let bad = |why: &str| format!("'{text}' is not a subnet in CIDR notation ({why})");
-        let (addr, prefix) = text
-            .split_once('/')
-            .ok_or_else(|| bad("missing /prefix, e.g. 10.1.2.0/24"))?;
-        let addr: IpAddr = addr.parse().map_err(|_| bad("bad address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = match prefix.parse() {
-            Ok(p) if p <= max => p,
-            _ => return Err(bad(&format!("prefix must be 0..={max}"))),
-        };
-        let addr = match addr {
-            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask_u32(prefix)).into()),
-            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask_u128(prefix)).into()),
-        };
-        Ok(Subnet { addr, prefix })
+        match text.parse::<IpNet>() {
+            Ok(net) => Ok(Subnet(net.trunc())),
+            // ipnet only says "invalid IP address syntax": say which half is wrong.
+            Err(_) => Err(match text.split_once('/') {
+                None => bad("missing /prefix, e.g. 10.1.2.0/24"),
+                Some((addr, _)) => match addr.parse::<IpAddr>() {
+                    Err(_) => bad("bad address"),
+                    Ok(IpAddr::V4(_)) => bad("prefix must be 0..=32"),
+                    Ok(IpAddr::V6(_)) => bad("prefix must be 0..=128"),
+                },
+            }),
+        }
     }
 }
 
 impl fmt::Display for Subnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -121,5 +105,10 @@ mod tests {
             let err = bad.parse::<Subnet>().unwrap_err();
             assert!(err.contains(&format!("'{bad}'")), "{err}");
         }
+        let says = |bad: &str| bad.parse::<Subnet>().unwrap_err();
+        assert!(says("10.1.2.0").contains("missing /prefix"));
+        assert!(says("10.1.2/24").contains("bad address"));
+        assert!(says("10.1.2.0/33").contains("prefix must be 0..=32"));
+        assert!(says("fd00::/129").contains("prefix must be 0..=128"));
     }
 }

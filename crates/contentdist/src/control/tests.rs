@@ -43,7 +43,7 @@ impl FakeJobs {
         if !allowed.contains(&job.state) {
             return Err(ControlError::new(
                 Code::BAD_REQUEST,
-                format!("job {id} is {:?}", job.state),
+                format!("job {id} is {}", job.state),
             ));
         }
         job.state = to;
@@ -300,7 +300,7 @@ async fn state_conflict_is_409_and_wrong_method_is_405() {
         client.cancel(1).await.unwrap();
         let (status, err) = raw(&served.path, "POST", "/v1/jobs/1/resume", b"").await;
         assert_eq!(status, 409);
-        assert_eq!(err["message"], "job 1 is Cancelled");
+        assert_eq!(err["message"], "job 1 is cancelled");
         let (status, _) = raw(&served.path, "DELETE", "/v1/jobs/1", b"").await;
         assert_eq!(status, 405);
         let (status, _) = raw(&served.path, "GET", "/v1/cache/clean", b"").await;

@@ -103,7 +103,7 @@ impl JobManager {
                     st => {
                         return Err(ControlError::new(
                             Code::BAD_REQUEST,
-                            format!("job {id} is {st:?} and cannot be paused"),
+                            format!("job {id} is {st} and cannot be paused"),
                         ))
                     }
                 }
@@ -124,7 +124,7 @@ impl JobManager {
             if state != JobState::Paused {
                 return Err(ControlError::new(
                     Code::BAD_REQUEST,
-                    format!("job {id} is {state:?}, not paused"),
+                    format!("job {id} is {state}, not paused"),
                 ));
             }
             if s.stop.is_some() {
@@ -149,7 +149,7 @@ impl JobManager {
             if state.is_final() {
                 return Err(ControlError::new(
                     Code::BAD_REQUEST,
-                    format!("job {id} has already finished ({state:?})"),
+                    format!("job {id} has already finished ({state})"),
                 ));
             }
             s.live.force(JobState::Cancelled);

@@ -55,12 +55,34 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The state's name as the control socket's JSON spells it (`downloading`,
+    /// `waiting_for_certificate`): the one spelling of a state in every message.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Downloading => "downloading",
+            JobState::WaitingForCertificate => "waiting_for_certificate",
+            JobState::Delivering => "delivering",
+            JobState::Paused => "paused",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
     /// True once the job will not change any more.
     pub fn is_final(self) -> bool {
         matches!(
             self,
             JobState::Done | JobState::Failed | JobState::Cancelled
         )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    /// [`JobState::as_str`]: messages say `downloading`, never `Downloading`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -156,5 +178,27 @@ impl JobInfo {
     /// The code as a catalogue value.
     pub fn code(&self) -> Code {
         Code(self.code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_is_displayed_as_its_json_spelling() {
+        for state in [
+            JobState::Queued,
+            JobState::Downloading,
+            JobState::WaitingForCertificate,
+            JobState::Delivering,
+            JobState::Paused,
+            JobState::Done,
+            JobState::Failed,
+            JobState::Cancelled,
+        ] {
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json.as_str(), Some(state.to_string().as_str()));
+        }
     }
 }

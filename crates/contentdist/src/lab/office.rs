@@ -224,14 +224,17 @@ fn agent_config(
     }
 }
 
+/// The most agents one lab runs (each has its own addresses, sockets and tasks).
+pub const MAX_AGENTS: usize = 200;
+
 /// Run the lab; `progress` receives a line about every second.
 pub async fn run(
     opts: LabOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<LabReport, LabRunError> {
-    if opts.agents == 0 || opts.agents > 200 {
+    if opts.agents == 0 || opts.agents > MAX_AGENTS {
         return Err(LabRunError::Setup(format!(
-            "--agents must be 1..=200, not {}",
+            "--agents must be 1..={MAX_AGENTS}, not {}",
             opts.agents
         )));
     }
@@ -397,7 +400,7 @@ pub async fn run(
         rows.push(AgentRow {
             addr: addrs[i],
             role,
-            state: format!("{:?}", j.state).to_lowercase(),
+            state: j.state.to_string(),
             from_origin: j.bytes_from_origin,
             from_peers: j.bytes_from_peers,
             seconds: t,
