@@ -29,6 +29,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The socket's permissions: owner and group may submit jobs, nobody else.
 const SOCKET_MODE: u32 = 0o660;
 
+/// The group the socket is given when it exists (the Debian package creates it):
+/// administrators in it use the CLI without root.
+pub const SOCKET_GROUP: &str = "contentdist";
+
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlSocketError {
@@ -109,7 +113,24 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlSocketError> {
             source,
         },
     )?;
+    give_to_group(path, SOCKET_GROUP);
     Ok(listener)
+}
+
+/// Make `group` the socket's group, when that group exists. Without it (a
+/// development machine), the socket stays with the agent's own group; a failure is
+/// logged, never fatal: root can still use the CLI.
+fn give_to_group(path: &Path, group: &str) {
+    let Some(gid) = crate::util::group_id(group) else {
+        tracing::debug!(group, "no such group: the control socket keeps the agent's group");
+        return;
+    };
+    match std::os::unix::fs::chown(path, None, Some(gid)) {
+        Ok(()) => tracing::debug!(group, gid, "control socket given to its group"),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), group, error = %e, "cannot give the control socket to its group; only the agent's user can use the CLI")
+        }
+    }
 }
 
 /// Remove `path` if it is a socket nobody answers on; refuse if someone does.
@@ -455,4 +476,32 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
 /// A refusal of the request itself, with the BAD_REQUEST code.
 fn refusal(status: StatusCode, message: String) -> Refusal {
     (status, ControlError::new(Code::BAD_REQUEST, message))
+}
+
+#[cfg(test)]
+mod group_tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn the_socket_goes_to_its_group_when_the_group_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let before = std::fs::metadata(&path).unwrap().gid();
+        // Debian's `nogroup` stands in for `contentdist` here.
+        let gid = crate::util::group_id("nogroup").expect("Debian has nogroup");
+        give_to_group(&path, "nogroup");
+        let after = std::fs::metadata(&path).unwrap().gid();
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(after, gid);
+        } else {
+            // Not root and not in that group: the socket keeps its group.
+            assert_eq!(after, before);
+        }
+        // No such group: nothing changes, nothing fails.
+        give_to_group(&path, "no-such-group-contentdist-test");
+        assert_eq!(std::fs::metadata(&path).unwrap().gid(), after);
+    }
 }

@@ -2,10 +2,12 @@
 //! HTTP/1 server loop, the `Range` header parser, the token bucket, and a free UDP
 //! port for the election socket of a lab or a test.
 
+mod group;
 pub mod http_server;
 mod range;
 mod token_bucket;
 
+pub use group::group_id;
 pub use range::{parse_range, ByteRange};
 pub use token_bucket::TokenBucket;
 
