@@ -404,6 +404,7 @@ impl JobControl for AgentView {
 
 mod background;
 mod metrics;
+mod page;
 mod subnet;
 mod tls;
 
