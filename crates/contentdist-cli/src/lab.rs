@@ -44,6 +44,11 @@ pub struct LabArgs {
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
+
+    /// Serve each agent's metrics and status page (on the agent's address, a free
+    /// port) and print their URLs
+    #[arg(long)]
+    metrics: bool,
 }
 
 /// The largest content the lab generates: 1T (1 TiB).
@@ -137,6 +142,7 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<Exit> {
         wan_rate: args.wan_rate,
         kill_master_at: args.kill_master_at,
         work_dir: args.work_dir,
+        metrics: args.metrics,
         ..LabOptions::default()
     };
     let json = args.json;

@@ -8,6 +8,7 @@
 //! - [`pki`]: a throwaway PKI made with the `openssl` command.
 //! - [`agent`]: a real `contentdist agent` process and CLI calls against it.
 //! - [`subnet`]: agents on 127.0.X.Y sharing an election port, and their content.
+//! - [`prometheus`]: a real Prometheus server scraping agents, and its API.
 //! - `procs`: spawning child processes that die with the test process.
 //!
 //! Every integration test file compiles its own copy of this module and uses only
@@ -21,6 +22,7 @@ pub mod netns;
 pub mod nginx;
 pub mod pki;
 mod procs;
+pub mod prometheus;
 pub mod subnet;
 
 use std::collections::BTreeMap;

@@ -120,7 +120,8 @@ pub(super) async fn start_metrics(
     // Weak: the listener must not keep the agent's view (and its jobs) alive.
     let metrics = Metrics::new(Arc::new(move || {
         v.upgrade().map(|v| v.metrics_sample()).unwrap_or_default()
-    }));
+    }))
+    .with_status_page(super::page::status_page_fn(view));
     match MetricsServer::start(addr, metrics, tasks.token().child_token()).await {
         Ok(s) => Ok(Some(s)),
         Err(e) => {

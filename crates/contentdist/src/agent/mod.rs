@@ -427,6 +427,7 @@ impl JobControl for AgentView {
 
 mod background;
 mod metrics;
+mod page;
 mod reload;
 mod subnet;
 mod tls;

@@ -196,3 +196,111 @@ async fn agents_in_one_process_stop_with_no_task_left() {
         assert_eq!(cache.background_flushes(), 0);
     }
 }
+
+/// `METHOD url` over HTTP/1.0: the status line and headers, and the body.
+async fn request(method: &str, url: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{method} /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_a_finished_job_its_election_and_its_bytes() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 3 << 20;
+        let origin = TestOrigin::start(dir.path(), "PAGE0001", size, None);
+        let port = crate::util::free_udp_port().unwrap();
+        let agent = Agent::start(config(dir.path(), 0, &origin.url(), port))
+            .await
+            .unwrap();
+        agent
+            .jobs()
+            .submit(JobRequest {
+                content_id: "PAGE0001".into(),
+                version: 1,
+                dest: Some(dir.path().join("dest")),
+                content_hash: None,
+                priority: 5,
+            })
+            .unwrap();
+        wait_until(Duration::from_secs(30), "the job done", || async {
+            let jobs = agent.jobs().list();
+            assert!(jobs.iter().all(|j| j.state != JobState::Failed), "{jobs:?}");
+            jobs.iter().all(|j| j.state == JobState::Done)
+        })
+        .await;
+        let job = agent.jobs().list().remove(0);
+        let metrics = agent.status().metrics.expect("a metrics listener");
+        let root = metrics.trim_end_matches("metrics");
+
+        let (head, page) = request("GET", root).await;
+        assert!(head.contains(" 200 "), "{head}");
+        assert!(head.contains("text/html; charset=utf-8"), "{head}");
+        assert!(
+            head.contains("content-security-policy: default-src 'none'"),
+            "{head}"
+        );
+        let total = job.bytes_total;
+        assert!(total > size as u64, "{job:?}");
+        for text in [
+            "<tr id=\"job-1\">".to_string(),
+            "<td>PAGE0001/1</td><td class=\"state-done\">done</td>".to_string(),
+            " 100%".to_string(),
+            // Verified, total and from the origin: the whole content.
+            format!("title=\"{total} bytes\""),
+            // The agent alone on its subnet: master of its content's election.
+            "class=\"role-master\">master".to_string(),
+            "site 0".to_string(),
+            "http://127.0.0.60:".to_string(),
+        ] {
+            assert!(page.contains(&text), "{text} in:\n{page}");
+        }
+        // The job's verified, total and from-origin cells, and the agent's bytes
+        // from the origin (the WAN): all the whole content.
+        assert_eq!(
+            page.matches(&format!("title=\"{total} bytes\"")).count(),
+            4,
+            "{page}"
+        );
+
+        let (head, json) = request("GET", &format!("{root}status.json")).await;
+        assert!(head.contains("application/json"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["jobs"][0]["content"], "PAGE0001/1");
+        assert_eq!(v["jobs"][0]["state"], "done");
+        assert_eq!(v["jobs"][0]["bytes_verified"], total);
+        assert_eq!(v["bytes_from_origin"], total);
+        assert_eq!(v["elections"][0]["role"], "master");
+        assert_eq!(v["certificates"][1]["usage"], "client");
+
+        // HEAD: the headers of a GET and no body; other methods and paths refused.
+        let (head, body) = request("HEAD", root).await;
+        assert!(
+            head.contains(" 200 ") && head.contains("text/html"),
+            "{head}"
+        );
+        assert_eq!(body, "");
+        let (head, _) = request("POST", root).await;
+        assert!(head.contains(" 405 "), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("allow: get, head"),
+            "{head}"
+        );
+        let (head, _) = request("GET", &format!("{root}nothing")).await;
+        assert!(head.contains(" 404 "), "{head}");
+
+        agent.shutdown();
+        agent.join().await.expect("the agent stops in time");
+    })
+    .await
+    .expect("within 60 s");
+}

@@ -122,7 +122,10 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlSocketError> {
 /// logged, never fatal: root can still use the CLI.
 fn give_to_group(path: &Path, group: &str) {
     let Some(gid) = crate::util::group_id(group) else {
-        tracing::debug!(group, "no such group: the control socket keeps the agent's group");
+        tracing::debug!(
+            group,
+            "no such group: the control socket keeps the agent's group"
+        );
         return;
     };
     match std::os::unix::fs::chown(path, None, Some(gid)) {

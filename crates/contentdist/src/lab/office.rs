@@ -35,6 +35,9 @@ pub struct LabOptions {
     /// Peer copy on (the product); off gives the baseline: every agent downloads
     /// directly from the origin through the same WAN link.
     pub peer_copy: bool,
+    /// Serve each agent's metrics and status page on its own address (a free
+    /// port) and give their URLs in the progress lines.
+    pub metrics: bool,
 }
 
 impl Default for LabOptions {
@@ -49,6 +52,7 @@ impl Default for LabOptions {
             work_dir: None,
             timeout: Duration::from_secs(600),
             peer_copy: true,
+            metrics: false,
         }
     }
 }
@@ -218,7 +222,9 @@ fn agent_config(
         listen_address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + i as u8)),
         election_address: IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255)),
         origin_stall_timeout_secs: 10,
-        // Many agents in one process: no metrics listener each.
+        site: "lab".into(),
+        // Many agents in one process: no metrics listener each, unless asked
+        // (`LabOptions::metrics`).
         metrics_address: None,
         ..Config::default()
     }
@@ -275,8 +281,11 @@ pub async fn run(
     let mut agents: Vec<Option<AgentHandle>> = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..opts.agents {
-        let config = agent_config(&work, i, &origin.url(), port, opts.peer_copy);
+        let mut config = agent_config(&work, i, &origin.url(), port, opts.peer_copy);
         let addr = config.listen_address;
+        if opts.metrics {
+            config.metrics_address = Some(SocketAddr::new(addr, 0));
+        }
         let a = Agent::start(config)
             .await
             .map_err(|source| LabRunError::Agent { addr, source })?;
@@ -296,6 +305,15 @@ pub async fn run(
         opts.wan_rate as f64 * 8.0 / 1e6,
         content_bytes as f64 / 1048576.0
     ));
+
+    for a in agents.iter().flatten().filter(|_| opts.metrics) {
+        if let Some(url) = a.status().metrics {
+            progress(&format!(
+                "status page {}  metrics {url}",
+                url.trim_end_matches("metrics")
+            ));
+        }
+    }
 
     let started = Instant::now();
     for (i, a) in agents.iter().enumerate() {

@@ -12,7 +12,11 @@
 //! Labels stay bounded: no content id and no host on any counter (at fleet scale
 //! those explode); the site (`Site`) is a label of `contentdist_agent_info` only,
 //! to be joined on in queries.
+//!
+//! The same listener serves a status page for people (`/`, [`page`]) and its data
+//! as JSON (`/status.json`), filled the same way: at each request, by the agent.
 
+pub mod page;
 mod render;
 mod server;
 
@@ -21,6 +25,7 @@ mod tests;
 
 use std::sync::Arc;
 
+pub use page::{StatusPage, StatusPageFn};
 pub use render::{render, render_classic};
 pub use server::MetricsServer;
 
@@ -85,6 +90,7 @@ pub type SampleFn = Arc<dyn Fn() -> Sample + Send + Sync>;
 #[derive(Clone)]
 pub struct Metrics {
     sample: SampleFn,
+    page: Option<StatusPageFn>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,7 +102,21 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Metrics whose every scrape takes a fresh sample from `sample`.
     pub fn new(sample: SampleFn) -> Metrics {
-        Metrics { sample }
+        Metrics { sample, page: None }
+    }
+
+    /// The same, also serving a status page whose every request takes its data
+    /// from `page`.
+    pub fn with_status_page(self, page: StatusPageFn) -> Metrics {
+        Metrics {
+            page: Some(page),
+            ..self
+        }
+    }
+
+    /// The status page's data now (`None` when there is no page).
+    pub fn status_page(&self) -> Option<StatusPage> {
+        self.page.as_ref().map(|p| p())
     }
 
     /// The metrics now, in the OpenMetrics text format (what Prometheus asks for).

@@ -1,6 +1,7 @@
 //! The metrics listener (`MetricsAddress`): `GET /metrics` in the Prometheus text
-//! format, on a socket of its own, never behind the P2P account (bind it to
-//! loopback, the default, or to a management network).
+//! format, `GET /` the status page and `GET /status.json` its data, on a socket
+//! of its own, never behind the P2P account (bind it to loopback, the default, or
+//! to a management network).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::Metrics;
+use super::{page, Metrics};
 use crate::util::http_server::{accept_loop, serve_http1, AcceptOptions};
 
 /// How long a scrape in hand may finish once the agent stops.
@@ -101,8 +102,15 @@ fn answer(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             .expect("static headers")
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n");
+        let mut r = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET /metrics, / or /status.json\n",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
+    // A HEAD gets the headers a GET would (hyper sends no body for it).
     match req.uri().path() {
         // OpenMetrics for whoever asks for it (Prometheus does), the classic text
         // format for everyone else (curl, promtool).
@@ -114,9 +122,38 @@ fn answer(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             .header(header::CONTENT_TYPE, CLASSIC_TYPE)
             .body(Full::new(Bytes::from(metrics.encode_classic())))
             .expect("static headers"),
-        _ => plain(
-            StatusCode::NOT_FOUND,
-            "contentdist agent: metrics at /metrics\n",
-        ),
+        "/" | "/index.html" => match metrics.status_page() {
+            Some(p) => Response::builder()
+                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .header(
+                    header::CONTENT_SECURITY_POLICY,
+                    page::content_security_policy(),
+                )
+                .header(header::CACHE_CONTROL, "no-store")
+                .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+                .body(Full::new(Bytes::from(page::render_page(&p))))
+                .expect("static headers"),
+            None => not_found(),
+        },
+        "/status.json" => match metrics.status_page() {
+            Some(p) => Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CACHE_CONTROL, "no-store")
+                .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+                .body(Full::new(Bytes::from(page::render_json(&p))))
+                .expect("static headers"),
+            None => not_found(),
+        },
+        _ => not_found(),
     }
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(
+            b"contentdist agent: metrics at /metrics, status at / and /status.json\n",
+        )))
+        .expect("static headers")
 }
