@@ -166,3 +166,29 @@ fn nix_uid() -> u64 {
     let out = std::process::Command::new("id").arg("-u").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+#[test]
+fn an_agent_left_at_the_products_default_says_once_that_it_copies_from_no_peer() {
+    with_timeout(Duration::from_secs(60), || {
+        let t = TestDir::new();
+        let port = support::free_udp_port();
+        let extra = format!("P2PEnabled = 0x9\nP2P_Port = {port}\nListenAddress = \"127.0.0.1\"");
+        let smb_only = AgentProc::start(&t.join("smb"), NO_ORIGIN, &extra);
+        assert!(wait_until(Duration::from_secs(20), || smb_only
+            .log()
+            .contains("agent started")));
+        let warning = "enables no peer-copy protocol this agent implements";
+        assert_eq!(
+            smb_only.log().matches(warning).count(),
+            1,
+            "{}",
+            smb_only.log()
+        );
+        let extra = format!("P2PEnabled = 0x69\nP2P_Port = {port}\nListenAddress = \"127.0.0.2\"\nP2PHttpPort = 0\nP2PHttpsPort = 0");
+        let working = AgentProc::start(&t.join("http"), NO_ORIGIN, &extra);
+        assert!(wait_until(Duration::from_secs(20), || working
+            .log()
+            .contains("agent started")));
+        assert!(!working.log().contains(warning), "{}", working.log());
+    });
+}

@@ -47,6 +47,15 @@ pub(super) fn start_subnet(
         );
         return Ok(SubnetParts::default());
     }
+    if !config.p2p_enabled.has_http() && !config.p2p_enabled.has_https() {
+        // The product's default (0x9) is SMB alone, which this agent does not speak
+        // yet: say so once, or a fleet installed with the defaults never copies
+        // from a peer and nobody knows why.
+        tracing::warn!(
+            p2p_enabled = %format!("{:#x}", config.p2p_enabled.0),
+            "P2PEnabled enables no peer-copy protocol this agent implements (SMB, 0x01, is not implemented yet): it takes part in elections but copies from no peer and serves none; add HTTP (0x20) and HTTPS (0x40), e.g. P2PEnabled = 0x69"
+        );
+    }
     let addr = advertised_address(config);
     if config.is_inhibited(addr) {
         tracing::info!(%addr, "subnet listed in NomadInhibitedSubnets: no election, every job downloads from the origin");

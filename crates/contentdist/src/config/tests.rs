@@ -96,9 +96,16 @@ fn empty_file_gives_the_defaults() {
 }
 
 #[test]
-fn example_file_sets_every_key_to_its_default() {
+fn example_file_sets_every_key_to_its_default_but_a_working_p2p_enabled() {
     let text = include_str!("../../../../contentdist.example.toml");
-    assert_eq!(load(text), Config::default());
+    // The product's default (0x9, SMB alone) copies from no peer until SMB lands:
+    // the example enables HTTP and HTTPS too.
+    let expect = Config {
+        p2p_enabled: P2PEnabled(0x69),
+        ..Config::default()
+    };
+    assert_eq!(Config::default().p2p_enabled, P2PEnabled(0x9));
+    assert_eq!(load(text), expect);
     for key in KEYS {
         let written = match *key {
             "Platform" => "\n[Platform]\n".to_string(),
