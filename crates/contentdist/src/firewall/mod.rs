@@ -241,15 +241,10 @@ pub async fn start(options: FirewallOptions, tasks: &Tasks) -> FirewallHandle {
     let wanted = plan(&options.settings, &options.bound, &local.networks);
     let unmanaged = |state, why: String| {
         let ports = port_list(&wanted.ports);
-        let open = if ports.is_empty() {
-            String::new()
-        } else {
-            format!("; peers need {} open", ports.join(", "))
-        };
         FirewallHandle {
             status: Arc::new(Mutex::new(FirewallStatus {
                 state,
-                summary: format!("{why}{open}"),
+                summary: format!("{why}{}", need_open(&ports)),
                 manage_firewall: setting.clone(),
                 ports,
                 ..FirewallStatus::default()
@@ -295,7 +290,8 @@ pub async fn start(options: FirewallOptions, tasks: &Tasks) -> FirewallHandle {
             }
         }
     }
-    let manager = Arc::new(Mutex::new(Manager::new(&options, setting)));
+    let check_period = options.check_period;
+    let manager = Arc::new(Mutex::new(Manager::new(options)));
     let handle = FirewallHandle::default();
     let m = Arc::clone(&manager);
     match tasks
@@ -305,7 +301,7 @@ pub async fn start(options: FirewallOptions, tasks: &Tasks) -> FirewallHandle {
         Ok(s) => *lock(&handle.status) = s,
         Err(e) => tracing::warn!(error = %e, "applying the firewall table panicked"),
     }
-    if let Some(period) = options.check_period {
+    if let Some(period) = check_period {
         let (t, h) = (tasks.clone(), handle.clone());
         tasks.spawn("firewall check", move |stop| {
             check_loop(manager, h, period, t, stop)
@@ -361,12 +357,7 @@ enum Action {
 
 /// The table's keeper: what it applied and what nft listed right after.
 struct Manager {
-    settings: RulesetSettings,
-    bound: BoundPorts,
-    families: Families,
-    local: LocalFn,
-    nft: Arc<dyn Nft>,
-    setting: String,
+    o: FirewallOptions,
     applied: Option<Ruleset>,
     fingerprint: Option<Vec<serde_json::Value>>,
     blocked: Vec<ForeignBlock>,
@@ -375,14 +366,9 @@ struct Manager {
 }
 
 impl Manager {
-    fn new(o: &FirewallOptions, setting: String) -> Manager {
+    fn new(o: FirewallOptions) -> Manager {
         Manager {
-            settings: o.settings,
-            bound: o.bound,
-            families: o.families,
-            local: Arc::clone(&o.local),
-            nft: Arc::clone(&o.nft),
-            setting,
+            o,
             applied: None,
             fingerprint: None,
             blocked: Vec::new(),
@@ -394,10 +380,10 @@ impl Manager {
     /// One check (`first`: at start, where the table is always applied), logged,
     /// and the status it leaves.
     fn check(&mut self, first: bool) -> FirewallStatus {
-        let local = (self.local)();
-        let wanted = plan(&self.settings, &self.bound, &local.networks);
+        let local = (self.o.local)();
+        let wanted = plan(&self.o.settings, &self.o.bound, &local.networks);
         let mut status = FirewallStatus {
-            manage_firewall: self.setting.clone(),
+            manage_firewall: self.o.mode.to_string(),
             table: Some(ruleset::table_name()),
             ports: port_list(&wanted.ports),
             sources: wanted.sources.describe(),
@@ -410,7 +396,7 @@ impl Manager {
                 }
                 self.log_action(action, &wanted);
                 self.warn_no_subnet(&wanted, &local);
-                let blocked = listing.blocking(&wanted.ports, self.families, &wanted.sources);
+                let blocked = listing.blocking(&wanted.ports, self.o.families, &wanted.sources);
                 self.report_blocked(&blocked);
                 status.state = FirewallState::Managed;
                 status.summary = summary(&wanted, &blocked, &local);
@@ -423,8 +409,8 @@ impl Manager {
                 }
                 status.state = FirewallState::Failed;
                 status.summary = format!(
-                    "failed: the table could not be checked or applied; peers need {} open",
-                    status.ports.join(", ")
+                    "failed: the table could not be checked or applied{}",
+                    need_open(&status.ports)
                 );
                 status.blocked_by = self.blocked.clone();
                 status.error = Some(text.clone());
@@ -464,7 +450,8 @@ impl Manager {
         } else {
             wanted.batch()
         };
-        self.nft
+        self.o
+            .nft
             .run("apply the table", &["-j", "-f", "-"], Some(&batch))?;
         let listing = self.list()?;
         self.applied = Some(wanted.clone());
@@ -474,6 +461,7 @@ impl Manager {
 
     fn list(&self) -> Result<Listing, FirewallError> {
         let json = self
+            .o
             .nft
             .run("read the ruleset", &["-j", "list", "ruleset"], None)?;
         Listing::parse(&json)
@@ -537,6 +525,15 @@ impl Manager {
             tracing::info!("no other firewall table drops the agent's traffic any more");
         }
         self.blocked = blocked.to_vec();
+    }
+}
+
+/// `; peers need 5080/tcp, 1779/udp open`, or nothing without ports.
+fn need_open(ports: &[String]) -> String {
+    if ports.is_empty() {
+        String::new()
+    } else {
+        format!("; peers need {} open", ports.join(", "))
     }
 }
 

@@ -472,7 +472,7 @@ impl Rig {
     }
 
     fn manager(&self) -> Manager {
-        Manager::new(&self.options(FirewallMode::On, "10.77.1.2"), "true".into())
+        Manager::new(self.options(FirewallMode::On, "10.77.1.2"))
     }
 }
 
@@ -639,7 +639,7 @@ fn nothing_to_open_removes_the_agents_table() {
     // Peer copy off at the next start: no port, the old table goes.
     let mut o = rig.options(FirewallMode::On, "10.77.1.2");
     o.bound = BoundPorts::default();
-    let mut m = Manager::new(&o, "true".into());
+    let mut m = Manager::new(o);
     let s = m.check(true);
     assert!(rig.nft.with(|n| n.ours.is_empty()));
     assert!(s.summary.contains("no port to open"), "{}", s.summary);
@@ -713,7 +713,7 @@ fn the_real_batch_applies_and_is_restored_inside_a_namespace() {
     );
     let mut o = Rig::new().options(FirewallMode::On, "10.77.1.2");
     o.nft = nft;
-    let mut m = Manager::new(&o, "true".into());
+    let mut m = Manager::new(o);
     let s = m.check(true);
     assert_eq!(s.state, FirewallState::Managed, "{s:?}");
     let text = ns.nft(&["list", "table", "inet", "contentdist"]);
