@@ -35,6 +35,14 @@ fn render(value: &Value, indent: usize, out: &mut String) {
     match value {
         Value::Object(map) => {
             for (key, value) in map {
+                // Commands to copy and paste (firewall.blocked_by): one per line.
+                if let (true, Some(lines)) = (key == "commands", value.as_array()) {
+                    out.push_str(&format!("{pad}{key}:\n"));
+                    for line in lines {
+                        out.push_str(&format!("{pad}  {}\n", inline(line)));
+                    }
+                    continue;
+                }
                 if is_scalar_or_flat(value) {
                     out.push_str(&format!("{pad}{key}: {}\n", inline(value)));
                 } else {
@@ -106,6 +114,29 @@ mod tests {
              elections: (none)\n\
              listeners: http://0.0.0.0:5080, https://0.0.0.0:5443\n\
              node: host-a\n"
+        );
+    }
+
+    #[test]
+    fn commands_to_open_ports_are_printed_one_per_line() {
+        let status = json!({"firewall": {"blocked_by": [{
+            "chain": "inet filter input",
+            "commands": ["nft add rule inet filter input tcp dport 5080 accept",
+                         "nft add rule inet filter input udp dport 1779 accept"],
+            "ports": ["5080/tcp", "1779/udp"],
+        }]}});
+        let mut out = String::new();
+        render(&status, 0, &mut out);
+        assert_eq!(
+            out,
+            "firewall:\n\
+             \x20 blocked_by:\n\
+             \x20   -\n\
+             \x20     chain: inet filter input\n\
+             \x20     commands:\n\
+             \x20       nft add rule inet filter input tcp dport 5080 accept\n\
+             \x20       nft add rule inet filter input udp dport 1779 accept\n\
+             \x20     ports: 5080/tcp, 1779/udp\n"
         );
     }
 }

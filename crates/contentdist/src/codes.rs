@@ -74,6 +74,8 @@ impl Code {
     pub const BAD_REQUEST: Code = Code(0xCD0C);
     /// contentdist: an internal error (a bug) stopped the job.
     pub const INTERNAL_ERROR: Code = Code(0xCD0D);
+    /// contentdist: the agent's firewall table could not be applied or checked.
+    pub const FIREWALL_FAILED: Code = Code(0xCD0E);
 
     /// The catalogue entry, if this code is one of ours.
     pub fn info(self) -> Option<&'static CodeInfo> {
@@ -257,6 +259,11 @@ pub static CATALOGUE: &[CodeInfo] = &[
         INTERNAL_ERROR,
         "An internal error (a bug in contentdist) stopped the job: one of its steps panicked. Blocks already verified are kept.",
         "Run the job again: it resumes from the verified blocks. Report the agent's log lines around the job's failure to the developers."
+    ),
+    entry!(
+        FIREWALL_FAILED,
+        "The agent could not apply or check its firewall table (inet contentdist): nft could not run, refused the batch, or timed out. The agent goes on; peers may not reach its ports.",
+        "contentdist status (firewall.error) has nft's message. Check nft works (`nft list ruleset` as root) and the kernel has nf_tables; or set ManageFirewall = false and open the ports firewall.ports lists yourself."
     ),
 ];
 

@@ -8,6 +8,7 @@
 //! - [`codes`]: the code catalogue (0x209A, 0x2EFD, ...) and `SuccessCodes`.
 //! - [`config`]: settings with the product's names, validated once at load.
 //! - [`election`]: master election per content (sans-I/O state machine, wire format).
+//! - [`firewall`]: the agent's own nftables table accepting its ports, kept in place.
 //! - [`manifest`]: the content manifest (files, sizes, block hashes, content hash) and `ContentKey`.
 //! - [`publish`]: write a directory tree and its manifest into an origin root.
 //! - [`cache`]: the content store: verified blocks, resume, clean-up.
@@ -30,6 +31,7 @@ pub mod codes;
 pub mod config;
 pub mod control;
 pub mod election;
+pub mod firewall;
 pub mod job;
 pub mod lab;
 pub mod manifest;

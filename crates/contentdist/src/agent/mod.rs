@@ -148,6 +148,11 @@ impl Agent {
                 .flatten(),
             election: subnet.as_ref().map(SubnetHandle::local_addr),
         };
+        let firewall = crate::firewall::start(
+            crate::firewall::FirewallOptions::for_agent(&config, &addrs),
+            &tasks,
+        )
+        .await;
         let view = Arc::new(AgentView {
             peer_counters: servers.first().map(PeerServer::counters),
             peer_client,
@@ -161,6 +166,7 @@ impl Agent {
             config: std::sync::Mutex::new(Arc::new(config.clone())),
             subnet: subnet.clone(),
             listeners,
+            firewall,
         });
         // The metrics listener reads the view; the view says where it listens.
         let metrics = metrics::start_metrics(&config, &view, &tasks).await;
@@ -342,6 +348,8 @@ struct AgentView {
     started_unix: f64,
     /// The metrics URL, "" when off, or why the listener did not start.
     metrics: std::sync::OnceLock<String>,
+    /// The firewall table's keeper (its status).
+    firewall: crate::firewall::FirewallHandle,
 }
 
 impl AgentView {
@@ -391,6 +399,7 @@ impl AgentView {
             https_certificate: self.server_certs.as_ref().map(|c| c.state()),
             client_certificate: Some(self.client_certs.state()),
             metrics: self.metrics.get().filter(|m| !m.is_empty()).cloned(),
+            firewall: Some(self.firewall.status()),
         }
     }
 }

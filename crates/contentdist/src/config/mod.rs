@@ -13,6 +13,7 @@
 //! the closest known key, because a misspelt setting silently ignored is worse.
 
 mod error;
+mod firewall;
 mod flags;
 mod host;
 mod parse;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use crate::codes::{SuccessCodes, DEFAULT_SUCCESS_CODES};
 
 pub use error::ConfigError;
+pub use firewall::{FirewallMode, FirewallScope};
 pub use flags::{P2PEnabled, Protocol, Protocols, SpecialNetShare, SslSettings};
 pub use host::{system_fqdn, system_host_name};
 pub use subnet::Subnet;
@@ -80,6 +82,9 @@ pub const KEYS: &[&str] = &[
     "MetricsAddress",
     "Site",
     "ElectionAddress",
+    "ManageFirewall",
+    "FirewallScope",
+    "FirewallCheckSecs",
     "WanRateKbps",
     "OriginRetries",
     "OriginStallTimeoutSecs",
@@ -177,6 +182,14 @@ pub struct Config {
     pub site: String,
     /// `ElectionAddress`: where election broadcasts go (255.255.255.255).
     pub election_address: IpAddr,
+    /// `ManageFirewall`: keep the nftables table `inet contentdist` open for the
+    /// agent's ports (`"auto"`: when root with `nft` installed and not on loopback).
+    pub manage_firewall: FirewallMode,
+    /// `FirewallScope`: accept from the agent's subnet(s) (the default) or from any source.
+    pub firewall_scope: FirewallScope,
+    /// `FirewallCheckSecs`: how often the table is checked and restored (60; 0 =
+    /// applied at start only).
+    pub firewall_check_secs: u32,
     /// `WanRateKbps`: WAN bandwidth in kbit/s (0 = not throttled).
     pub wan_rate_kbps: u64,
     /// `OriginRetries`: attempts per origin request beyond the first, 0..=100 (5).
@@ -248,6 +261,9 @@ impl Default for Config {
             metrics_address: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9779))),
             site: String::new(),
             election_address: IpAddr::V4(Ipv4Addr::BROADCAST),
+            manage_firewall: FirewallMode::Auto,
+            firewall_scope: FirewallScope::Subnet,
+            firewall_check_secs: 60,
             wan_rate_kbps: 0,
             origin_retries: 5,
             origin_stall_timeout_secs: 30,
@@ -426,6 +442,11 @@ impl Config {
     pub fn cert_store_refresh(&self) -> Option<Duration> {
         (self.cert_store_refresh_secs > 0)
             .then(|| Duration::from_secs(self.cert_store_refresh_secs.into()))
+    }
+
+    /// `FirewallCheckSecs` as a duration; `None` when the table is applied at start only.
+    pub fn firewall_check(&self) -> Option<Duration> {
+        (self.firewall_check_secs > 0).then(|| Duration::from_secs(self.firewall_check_secs.into()))
     }
 
     /// `CacheCleanCycleHrs` as a duration; `None` when clean-up is off.

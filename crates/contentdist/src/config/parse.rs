@@ -23,6 +23,7 @@ const STRING: &str = "a string";
 const LIST: &str = "a comma-separated string or an array of strings";
 const BOOLEAN: &str = "a boolean (true or false)";
 const TABLE: &str = "a table ([Platform])";
+const FIREWALL_MODE: &str = "\"auto\", true or false";
 const CODES: &str = "a string of codes and ranges such as \"0x205A,0x2050-0x2058\"";
 
 /// Parses and validates `text`, read from `source`.
@@ -214,6 +215,29 @@ impl Reader<'_> {
                     return Err(self.invalid(key, why));
                 }
                 c.election_address = ip;
+            }
+            "ManageFirewall" => {
+                c.manage_firewall = match v {
+                    DeValue::Boolean(true) => super::FirewallMode::On,
+                    DeValue::Boolean(false) => super::FirewallMode::Off,
+                    DeValue::String(s) => s.parse().map_err(|m| self.invalid(key, m))?,
+                    other => return Err(self.wrong_type(key, FIREWALL_MODE, other)),
+                }
+            }
+            "FirewallScope" => {
+                c.firewall_scope = self
+                    .string(key, v)?
+                    .parse()
+                    .map_err(|m| self.invalid(key, m))?
+            }
+            "FirewallCheckSecs" => {
+                c.firewall_check_secs = self.ranged(
+                    key,
+                    v,
+                    0,
+                    86_400,
+                    "seconds between checks of the firewall table; 0 = at start only",
+                )? as u32
             }
             "WanRateKbps" => c.wan_rate_kbps = self.number(key, v)?,
             "OriginRetries" => {

@@ -313,6 +313,31 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
             quote(&c.election_address.to_string()),
             "destination of election broadcasts".into(),
         ),
+        "ManageFirewall" => (
+            c.manage_firewall.as_toml().into(),
+            match c.manage_firewall {
+                crate::config::FirewallMode::Auto => "nftables table inet contentdist for the agent's ports when root with nft installed (not on loopback)",
+                crate::config::FirewallMode::On => "nftables table inet contentdist for the agent's ports",
+                crate::config::FirewallMode::Off => "the firewall is not touched",
+            }
+            .into(),
+        ),
+        "FirewallScope" => (
+            quote(c.firewall_scope.as_str()),
+            match c.firewall_scope {
+                crate::config::FirewallScope::Subnet => "the firewall table accepts the agent's subnet(s) only",
+                crate::config::FirewallScope::Any => "the firewall table accepts any source",
+            }
+            .into(),
+        ),
+        "FirewallCheckSecs" => (
+            c.firewall_check_secs.to_string(),
+            off_or(
+                c.firewall_check_secs.into(),
+                "the firewall table is applied at start only",
+                "seconds between checks (and repairs) of the firewall table",
+            ),
+        ),
         "WanRateKbps" => (
             c.wan_rate_kbps.to_string(),
             match c.origin_rate_limit_bytes_per_sec() {
@@ -643,6 +668,9 @@ mod tests {
             MetricsAddress = "127.0.0.1:0"
             Site = "Branch 12"
             ElectionAddress = "127.255.255.255"
+            ManageFirewall = false
+            FirewallScope = "any"
+            FirewallCheckSecs = 5
             WanRateKbps = 2000
             OriginRetries = 100
             OriginStallTimeoutSecs = 3600

@@ -68,6 +68,11 @@ pub struct AgentStatus {
     /// (`unavailable: ...`); absent when `MetricsAddress` is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// The agent's firewall table (`ManageFirewall`): managed or not and why, the
+    /// ports peers need, and other tables that drop them with the commands that
+    /// open them there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<crate::firewall::FirewallStatus>,
 }
 
 /// Where this agent stands in one content's election.
