@@ -71,6 +71,26 @@ pub async fn run(settings: &SettingsArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// Drop `CAP_NET_ADMIN` (from the effective, permitted and bounding sets) when the
+/// agent will not manage its firewall table: the unit grants it for that alone.
+/// Called before the runtime's threads exist, so none keeps it. Settings that do
+/// not load are reported later, by [`run`].
+pub fn drop_unneeded_capabilities(settings: &SettingsArgs) {
+    use caps::{CapSet, Capability};
+    let Ok(loaded) = settings.load() else { return };
+    if contentdist::firewall::may_manage(&loaded.config) {
+        return;
+    }
+    if !caps::has_cap(None, CapSet::Permitted, Capability::CAP_NET_ADMIN).unwrap_or(false) {
+        return;
+    }
+    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Bounding] {
+        if let Err(e) = caps::drop(None, set, Capability::CAP_NET_ADMIN) {
+            eprintln!("warning: CAP_NET_ADMIN not dropped from the {set:?} set: {e}");
+        }
+    }
+}
+
 /// SIGHUP: read the settings file again and apply what can change live. A file
 /// that does not load changes nothing: the agent keeps its settings.
 fn reload(settings: &SettingsArgs, handle: &AgentHandle, log: &LogControl) {

@@ -61,9 +61,20 @@ enum Command {
     Lab(lab::LabArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Agent) {
+        // Before any thread exists: threads inherit the capabilities they start with.
+        agent::drop_unneeded_capabilities(&cli.settings);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let settings = &cli.settings;
     // The agent logs at its configured level once the settings are read.
     if !matches!(cli.command, Command::Agent) {

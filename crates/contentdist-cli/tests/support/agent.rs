@@ -158,6 +158,11 @@ impl AgentProc {
         unsafe { libc::kill(c.id() as i32, signal) };
     }
 
+    /// The agent's process id (it must be running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the agent runs").id()
+    }
+
     /// True while the agent process has not exited.
     pub fn running(&mut self) -> bool {
         self.child

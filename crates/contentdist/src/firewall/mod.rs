@@ -215,6 +215,21 @@ impl FirewallOptions {
     }
 }
 
+/// Whether an agent with `config` may manage its firewall table, decided as
+/// [`start`] decides it (`auto`: root, `nft` present, an address off loopback).
+/// The binary asks before its threads exist, to drop `CAP_NET_ADMIN` for the whole
+/// process when the answer is no.
+pub fn may_manage(config: &Config) -> bool {
+    match config.manage_firewall {
+        FirewallMode::Off => false,
+        FirewallMode::On => true,
+        FirewallMode::Auto => {
+            NftCommand::system().unavailable().is_none()
+                && !crate::agent::advertised_address(config).is_loopback()
+        }
+    }
+}
+
 /// The running firewall management: its status. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct FirewallHandle {
