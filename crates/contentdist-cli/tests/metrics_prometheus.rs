@@ -5,79 +5,12 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::prometheus::Prometheus;
 use support::subnet::{agent, publish, slow_origin, Subnet, MIB};
 use support::{wait_until, with_timeout, TestDir};
-
-/// A Prometheus server scraping `targets` every second; stopped when dropped.
-struct Prometheus {
-    child: Child,
-    url: String,
-}
-
-impl Prometheus {
-    fn start(t: &TestDir, targets: &[String]) -> Prometheus {
-        let dir = t.subdir("prometheus");
-        let list = targets
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        std::fs::write(
-            dir.join("prometheus.yml"),
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: contentdist\n    static_configs:\n      - targets: [{list}]\n"
-            ),
-        )
-        .unwrap();
-        let port = support::free_port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus (Debian package `prometheus`; .ci/run installs it)");
-        Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// The value of the instant query `q`, if it has exactly one.
-    fn query(&self, q: &str) -> Option<f64> {
-        let out = Command::new("curl")
-            .args(["-sf", "--max-time", "5", "-G"])
-            .arg(format!("{}/api/v1/query", self.url))
-            .arg("--data-urlencode")
-            .arg(format!("query={q}"))
-            .output()
-            .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let result = v["data"]["result"].as_array()?;
-        match result.as_slice() {
-            [one] => one["value"][1].as_str()?.parse().ok(),
-            _ => None,
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn prometheus_scrapes_two_agents_and_sees_origin_and_peer_bytes() {

@@ -175,20 +175,7 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// A byte count with a binary unit: `512 B`, `1.5 KiB`, `12.3 MiB`.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1023.95 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+use crate::util::human_bytes as bytes;
 
 /// A byte count as a table cell: the unit for the eye, the exact count on hover.
 fn bytes_cell(n: u64) -> String {

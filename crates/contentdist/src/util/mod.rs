@@ -4,10 +4,12 @@
 
 mod group;
 pub mod http_server;
+mod human;
 mod range;
 mod token_bucket;
 
 pub use group::group_id;
+pub use human::human_bytes;
 pub use range::{parse_range, ByteRange};
 pub use token_bucket::TokenBucket;
 
