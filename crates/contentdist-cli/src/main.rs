@@ -24,9 +24,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `--version`: the release and the commit it was built from (see build.rs), e.g.
+/// `0.1.0 (abc1234 2026-11-30)`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CONTENTDIST_COMMIT_INFO"),
+    ")"
+);
+
 /// Bring published content to every host of a site, crossing the WAN once per subnet.
 #[derive(Parser, Debug)]
-#[command(name = "contentdist", version, after_help = exit::EXIT_STATUS_HELP)]
+#[command(name = "contentdist", version = VERSION, after_help = exit::EXIT_STATUS_HELP)]
 struct Cli {
     #[command(flatten)]
     settings: settings::SettingsArgs,
