@@ -9,6 +9,7 @@ mod config;
 mod exit;
 mod explain;
 mod format;
+mod generate;
 mod get;
 mod jobs;
 mod lab;
@@ -22,7 +23,7 @@ mod test_support;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// `--version`: the release and the commit it was built from (see build.rs), e.g.
 /// `0.1.0 (abc1234 2026-11-30)`.
@@ -71,7 +72,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<_> = std::env::args_os().collect();
+    if generate::wanted(&args) {
+        return generate::main(args, Cli::command());
+    }
+    let cli = Cli::parse_from(args);
     if matches!(cli.command, Command::Agent) {
         // Before any thread exists: threads inherit the capabilities they start with.
         agent::drop_unneeded_capabilities(&cli.settings);
