@@ -304,3 +304,56 @@ async fn the_status_page_shows_a_finished_job_its_election_and_its_bytes() {
     .await
     .expect("within 60 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_the_live_settings_and_names_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::util::free_udp_port().unwrap();
+    let first = Config {
+        wan_rate_kbps: 0,
+        max_work_rate: 50,
+        ..config(dir.path(), 7, "http://127.0.0.1:9", port)
+    };
+    let a = Agent::start(first.clone()).await.unwrap();
+    assert_eq!(a.jobs().rate_limit(), None);
+    let next = Config {
+        // 8000 kbit/s at MaxWorkRate 100%: 1,000,000 bytes per second.
+        wan_rate_kbps: 8_000,
+        max_work_rate: 100,
+        max_cache_days: 3,
+        cert_issuer: vec!["Example Issuing CA".into()],
+        p2p_http_port: 6080,
+        site: "elsewhere".into(),
+        ..first.clone()
+    };
+    let report = a.reload(&next);
+    let mut applied = report.applied.clone();
+    applied.sort();
+    assert_eq!(
+        applied,
+        ["CertIssuer", "MaxCacheDays", "MaxWorkRate", "WanRateKbps"].map(String::from)
+    );
+    let mut restart = report.needs_restart.clone();
+    restart.sort();
+    assert_eq!(restart, ["P2PHttpPort", "Site"].map(String::from));
+    // In force now: the throttle, the clean-up limits, the settings status shows;
+    // the restart-only ones keep their old values.
+    assert_eq!(a.jobs().rate_limit(), Some(1_000_000));
+    assert_eq!(a.jobs().clean_policy().max_days, 3);
+    let c = a.config();
+    assert_eq!((c.wan_rate_kbps, c.max_cache_days), (8_000, 3));
+    assert_eq!(c.cert_issuer, vec!["Example Issuing CA".to_string()]);
+    assert_eq!((c.p2p_http_port, c.site.as_str()), (0, "site 7"));
+    // Lifting the throttle lifts it for downloads in progress too.
+    let report = a.reload(&Config {
+        wan_rate_kbps: 0,
+        ..next.clone()
+    });
+    assert!(
+        report.applied.contains(&"WanRateKbps".to_string()),
+        "{report:?}"
+    );
+    assert_eq!(a.jobs().rate_limit(), None);
+    a.shutdown();
+    a.join().await.unwrap();
+}

@@ -228,6 +228,11 @@ impl JobManager {
             .expect("clean policy lock") = policy;
     }
 
+    /// The WAN throttle in force (`None`: none, or no origin).
+    pub fn rate_limit(&self) -> Option<u64> {
+        self.inner.ctx.origin.as_ref().ok()?.rate_limit()
+    }
+
     /// Change the WAN throttle (a reload of the settings); no origin, nothing to do.
     pub fn set_rate_limit(&self, bytes_per_sec: Option<u64>) {
         if let Ok(o) = &self.inner.ctx.origin {

@@ -190,6 +190,11 @@ impl OriginClient {
         self.throttle.held_back()
     }
 
+    /// The WAN throttle in force, bytes per second (`None`: no limit).
+    pub fn rate_limit(&self) -> Option<u64> {
+        self.throttle.rate()
+    }
+
     /// Change the WAN throttle (`None`: no limit): downloads running now are paced
     /// by the new rate from their next chunk on.
     pub fn set_rate_limit(&self, bytes_per_sec: Option<u64>) {
