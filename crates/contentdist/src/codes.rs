@@ -76,6 +76,8 @@ impl Code {
     pub const INTERNAL_ERROR: Code = Code(0xCD0D);
     /// contentdist: the agent's firewall table could not be applied or checked.
     pub const FIREWALL_FAILED: Code = Code(0xCD0E);
+    /// contentdist: the agent's own SMB server (smbd) is not installed or does not serve.
+    pub const SMB_SERVER_FAILED: Code = Code(0xCD0F);
 
     /// The catalogue entry, if this code is one of ours.
     pub fn info(self) -> Option<&'static CodeInfo> {
@@ -264,6 +266,11 @@ pub static CATALOGUE: &[CodeInfo] = &[
         FIREWALL_FAILED,
         "The agent could not apply or check its firewall table (inet contentdist): nft could not run, refused the batch, or timed out. The agent goes on; peers may not reach its ports.",
         "contentdist status (firewall.error) has nft's message. Check nft works (`nft list ruleset` as root) and the kernel has nf_tables; or set ManageFirewall = false and open the ports firewall.ports lists yourself."
+    ),
+    entry!(
+        SMB_SERVER_FAILED,
+        "The agent's own SMB server (smbd, P2PEnabled 0x01) is not installed, could not start, or died. The agent goes on with its other peer-copy protocols and starts smbd again after a back-off.",
+        "Install Debian's samba package. contentdist status (smb.error) and CacheDir/smb/log/smbd.out and smbd.log say why smbd stopped; a port in use: choose another P2PSmbPort on every agent."
     ),
 ];
 

@@ -15,6 +15,7 @@
 //! - [`origin`]: download from the origin: ranges, resume, retries, throttling.
 //! - [`transfer`]: the one transfer engine (Range request, reassembly, verified writes) and its sources.
 //! - [`peer`]: peer copy: the HTTP server, the client that copies from a master, the P2P account.
+//! - [`smb`]: peer copy over SMB: the agent's own smbd sharing the cache read-only.
 //! - [`job`]: jobs, their states and the job manager.
 //! - [`control`]: the control socket (HTTP/JSON over a Unix socket) and its client.
 //! - [`subnet`]: the election driver (UDP) and each content's role for the jobs.
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod origin;
 pub mod peer;
 pub mod publish;
+pub mod smb;
 pub mod subnet;
 pub mod tasks;
 pub mod transfer;

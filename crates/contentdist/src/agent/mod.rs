@@ -98,6 +98,7 @@ impl Agent {
             servers,
             server_certs,
             listeners,
+            smb,
         } = start_subnet(&config, &cache, &tasks, &certs)?;
         // With certificate authentication, a job without a client certificate
         // waits for one (or fails at once in preboot).
@@ -146,6 +147,10 @@ impl Agent {
             peer_https: (config.p2p_enabled.has_https() && server_certs.is_some())
                 .then(|| servers.last().map(PeerServer::local_addr))
                 .flatten(),
+            peer_smb: smb.as_ref().and_then(|s| {
+                (s.status().state != crate::smb::SmbState::NotInstalled)
+                    .then(|| std::net::SocketAddr::new(config.listen_address, config.p2p_smb_port))
+            }),
             election: subnet.as_ref().map(SubnetHandle::local_addr),
         };
         let firewall = crate::firewall::start(
@@ -167,6 +172,7 @@ impl Agent {
             subnet: subnet.clone(),
             listeners,
             firewall,
+            smb,
         });
         // The metrics listener reads the view; the view says where it listens.
         let metrics = metrics::start_metrics(&config, &view, &tasks).await;
@@ -278,6 +284,11 @@ impl AgentHandle {
         matches!(tokio::time::timeout(within, status).await, Ok(Ok(_)))
     }
 
+    /// The agent's own SMB server, when it serves SMB (P2PEnabled 0x01).
+    pub fn smb(&self) -> Option<crate::smb::SmbStatus> {
+        self.view.smb.as_ref().map(crate::smb::SmbShare::status)
+    }
+
     /// The names of the agent's background tasks still running.
     pub fn tasks_live(&self) -> Vec<String> {
         self.tasks.live()
@@ -350,6 +361,8 @@ struct AgentView {
     metrics: std::sync::OnceLock<String>,
     /// The firewall table's keeper (its status).
     firewall: crate::firewall::FirewallHandle,
+    /// The agent's own smbd, when it serves SMB.
+    smb: Option<crate::smb::SmbShare>,
 }
 
 impl AgentView {
@@ -400,6 +413,7 @@ impl AgentView {
             client_certificate: Some(self.client_certs.state()),
             metrics: self.metrics.get().filter(|m| !m.is_empty()).cloned(),
             firewall: Some(self.firewall.status()),
+            smb: self.smb.as_ref().map(crate::smb::SmbShare::status),
         }
     }
 }

@@ -29,6 +29,8 @@ pub(super) struct SubnetParts {
     /// The HTTPS server certificate manager, when HTTPS serves.
     pub(super) server_certs: Option<Arc<ServerCerts>>,
     pub(super) listeners: Vec<String>,
+    /// The agent's own smbd (P2PEnabled 0x01, not preboot).
+    pub(super) smb: Option<crate::smb::SmbShare>,
 }
 
 /// Start the peer-copy server (unless preboot) and the election driver, when peer
@@ -46,15 +48,6 @@ pub(super) fn start_subnet(
             "peer copy disabled (P2PEnabled has no protocol): every job downloads from the origin"
         );
         return Ok(SubnetParts::default());
-    }
-    if !config.p2p_enabled.has_http() && !config.p2p_enabled.has_https() {
-        // The product's default (0x9) is SMB alone, which this agent does not speak
-        // yet: say so once, or a fleet installed with the defaults never copies
-        // from a peer and nobody knows why.
-        tracing::warn!(
-            p2p_enabled = %format!("{:#x}", config.p2p_enabled.0),
-            "P2PEnabled enables no peer-copy protocol this agent implements (SMB, 0x01, is not implemented yet): it takes part in elections but copies from no peer and serves none; add HTTP (0x20) and HTTPS (0x40), e.g. P2PEnabled = 0x69"
-        );
     }
     let addr = advertised_address(config);
     if config.is_inhibited(addr) {
@@ -128,6 +121,10 @@ pub(super) fn start_subnet(
         for url in &listeners {
             tracing::info!(%url, "peer-copy URL");
         }
+    }
+    let smb = start_smb(config, cache, tasks, p2p_key.as_ref());
+    if let Some(share) = &smb {
+        listeners.push(format!("{} (SMB 3, signing mandatory)", share.status().url));
     }
     let identity = tls::host_identity(config);
     let free = clean::disk_space(cache.root()).map(|(f, _)| f).unwrap_or(0);
@@ -210,6 +207,7 @@ pub(super) fn start_subnet(
             pin: server_certs.as_ref().map(|c| c.pin()),
         }),
         local_address: (!config.listen_address.is_unspecified()).then_some(config.listen_address),
+        smb_port: config.p2p_smb_port,
         ..PeerClientOptions::default()
     })
     .map_err(AgentError::Peer)?;
@@ -223,7 +221,42 @@ pub(super) fn start_subnet(
         servers,
         server_certs,
         listeners,
+        smb,
     })
+}
+
+/// Start the agent's own smbd when SMB (0x01) is enabled and this agent serves:
+/// the share of `CacheDir/content`, for the P2P account of `p2p_key`.
+fn start_smb(
+    config: &Config,
+    cache: &Cache,
+    tasks: &Tasks,
+    p2p_key: Option<&[u8; 32]>,
+) -> Option<crate::smb::SmbShare> {
+    if !config.p2p_enabled.has_smb() || config.preboot {
+        return None;
+    }
+    let Some(key) = p2p_key else {
+        // Certificate authentication (P2PSslSettings 0x2) creates no P2P account,
+        // and SMB has no other account to offer.
+        tracing::warn!("SMB (P2PEnabled 0x01) does not serve: with certificate authentication (P2PSslSettings 0x2) there is no P2P account for peers to log on with");
+        return None;
+    };
+    let (_, password) = crate::peer::p2p_credentials(key);
+    Some(crate::smb::SmbShare::start(
+        crate::smb::SmbShareOptions {
+            conf: crate::smb::ConfOptions {
+                dir: cache.root().join("smb"),
+                share: cache.root().join("content"),
+                listen: config.listen_address,
+                port: config.p2p_smb_port,
+            },
+            p2p_password: password,
+            smbd: None,
+            smbpasswd: None,
+        },
+        tasks,
+    ))
 }
 
 /// The address peers reach this agent at: `ListenAddress` when it names one, else

@@ -49,6 +49,7 @@ pub const KEYS: &[&str] = &[
     "P2PEnabled",
     "P2PHttpPort",
     "P2PHttpsPort",
+    "P2PSmbPort",
     "P2P_Port",
     "MaxServingConnections",
     "ServePaceFactor",
@@ -110,6 +111,10 @@ pub struct Config {
     pub p2p_http_port: u16,
     /// `P2PHttpsPort`: TCP port of the HTTPS peer-copy server (5443; 0 = any free port).
     pub p2p_https_port: u16,
+    /// `P2PSmbPort`: TCP port of the agent's own SMB server (445). Not announced:
+    /// like the product's share, every agent of a subnet must use the same port.
+    /// No 0: peers could not find a port chosen at random.
+    pub p2p_smb_port: u16,
     /// `P2P_Port`: UDP port of elections (1779; 0 = any free port).
     pub p2p_port: u16,
     /// `MaxServingConnections`: peers' connections this agent sends content on at
@@ -225,6 +230,7 @@ impl Default for Config {
             p2p_enabled: P2PEnabled::DEFAULT,
             p2p_http_port: 5080,
             p2p_https_port: 5443,
+            p2p_smb_port: 445,
             p2p_port: 1779,
             max_serving_connections: 8,
             serve_pace_factor: 8,

@@ -80,6 +80,15 @@ impl Reader<'_> {
             }
             "P2PHttpPort" => c.p2p_http_port = self.port(key, v)?,
             "P2PHttpsPort" => c.p2p_https_port = self.port(key, v)?,
+            "P2PSmbPort" => {
+                c.p2p_smb_port = self.ranged(
+                    key,
+                    v,
+                    1,
+                    65535,
+                    "TCP port; 0 is not allowed (peers must know it)",
+                )? as u16
+            }
             "ServePaceFactor" => {
                 c.serve_pace_factor =
                     self.ranged(key, v, 0, 1000, "times the origin's rate; 0 = not paced")? as u32

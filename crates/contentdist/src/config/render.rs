@@ -130,6 +130,10 @@ fn entry(c: &Config, key: &str, mode: Mode) -> (String, String) {
             c.p2p_https_port.to_string(),
             port_note("HTTPS", 0x40, c.p2p_https_port, c.p2p_enabled.has_https()),
         ),
+        "P2PSmbPort" => (
+            c.p2p_smb_port.to_string(),
+            port_note("SMB", 0x01, c.p2p_smb_port, c.p2p_enabled.has_smb()),
+        ),
         "ServePaceFactor" => (
             c.serve_pace_factor.to_string(),
             if c.serve_pace_factor == 0 {
@@ -635,6 +639,7 @@ mod tests {
             P2PEnabled = 0x6F
             P2PHttpPort = 8080
             P2PHttpsPort = 0
+            P2PSmbPort = 4450
             P2P_Port = 11779
             MaxServingConnections = 3
             ServePaceFactor = 0

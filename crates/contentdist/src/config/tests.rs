@@ -98,8 +98,8 @@ fn empty_file_gives_the_defaults() {
 #[test]
 fn example_file_sets_every_key_to_its_default_but_a_working_p2p_enabled() {
     let text = include_str!("../../../../contentdist.example.toml");
-    // The product's default (0x9, SMB alone) copies from no peer until SMB lands:
-    // the example enables HTTP and HTTPS too.
+    // The product's default is 0x9 (SMB alone); the example enables HTTPS and
+    // HTTP too, tried before SMB.
     let expect = Config {
         p2p_enabled: P2PEnabled(0x69),
         ..Config::default()

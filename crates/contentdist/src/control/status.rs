@@ -73,6 +73,10 @@ pub struct AgentStatus {
     /// open them there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<crate::firewall::FirewallStatus>,
+    /// The agent's own SMB server (P2PEnabled 0x01): its state, address, share,
+    /// signing, restarts and last failure; absent when it does not serve SMB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smb: Option<crate::smb::SmbStatus>,
 }
 
 /// Where this agent stands in one content's election.
@@ -138,6 +142,9 @@ pub struct AgentAddrs {
     pub peer_http: Option<SocketAddr>,
     /// The peer-copy server over HTTPS, when it runs.
     pub peer_https: Option<SocketAddr>,
+    /// The agent's own smbd (`P2PSmbPort`), when it is started (it may be
+    /// restarting: see the status's `smb`).
+    pub peer_smb: Option<SocketAddr>,
     /// The election socket, when the agent takes part in elections.
     pub election: Option<SocketAddr>,
 }

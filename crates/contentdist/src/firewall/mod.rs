@@ -1,8 +1,8 @@
 //! Firewall exceptions: the product adds its ports to the Windows firewall at every
 //! start and puts them back if they were removed. Here the agent keeps one nftables
 //! table of its own, `inet contentdist`, whose input chain accepts the ports it
-//! really bound: TCP for peer copy over HTTP (P2PEnabled 0x20) and HTTPS (0x40), a
-//! place for SMB (0x01) once it exists, and UDP `P2P_Port` for elections; from the
+//! really bound: TCP for peer copy over HTTP (P2PEnabled 0x20) and HTTPS (0x40), the
+//! agent's smbd for SMB (0x01), and UDP `P2P_Port` for elections; from the
 //! agent's subnet(s) only (`FirewallScope = "subnet"`, the default) or from any
 //! source.
 //!

@@ -145,9 +145,7 @@ pub struct BoundPorts {
     pub http: Option<u16>,
     /// The HTTPS peer-copy server (TCP).
     pub https: Option<u16>,
-    /// The SMB share peers copy from (TCP; P2PEnabled 0x01). SMB is not implemented
-    /// yet, so this is always `None`: when the agent's `smbd` listens, put its port
-    /// here and [`plan`] opens it.
+    /// The agent's own smbd peers copy from (TCP `P2PSmbPort`; P2PEnabled 0x01).
     pub smb: Option<u16>,
     /// The election socket (UDP `P2P_Port`).
     pub election: Option<u16>,
@@ -159,7 +157,7 @@ impl BoundPorts {
         BoundPorts {
             http: addrs.peer_http.map(|a| a.port()),
             https: addrs.peer_https.map(|a| a.port()),
-            smb: None,
+            smb: addrs.peer_smb.map(|a| a.port()),
             election: addrs.election.map(|a| a.port()),
         }
     }
@@ -206,7 +204,7 @@ pub struct Ruleset {
 /// The table for `settings`, the ports really `bound` and the agent's `networks`
 /// (the subnets of the interface it announces itself on). A protocol's port is
 /// opened when its P2PEnabled bit is set and its server really listens: HTTP 0x20,
-/// HTTPS 0x40, SMB 0x01 (not implemented yet); the election port (UDP) whenever the
+/// HTTPS 0x40, SMB 0x01 (the agent's smbd); the election port (UDP) whenever the
 /// agent takes part in elections.
 pub fn plan(settings: &RulesetSettings, bound: &BoundPorts, networks: &[Network]) -> Ruleset {
     let p = settings.p2p_enabled;

@@ -148,12 +148,6 @@ async fn follow_roles(
                             _ = stop.cancelled() => return Ok(Outcome::Stopped),
                         }
                     }
-                    Err(e @ PeerError::ProtocolNotImplemented { .. }) => {
-                        // A protocol in common exists but is not implemented here yet
-                        // (SMB): the content still has to arrive.
-                        tracing::warn!(job = job.id, error = %e, "downloading from the origin instead");
-                        return download(ctx, job, entry).await;
-                    }
                     Err(e) if e.is_master_lost() => {
                         tracing::warn!(job = job.id, master = %m.addr, error = %e, "copy from master failed; waiting for the election");
                         tokio::select! {

@@ -21,8 +21,8 @@ use super::{HaveDoc, PeerError};
 use crate::config::{Protocol, Protocols};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::transfer::{
-    check_status, classify, http_client, tls_config, ClientOptions, ContentUrls, HttpFailure,
-    HttpSource, Remote, Roots,
+    check_status, classify, http_client, tls_config, BlockSource, ClientOptions, ContentUrls,
+    HttpBody, HttpFailure, HttpSource, Opened, Remote, Roots, RunBody,
 };
 
 /// The data client (reads time out after the stall timeout) and the long-poll
@@ -67,6 +67,9 @@ pub struct PeerClientOptions {
     /// sees each peer as itself, and its per-address connection cap counts hosts,
     /// not every agent that shares a machine (the lab, tests); `None`: the system's.
     pub local_address: Option<std::net::IpAddr>,
+    /// The TCP port of masters' SMB servers (`P2PSmbPort`: not announced, the same
+    /// on every agent).
+    pub smb_port: u16,
 }
 
 impl Default for PeerClientOptions {
@@ -79,6 +82,7 @@ impl Default for PeerClientOptions {
             credentials: None,
             fan_out: None,
             local_address: None,
+            smb_port: 445,
         }
     }
 }
@@ -226,6 +230,58 @@ pub(super) struct Route {
     /// certificate, which is the proof then.
     pub(super) credentials: Option<(String, String)>,
     pub(super) clients: TlsClients,
+    /// Over SMB: the session on the master's share (then `urls` are `smb://`
+    /// URLs, for messages only, and `clients` are unused).
+    pub(super) smb: Option<super::smb::SmbRoute>,
+}
+
+/// Where one run comes from: a master or holder over HTTP(S), or a master's
+/// SMB share. One engine for both ([`crate::transfer::fetch_run`]).
+pub(super) enum PeerSource<'a> {
+    Http(HttpSource<'a>),
+    Smb(super::smb::SmbSource),
+}
+
+/// The body of a [`PeerSource`] answer.
+pub(super) enum PeerBody<'a> {
+    Http(HttpBody<'a>),
+    Smb(super::smb::SmbBody),
+}
+
+impl<'a> BlockSource for PeerSource<'a> {
+    type Body = PeerBody<'a>;
+
+    async fn open_run(
+        &self,
+        file: &crate::manifest::FileEntry,
+        range: std::ops::Range<u64>,
+    ) -> Result<Opened<PeerBody<'a>>, HttpFailure> {
+        Ok(match self {
+            PeerSource::Http(h) => match h.open_run(file, range).await? {
+                Opened::Body { body, skip } => Opened::Body {
+                    body: PeerBody::Http(body),
+                    skip,
+                },
+                Opened::NotHeld => Opened::NotHeld,
+            },
+            PeerSource::Smb(s) => match s.open_run(file, range).await? {
+                Opened::Body { body, skip } => Opened::Body {
+                    body: PeerBody::Smb(body),
+                    skip,
+                },
+                Opened::NotHeld => Opened::NotHeld,
+            },
+        })
+    }
+}
+
+impl RunBody for PeerBody<'_> {
+    async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, HttpFailure> {
+        match self {
+            PeerBody::Http(b) => b.next_chunk().await,
+            PeerBody::Smb(b) => b.next_chunk().await,
+        }
+    }
 }
 
 impl PeerClient {
@@ -260,9 +316,10 @@ impl PeerClient {
         &self.counters
     }
 
-    /// The protocols this client can speak: HTTP, and HTTPS when it has TLS settings.
+    /// The protocols this client can speak: HTTP and SMB, and HTTPS when it has
+    /// TLS settings.
     pub fn implemented(&self) -> Protocols {
-        let p = Protocols::NONE.with(Protocol::Http);
+        let p = Protocols::NONE.with(Protocol::Http).with(Protocol::Smb);
         if self.tls.is_some() {
             p.with(Protocol::Https)
         } else {
@@ -301,6 +358,42 @@ impl PeerClient {
             urls: ContentUrls::new(&root, &["content", id, &version.to_string()]),
             credentials,
             clients,
+            smb: None,
+        })
+    }
+
+    /// Log on to `target`'s SMB share with its P2P account and read the manifest
+    /// of `id`/`version` there.
+    async fn route_over_smb(
+        &self,
+        target: &MasterTarget,
+        id: &str,
+        version: u32,
+    ) -> Result<Route, PeerError> {
+        let addr = SocketAddr::new(target.addr, self.opts.smb_port);
+        // The master's SMB server knows the P2P account only (see crate::smb).
+        let (user, password) = p2p_credentials(&target.p2p_key);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let (smb, read) = super::smb::open(
+            addr,
+            (&user, &password),
+            id,
+            version,
+            self.opts.connect_timeout,
+            self.opts.stall_timeout,
+        )
+        .await?;
+        self.counters
+            .bytes_received
+            .fetch_add(read, Ordering::Relaxed);
+        let root = Url::parse(&format!("smb://{addr}/"))
+            .map_err(|e| PeerError::Setup(format!("master address {addr}: {e}")))?;
+        Ok(Route {
+            protocol: Protocol::Smb,
+            urls: ContentUrls::new(&root, &[crate::smb::SHARE_NAME, id, &version.to_string()]),
+            credentials: Some((user, password)),
+            clients: self.plain.clone(),
+            smb: Some(smb),
         })
     }
 
@@ -319,7 +412,11 @@ impl PeerClient {
         let order = protocol_order(local, target.protocols, self.implemented())?;
         let mut failed = None;
         for (i, &proto) in order.iter().enumerate() {
-            let tried = match self.route_over(target, proto, id, version) {
+            let route = match proto {
+                Protocol::Smb => self.route_over_smb(target, id, version).await,
+                _ => self.route_over(target, proto, id, version),
+            };
+            let tried = match route {
                 Ok(route) => self.have(&route, None).await.map(|_| route),
                 Err(e) => Err(e),
             };
@@ -368,8 +465,12 @@ impl PeerClient {
     }
 
     /// The content's files on the master, as a source for the transfer engine.
-    pub(super) fn source<'a>(&'a self, route: &'a Route) -> HttpSource<'a> {
-        HttpSource {
+    pub(super) fn source<'a>(&'a self, route: &'a Route) -> PeerSource<'a> {
+        if let Some(smb) = &route.smb {
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            return PeerSource::Smb(smb.source());
+        }
+        PeerSource::Http(HttpSource {
             remote: Remote::Master,
             client: &route.clients.data,
             files: route.urls.join(&["files"]),
@@ -381,7 +482,7 @@ impl PeerClient {
             stall: None,
             throttle: None,
             requests: Some(&self.counters.requests),
-        }
+        })
     }
 
     /// The master's manifest of `id`/`version`, checked to be for that id and version
@@ -395,6 +496,10 @@ impl PeerClient {
         version: u32,
     ) -> Result<Manifest, PeerError> {
         let route = self.open(target, local, id, version).await?;
+        if let Some(smb) = &route.smb {
+            // Read and checked at log-on.
+            return Ok(smb.manifest().clone());
+        }
         let url = route.urls.url(&[MANIFEST_FILE]);
         let failed = |e: reqwest::Error| classify(Remote::Master, &url, &e);
         let resp = self
@@ -435,6 +540,19 @@ impl PeerClient {
         after: Option<usize>,
         holding: Option<usize>,
     ) -> Result<(HaveDoc, Vec<u8>), PeerError> {
+        if let Some(smb) = &route.smb {
+            // No holder description over SMB: FanOut holders serve HTTP(S).
+            let wait = match after {
+                Some(_) => self.opts.long_poll.min(super::MAX_HAVE_WAIT),
+                None => Duration::ZERO,
+            };
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let (doc, bitmap, read) = smb.have(after, wait).await?;
+            self.counters
+                .bytes_received
+                .fetch_add(read, Ordering::Relaxed);
+            return Ok((doc, bitmap));
+        }
         let mut url = route.urls.url(&["have"]);
         let mut deadline = self.opts.stall_timeout;
         if let Some(after) = after {

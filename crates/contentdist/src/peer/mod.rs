@@ -58,6 +58,7 @@
 //! - `copy`: [`PeerClient::copy`], the copy loop, from the master and (FanOut)
 //!   from other holders, several transfers at once.
 //! - `plan`: which source each missing block comes from (pure).
+//! - `smb`: the peer's side of SMB: a master's share as a source of the engine.
 //! - [`swarm`]: FanOut's descriptions, the master's registry of holders.
 
 pub mod auth;
@@ -74,6 +75,7 @@ pub mod pace;
 mod plan;
 mod request;
 pub mod server;
+mod smb;
 pub mod swarm;
 mod tls;
 

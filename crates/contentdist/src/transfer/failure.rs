@@ -60,6 +60,14 @@ pub enum FailureKind {
         /// What was wrong.
         detail: String,
     },
+    /// An SMB server answered with a status the exchange does not accept.
+    SmbStatus {
+        /// The NTSTATUS, as smb2 words it.
+        status: String,
+        /// The HTTP status of the same meaning (403 refused, 404 not there, 500
+        /// anything else), which callers decide on as for HTTP.
+        like: u16,
+    },
 }
 
 /// One failed HTTP exchange: what was asked, what happened, the catalogue code and
@@ -88,7 +96,9 @@ impl HttpFailure {
             | FailureKind::Stalled { .. }
             | FailureKind::BadResponse { .. } => true,
             FailureKind::Tls { .. } => false,
-            FailureKind::Status(s) => (500..=599).contains(s),
+            FailureKind::Status(s) | FailureKind::SmbStatus { like: s, .. } => {
+                (500..=599).contains(s)
+            }
         };
         HttpFailure {
             remote,
@@ -97,6 +107,19 @@ impl HttpFailure {
             code,
             retryable,
         }
+    }
+
+    /// A failure of a master's SMB share at `url` (`smb://…`): the SMB client
+    /// settles `kind` and `code` from the server's status or the transport error.
+    pub fn smb(url: &str, kind: FailureKind, code: Code) -> HttpFailure {
+        let mut f = HttpFailure::new(
+            Remote::Master,
+            &Url::parse("smb://placeholder/").expect("a valid URL"),
+            kind,
+            code,
+        );
+        f.url = url.to_string();
+        f
     }
 
     /// The answer was malformed or cut short (`INVALID_SERVER_RESPONSE`, retryable).
@@ -144,7 +167,7 @@ impl HttpFailure {
     /// The HTTP status, when the failure is one.
     pub fn status(&self) -> Option<u16> {
         match self.kind {
-            FailureKind::Status(s) => Some(s),
+            FailureKind::Status(s) | FailureKind::SmbStatus { like: s, .. } => Some(s),
             _ => None,
         }
     }
@@ -190,6 +213,14 @@ impl fmt::Display for HttpFailure {
                 write!(f, "{url}: the master does not hold this content (HTTP 404)")
             }
             (FailureKind::Status(s), Remote::Master) => write!(f, "{url}: unexpected HTTP {s}"),
+            (FailureKind::SmbStatus { status, like: 401 | 403 }, _) => write!(
+                f,
+                "master refused {url} ({status}): check that the master serves SMB with the P2P account (its log, contentdist status: smb) and that P2PSmbPort is the same on every agent"
+            ),
+            (FailureKind::SmbStatus { status, like: 404 }, _) => {
+                write!(f, "{url}: the master does not hold this content ({status})")
+            }
+            (FailureKind::SmbStatus { status, .. }, _) => write!(f, "{url}: unexpected SMB answer {status}"),
         }
     }
 }

@@ -7,6 +7,7 @@ mod https;
 mod limits;
 mod mtls;
 mod server;
+mod smb;
 
 use std::future::Future;
 use std::net::SocketAddr;

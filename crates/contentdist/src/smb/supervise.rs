@@ -1,0 +1,298 @@
+//! The task that owns smbd: start it, watch it, start it again when it dies, stop
+//! it with the agent.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::conf::{self, ConfOptions};
+use super::{SmbError, SmbState, SmbStatus};
+use crate::peer::P2P_USER;
+
+/// The first wait before starting smbd again.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The longest wait before starting smbd again.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// smbd running this long resets the back-off.
+const STABLE: Duration = Duration::from_secs(60);
+/// How long smbd has to accept connections once started.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long smbd has to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub(super) struct Supervisor {
+    pub(super) conf: ConfOptions,
+    pub(super) smbd: PathBuf,
+    pub(super) smbpasswd: PathBuf,
+    pub(super) status: watch::Sender<SmbStatus>,
+    pub(super) password: watch::Receiver<String>,
+}
+
+/// How one run of smbd ended.
+enum Ended {
+    /// The agent stops.
+    Stopped,
+    /// smbd died, or never came up.
+    Failed(SmbError),
+}
+
+impl Supervisor {
+    pub(super) async fn run(mut self, stop: CancellationToken) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let started = Instant::now();
+            let e = match self.run_once(&stop).await {
+                Ended::Stopped => break,
+                Ended::Failed(e) => e,
+            };
+            if started.elapsed() >= STABLE {
+                backoff = BACKOFF_MIN;
+            }
+            tracing::warn!(code = %e.code(), error = %e, retry_in = ?backoff, "SMB server (smbd) stopped serving; starting it again");
+            self.status.send_modify(|s| {
+                s.state = SmbState::Restarting;
+                s.pid = None;
+                s.restarts += 1;
+                s.error = Some(format!("{} {e}", e.code()));
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        self.status.send_modify(|s| {
+            s.state = SmbState::Stopped;
+            s.pid = None;
+        });
+    }
+
+    /// Prepare, start, wait until it listens, then watch it until it dies or the
+    /// agent stops.
+    async fn run_once(&mut self, stop: &CancellationToken) -> Ended {
+        self.status.send_modify(|s| s.state = SmbState::Starting);
+        if let Err(e) = prepare(&self.conf) {
+            return Ended::Failed(e);
+        }
+        let password = self.password.borrow_and_update().clone();
+        if let Err(e) = set_password(&self.smbpasswd, &self.conf, &password).await {
+            return Ended::Failed(e);
+        }
+        let mut child = match spawn(&self.smbd, &self.conf) {
+            Ok(c) => c,
+            Err(e) => return Ended::Failed(e),
+        };
+        let pid = child.id();
+        let probe = probe_addr(self.conf.listen, self.conf.port);
+        let ready = tokio::select! {
+            r = wait_listening(probe, &mut child) => r,
+            _ = stop.cancelled() => {
+                terminate(&mut child, pid).await;
+                return Ended::Stopped;
+            }
+        };
+        if let Err(e) = ready {
+            terminate(&mut child, pid).await;
+            return Ended::Failed(self.with_output(e));
+        }
+        tracing::info!(url = %super::share_url(self.conf.listen, self.conf.port), share = conf::SHARE_NAME,
+            signing = "mandatory", pid, config = %self.conf.conf_file().display(), "SMB share serving the cache (read-only)");
+        self.status.send_modify(|s| {
+            s.state = SmbState::Running;
+            s.pid = pid;
+        });
+        loop {
+            tokio::select! {
+                status = child.wait() => {
+                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    let e = SmbError::Exited { status, detail: String::new() };
+                    terminate(&mut child, pid).await;
+                    return Ended::Failed(self.with_output(e));
+                }
+                changed = self.password.changed() => {
+                    if changed.is_err() {
+                        // The share's handle is gone: nobody can change it any more.
+                        std::future::pending::<()>().await;
+                    }
+                    let password = self.password.borrow_and_update().clone();
+                    match set_password(&self.smbpasswd, &self.conf, &password).await {
+                        Ok(()) => tracing::info!("SMB: the P2P account's password changed with the announced key"),
+                        Err(e) => tracing::warn!(code = %e.code(), error = %e, "SMB: the P2P account's password could not be changed"),
+                    }
+                }
+                _ = stop.cancelled() => {
+                    terminate(&mut child, pid).await;
+                    return Ended::Stopped;
+                }
+            }
+        }
+    }
+
+    /// `e` with the end of smbd's output, where it says why.
+    fn with_output(&self, e: SmbError) -> SmbError {
+        let tail = tail_of(&output_file(&self.conf), 6);
+        match e {
+            SmbError::Exited { status, .. } => SmbError::Exited {
+                status,
+                detail: tail,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The file smbd's standard output and error go to (messages from before its log
+/// opens: a port in use, a bad setting).
+fn output_file(conf: &ConfOptions) -> PathBuf {
+    conf.dir.join("log").join("smbd.out")
+}
+
+/// The last `n` non-empty lines of `path`, joined with ` | `.
+fn tail_of(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Write the directories, the configuration and the user map.
+fn prepare(c: &ConfOptions) -> Result<(), SmbError> {
+    let setup = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SmbError::Setup { path, source }
+    };
+    for d in c.dirs() {
+        std::fs::create_dir_all(&d).map_err(setup(&d))?;
+    }
+    // The password database is smbd's secret: only root reads it.
+    let private = c.dir.join("private");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
+        .map_err(setup(&private))?;
+    let file = c.conf_file();
+    std::fs::write(&file, conf::render(c)).map_err(setup(&file))?;
+    let map = c.user_map();
+    std::fs::write(&map, conf::render_user_map(P2P_USER)).map_err(setup(&map))?;
+    Ok(())
+}
+
+/// `smbpasswd -c CONF -a -s nobody`, the password twice on standard input.
+async fn set_password(smbpasswd: &Path, c: &ConfOptions, password: &str) -> Result<(), SmbError> {
+    let mut child = Command::new(smbpasswd)
+        .arg("-c")
+        .arg(c.conf_file())
+        .args(["-a", "-s", conf::UNIX_USER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| SmbError::Password(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let input = format!("{password}\n{password}\n");
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .map_err(|e| SmbError::Password(e.to_string()))?;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| SmbError::Password("no answer within 30 s".into()))?
+        .map_err(|e| SmbError::Password(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(SmbError::Password(format!("{}: {said}", out.status)))
+    }
+}
+
+/// Start smbd in the foreground, in its own process group (so that stopping it
+/// stops the children it forks for connections too).
+fn spawn(smbd: &Path, c: &ConfOptions) -> Result<Child, SmbError> {
+    let out_path = output_file(c);
+    let out = std::fs::File::create(&out_path).map_err(|source| SmbError::Setup {
+        path: out_path.clone(),
+        source,
+    })?;
+    let err = out.try_clone().map_err(|source| SmbError::Setup {
+        path: out_path,
+        source,
+    })?;
+    Command::new(smbd)
+        .args(["--foreground", "--no-process-group"])
+        .arg("-s")
+        .arg(c.conf_file())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(SmbError::Spawn)
+}
+
+/// Where to check that smbd accepts connections.
+fn probe_addr(listen: IpAddr, port: u16) -> SocketAddr {
+    let ip = match listen {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        a => a,
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// Wait until `addr` accepts a connection, or smbd exits, or the time is up.
+async fn wait_listening(addr: SocketAddr, child: &mut Child) -> Result<(), SmbError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(SmbError::Exited {
+                status: status.to_string(),
+                detail: String::new(),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(SmbError::NotListening {
+                addr,
+                secs: READY_TIMEOUT.as_secs(),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// SIGTERM to smbd's process group, SIGKILL after [`STOP_GRACE`].
+/// `pid` is smbd's, taken at start: once reaped, the child no longer says it, and
+/// the connection processes it forked may still live in its group.
+async fn terminate(child: &mut Child, pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let group = -(pid as i32);
+    // SAFETY: kill has no memory effects; the group is smbd's own (process_group(0)).
+    unsafe { libc::kill(group, libc::SIGTERM) };
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = child.wait().await;
+    }
+    // Children that outlived their parent.
+    unsafe { libc::kill(group, libc::SIGKILL) };
+}
