@@ -50,7 +50,7 @@ fn random_election(seed: u64, chaos: &Chaos) {
     let mut net = Net::new(&specs, seed);
     net.delay_ms = (0, chaos.max_delay_ms);
     net.drop = rng.random_range(0.0..=chaos.max_drop);
-    if seed % 4 == 0 {
+    if seed.is_multiple_of(4) {
         net.site_key = Some(SiteKey::new(b"random site"));
     }
     let mut starts: Vec<(u64, usize, Option<u16>)> = (0..n)
