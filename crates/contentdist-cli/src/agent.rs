@@ -71,22 +71,31 @@ pub async fn run(settings: &SettingsArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// Drop `CAP_NET_ADMIN` (from the effective, permitted and bounding sets) when the
-/// agent will not manage its firewall table: the unit grants it for that alone.
-/// Called before the runtime's threads exist, so none keeps it. Settings that do
-/// not load are reported later, by [`run`].
+/// Drop the capabilities the unit grants for one feature when that feature is off:
+/// `CAP_NET_ADMIN` (the agent's nftables table) unless it manages the firewall,
+/// `CAP_SETUID` and `CAP_SETGID` (its smbd switches users) unless it serves SMB.
+/// From the effective, permitted and bounding sets, before the runtime's threads
+/// exist, so no thread and no child keeps them. Settings that do not load are
+/// reported later, by [`run`].
 pub fn drop_unneeded_capabilities(settings: &SettingsArgs) {
     use caps::{CapSet, Capability};
     let Ok(loaded) = settings.load() else { return };
-    if contentdist::firewall::may_manage(&loaded.config) {
-        return;
+    let c = &loaded.config;
+    let mut unneeded = Vec::new();
+    if !contentdist::firewall::may_manage(c) {
+        unneeded.push(Capability::CAP_NET_ADMIN);
     }
-    if !caps::has_cap(None, CapSet::Permitted, Capability::CAP_NET_ADMIN).unwrap_or(false) {
-        return;
+    if !c.p2p_enabled.has_smb() || c.preboot {
+        unneeded.extend([Capability::CAP_SETUID, Capability::CAP_SETGID]);
     }
-    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Bounding] {
-        if let Err(e) = caps::drop(None, set, Capability::CAP_NET_ADMIN) {
-            eprintln!("warning: CAP_NET_ADMIN not dropped from the {set:?} set: {e}");
+    for cap in unneeded {
+        if !caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            continue;
+        }
+        for set in [CapSet::Effective, CapSet::Permitted, CapSet::Bounding] {
+            if let Err(e) = caps::drop(None, set, cap) {
+                eprintln!("warning: {cap} not dropped from the {set:?} set: {e}");
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The systemd service: the unit passes `systemd-analyze verify`, its exposure
 //! (`systemd-analyze security --offline`) is at most 3, and an agent that does not
-//! manage its firewall keeps no `CAP_NET_ADMIN` in any thread.
+//! manage its firewall and serves no SMB keeps no `CAP_NET_ADMIN`, `CAP_SETUID` or
+//! `CAP_SETGID` in any thread.
 
 mod support;
 
@@ -76,10 +77,12 @@ fn thread_caps(pid: u32) -> Vec<(String, u64)> {
 }
 
 #[test]
-fn an_agent_that_does_not_manage_the_firewall_keeps_no_net_admin() {
+fn an_agent_without_firewall_or_smb_keeps_none_of_their_capabilities() {
     with_timeout(Duration::from_secs(60), || {
         let t = TestDir::new();
         const CAP_NET_ADMIN: u64 = 1 << 12;
+        // Peer copy off (the harness's default): no smbd, so no user switching.
+        const CAP_SETUID_SETGID: u64 = (1 << 7) | (1 << 6);
         for setting in ["ManageFirewall = false", "ManageFirewall = \"auto\""] {
             // "auto" on loopback: not managed either.
             let agent = AgentProc::start(
@@ -91,6 +94,7 @@ fn an_agent_that_does_not_manage_the_firewall_keeps_no_net_admin() {
             assert!(caps.len() >= 3 * 2, "threads: {caps:?}");
             for (set, mask) in &caps {
                 assert_eq!(mask & CAP_NET_ADMIN, 0, "{setting}: {set} {mask:#x}");
+                assert_eq!(mask & CAP_SETUID_SETGID, 0, "{setting}: {set} {mask:#x}");
             }
         }
     });
