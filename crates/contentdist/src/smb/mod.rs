@@ -248,4 +248,4 @@ impl SmbShare {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -25,11 +25,7 @@ fn can_run() -> bool {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::util::free_tcp_port().unwrap()
 }
 
 /// A cache-like tree: `content/PKG/1/{manifest.json,have.bin,meta.json,data/…}`,
@@ -47,7 +43,9 @@ fn tree(root: &Path) -> Vec<u8> {
     bytes
 }
 
-fn options(root: &Path, port: u16) -> SmbShareOptions {
+/// A share of `root/content` on 127.0.0.1:`port` for the P2P account's `password`
+/// (also the peer-side SMB tests' master).
+pub(crate) fn share_options(root: &Path, port: u16, password: &str) -> SmbShareOptions {
     SmbShareOptions {
         conf: ConfOptions {
             dir: root.join("smb"),
@@ -55,7 +53,7 @@ fn options(root: &Path, port: u16) -> SmbShareOptions {
             listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port,
         },
-        p2p_password: PASSWORD.into(),
+        p2p_password: password.into(),
         smbd: None,
         smbpasswd: None,
     }
@@ -108,7 +106,7 @@ async fn smbclient_reads_the_share_with_the_p2p_account_and_nothing_else() {
     let bytes = tree(dir.path());
     let port = free_port();
     let tasks = Tasks::new(CancellationToken::new());
-    let share = SmbShare::start(options(dir.path(), port), &tasks);
+    let share = SmbShare::start(share_options(dir.path(), port, PASSWORD), &tasks);
     let s = wait_state(&share, |s| s.state == SmbState::Running).await;
     assert_eq!(s.url, format!("smb://127.0.0.1:{port}/contentdist"));
     assert_eq!(s.signing, "mandatory");
@@ -207,7 +205,7 @@ async fn a_killed_smbd_is_started_again() {
     tree(dir.path());
     let port = free_port();
     let tasks = Tasks::new(CancellationToken::new());
-    let share = SmbShare::start(options(dir.path(), port), &tasks);
+    let share = SmbShare::start(share_options(dir.path(), port, PASSWORD), &tasks);
     let first = wait_state(&share, |s| s.state == SmbState::Running).await;
     let pid = first.pid.expect("a running smbd has a pid");
     // SAFETY: kill has no memory effects; the pid is our own child's.
@@ -234,7 +232,7 @@ async fn without_smbd_the_share_says_not_installed_and_starts_nothing() {
     let share = SmbShare::start(
         SmbShareOptions {
             smbd: Some(dir.path().join("no-smbd")),
-            ..options(dir.path(), 4450)
+            ..share_options(dir.path(), 4450, PASSWORD)
         },
         &tasks,
     );

@@ -20,3 +20,11 @@ pub fn free_udp_port() -> std::io::Result<u16> {
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
 }
+
+/// A TCP port free on loopback now (tests: a server that must be given a concrete
+/// port, smbd): the system picks it, the socket is closed again.
+pub fn free_tcp_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+}

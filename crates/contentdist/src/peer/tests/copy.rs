@@ -170,11 +170,7 @@ async fn a_master_that_shuts_down_mid_copy_is_reported_lost_quickly() {
 #[tokio::test]
 async fn no_master_listening_is_reported_lost_with_cannot_connect() {
     bounded(async {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::util::free_tcp_port().unwrap();
         let c = Content::standard();
         let peer = Node::new();
         let target = MasterTarget {

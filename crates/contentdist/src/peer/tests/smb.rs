@@ -1,11 +1,10 @@
 //! Peer copy from a master's own smbd (root, samba installed): the SMB source of
 //! the engine, the protocol order's last step.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering;
 
 use super::*;
-use crate::smb::{ConfOptions, SmbShare, SmbShareOptions, SmbState};
+use crate::smb::{SmbShare, SmbState};
 use crate::tasks::Tasks;
 
 fn can_run() -> bool {
@@ -28,25 +27,11 @@ struct SmbMaster {
 impl SmbMaster {
     async fn start() -> SmbMaster {
         let node = Node::new();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::util::free_tcp_port().unwrap();
         let tasks = Tasks::new(CancellationToken::new());
         let root = node.cache.root().to_path_buf();
         let share = SmbShare::start(
-            SmbShareOptions {
-                conf: ConfOptions {
-                    dir: root.join("smb"),
-                    share: root.join("content"),
-                    listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    port,
-                },
-                p2p_password: p2p_credentials(&KEY).1,
-                smbd: None,
-                smbpasswd: None,
-            },
+            crate::smb::tests::share_options(&root, port, &p2p_credentials(&KEY).1),
             &tasks,
         );
         let mut w = share.watch();
