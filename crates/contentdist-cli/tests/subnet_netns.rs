@@ -7,110 +7,30 @@ mod support;
 
 use std::time::Duration;
 
-use support::agent::AgentProc;
-use support::netns::{skip_unless_root, NetLab, NetLabOptions};
-use support::{assert_trees_equal, random_file, wait_until, with_timeout, TestDir};
+use support::netns::{skip_unless_root, NsNginx};
+use support::office::{content_bytes, no_extra, Office, OfficeOptions};
+use support::{assert_trees_equal, wait_until, with_timeout, TestDir};
 
 const MIB: u64 = 1024 * 1024;
 
-struct Office {
-    net: NetLab,
-    agents: Vec<AgentProc>,
-}
-
-impl Office {
-    fn start(
-        t: &TestDir,
-        hosts: usize,
-        wan_kbit: u64,
-        size: u64,
-        p2p_enabled: u32,
-    ) -> (Office, support::netns::NsNginx, u64) {
-        let src = t.subdir("src");
-        random_file(src.join("pkg/app.msi"), size, 11);
-        random_file(src.join("pkg/setup.ini"), 700, 12);
-        support::publish(&src, &t.subdir("origin"), "APP00001", 2);
-        let net = NetLab::create(NetLabOptions {
+/// An office of `hosts` agents with `P2PEnabled = p2p`.
+fn start_office(
+    t: &TestDir,
+    hosts: usize,
+    wan_kbit: u64,
+    size: u64,
+    p2p: u32,
+) -> (Office, NsNginx, u64) {
+    Office::start(
+        t,
+        OfficeOptions {
             hosts,
-            wan_rate_kbit: Some(wan_kbit),
-        });
-        let nginx = net.nginx_in_origin(&t.join("origin"));
-        // The product's ports: these namespaces are ours alone. ListenAddress is left
-        // at 0.0.0.0, so each agent finds the address it announces by itself.
-        let agents = (0..hosts)
-            .map(|i| {
-                let dir = t.join(format!("host{i}"));
-                let extra = format!(
-                    "P2PEnabled = {p2p_enabled:#x}\nElectionAddress = \"{}\"\nCertStoreDir = \"{}\"",
-                    net.broadcast(),
-                    dir.join("store").display()
-                );
-                AgentProc::start_in(Some(net.host_ns(i)), &dir, &nginx.url(), &extra)
-            })
-            .collect();
-        (Office { net, agents }, nginx, size + 700)
-    }
-
-    fn job(&self, i: usize) -> serde_json::Value {
-        self.agents[i].jobs().first().cloned().unwrap_or_default()
-    }
-
-    fn master(&self) -> Option<usize> {
-        (0..self.agents.len()).find(|&i| {
-            let out = self.agents[i].cli(&["status", "--json"]);
-            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            s["elections"]
-                .as_array()
-                .is_some_and(|es| es.iter().any(|e| e["state"] == "master"))
-        })
-    }
-
-    fn submit(&self, t: &TestDir, i: usize) {
-        let dest = t.join(format!("dest{i}")).display().to_string();
-        let out = self.agents[i].cli(&[
-            "get",
-            "APP00001",
-            "--version",
-            "2",
-            "--no-wait",
-            "--dest",
-            &dest,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn wait_done(&self, which: &[usize]) {
-        let ok = wait_until(Duration::from_secs(150), || {
-            which.iter().all(|&i| {
-                let j = self.job(i);
-                assert_ne!(
-                    j["state"],
-                    "failed",
-                    "host {i}: {j}\n{}",
-                    self.agents[i].log()
-                );
-                j["state"] == "done"
-            })
-        });
-        assert!(
-            ok,
-            "{:#?}",
-            which.iter().map(|&i| self.job(i)).collect::<Vec<_>>()
-        );
-    }
-}
-
-fn content_bytes(nginx: &support::netns::NsNginx) -> u64 {
-    nginx
-        .access_log()
-        .iter()
-        .filter(|e| e.path.contains("/content/"))
-        .map(|e| e.bytes_sent)
-        .sum()
+            wan_kbit,
+            size,
+            p2p_enabled: p2p,
+            extra: &no_extra,
+        },
+    )
 }
 
 #[test]
@@ -123,7 +43,7 @@ fn hosts_on_a_bridge_elect_one_master_and_the_wan_carries_the_content_once() {
         // 40 Mbit/s WAN, 12 MiB: the master needs ~2.5 s; the LAN is unshaped.
         // HTTPS first, HTTP allowed, on the product's ports (5443, 5080): peers
         // copy over HTTPS, pinning the master's self-signed certificate.
-        let (office, nginx, size) = Office::start(&t, 5, 40_000, 12 * MIB, 0x68);
+        let (office, nginx, size) = start_office(&t, 5, 40_000, 12 * MIB, 0x68);
         for i in 0..5 {
             office.submit(&t, i);
         }
@@ -176,7 +96,7 @@ fn kill_9_of_the_master_process_half_way_costs_at_most_five_percent() {
         // new master lagged behind the old one (one fetch round, up to ~1.3 MB); its
         // Range request starts where its own verified blocks end. With 48 MiB that
         // came to 5.0-5.8% in 2 of 4 runs on 2026-11-30; 96 MiB keeps it near 3%.
-        let (mut office, nginx, size) = Office::start(&t, 5, 64_000, 96 * MIB, 0x28);
+        let (mut office, nginx, size) = start_office(&t, 5, 64_000, 96 * MIB, 0x28);
         for i in 0..5 {
             office.submit(&t, i);
         }
@@ -213,15 +133,6 @@ fn kill_9_of_the_master_process_half_way_costs_at_most_five_percent() {
     });
 }
 
-impl Office {
-    /// Body bytes host `i`'s peer-copy server sent (0 when it does not answer).
-    fn served(&self, i: usize) -> u64 {
-        let out = self.agents[i].cli(&["status", "--json"]);
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        s["peer_server"]["bytes_served"].as_u64().unwrap_or(0)
-    }
-}
-
 #[test]
 fn kill_9_of_a_fan_out_holder_mid_copy_costs_the_others_only_time() {
     if skip_unless_root() {
@@ -231,7 +142,7 @@ fn kill_9_of_a_fan_out_holder_mid_copy_costs_the_others_only_time() {
         let t = TestDir::new();
         // FanOut (the default SpecialNetShare): peers serve each other while the
         // master downloads 48 MiB over a 64 Mbit/s WAN (~6 s).
-        let (mut office, nginx, size) = Office::start(&t, 6, 64_000, 48 * MIB, 0x28);
+        let (mut office, nginx, size) = start_office(&t, 6, 64_000, 48 * MIB, 0x28);
         for i in 0..6 {
             office.submit(&t, i);
         }

@@ -7,6 +7,7 @@
 //! - [`faulty_origin`]: an in-process HTTP origin that injects faults on demand.
 //! - [`pki`]: a throwaway PKI made with the `openssl` command.
 //! - [`agent`]: a real `contentdist agent` process and CLI calls against it.
+//! - [`office`]: agents in network namespaces on a bridge, behind a shaped WAN.
 //! - [`subnet`]: agents on 127.0.X.Y sharing an election port, and their content.
 //! - [`prometheus`]: a real Prometheus server scraping agents, and its API.
 //! - `procs`: spawning child processes that die with the test process.
@@ -20,6 +21,7 @@ pub mod faulty_origin;
 mod faulty_origin_http;
 pub mod netns;
 pub mod nginx;
+pub mod office;
 pub mod pki;
 mod procs;
 pub mod prometheus;
