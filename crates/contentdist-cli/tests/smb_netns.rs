@@ -33,6 +33,23 @@ fn from_peers(office: &Office, i: usize, protocol: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The value of `series` in host `i`'s metrics (read with curl in its namespace).
+fn metric(office: &Office, i: usize, series: &str) -> u64 {
+    let url = office.status(i)["metrics"].as_str().unwrap().to_string();
+    let out = office
+        .net
+        .command(office.net.host_ns(i), "curl")
+        .args(["-sS", "--max-time", "10", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in host {i}'s metrics:\n{text}"))
+        .parse::<f64>()
+        .unwrap() as u64
+}
+
 /// The master (waiting for the election), and the others.
 fn roles(office: &Office) -> (usize, Vec<usize>) {
     let mut m = None;
@@ -109,6 +126,29 @@ fn the_default_0x9_copies_over_smb_and_a_preboot_peer_copies_without_serving() {
             let log = office.agents[i].log();
             assert!(log.contains("protocol=SMB"), "host {i}:\n{log}");
         }
+        // The metrics count SMB both ways: what each peer received, and what the
+        // master's smbd read for them (three copies and their have.bin polls).
+        assert_eq!(
+            metric(
+                &office,
+                peers[0],
+                r#"contentdist_received_bytes_total{source="peer",protocol="smb"}"#
+            ),
+            size
+        );
+        let mut served = 0;
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                served = metric(
+                    &office,
+                    m,
+                    r#"contentdist_served_bytes_total{protocol="smb"}"#,
+                );
+                served >= 3 * size
+            }),
+            "the master's smbd served {served} bytes for 3 copies of {size}"
+        );
+        assert!(served < 3 * size + MIB, "{served}");
         // The preboot agent copied and serves nothing: no smbd, only the election's
         // socket.
         let s = office.status(3);

@@ -27,7 +27,7 @@ impl AgentView {
         let served = self.peer_counters.as_deref().map_or(0, |s| {
             s.content_served_http.load(Ordering::Relaxed)
                 + s.content_served_https.load(Ordering::Relaxed)
-        });
+        }) + self.smb.as_ref().map_or(0, |s| s.status().bytes_served);
         let mut certificates = Vec::new();
         certificates.push(match status.https_certificate {
             None => PageCertificate {

@@ -44,9 +44,12 @@ pub struct Sample {
     /// Body bytes received from peers, by protocol.
     pub peer_bytes_http: u64,
     pub peer_bytes_https: u64,
-    /// Body bytes this agent's peer-copy server sent, by protocol.
+    pub peer_bytes_smb: u64,
+    /// Body bytes this agent's peer-copy server sent, by protocol (SMB: what the
+    /// data the agent's smbd sent in answers to READs).
     pub served_bytes_http: u64,
     pub served_bytes_https: u64,
+    pub served_bytes_smb: u64,
     /// Blocks that failed verification, by source.
     pub blocks_rejected_origin: u64,
     pub blocks_rejected_peer: u64,

@@ -135,6 +135,10 @@ impl Collector for SampleCollector {
                     vec![("source", "peer"), ("protocol", "https")],
                     counter(s.peer_bytes_https),
                 ),
+                (
+                    vec![("source", "peer"), ("protocol", "smb")],
+                    counter(s.peer_bytes_smb),
+                ),
             ],
         )?;
         family(
@@ -144,6 +148,7 @@ impl Collector for SampleCollector {
             vec![
                 (vec![("protocol", "http")], counter(s.served_bytes_http)),
                 (vec![("protocol", "https")], counter(s.served_bytes_https)),
+                (vec![("protocol", "smb")], counter(s.served_bytes_smb)),
             ],
         )?;
         family(

@@ -12,8 +12,10 @@ fn sample() -> Sample {
         origin_protocol: "https",
         peer_bytes_http: 20,
         peer_bytes_https: 300,
+        peer_bytes_smb: 30,
         served_bytes_http: 4,
         served_bytes_https: 5,
+        served_bytes_smb: 6,
         blocks_rejected_origin: 1,
         blocks_rejected_peer: 2,
         jobs_by_state: vec![("done".into(), 3), ("downloading".into(), 1)],
@@ -57,7 +59,12 @@ fn every_number_of_the_sample_is_a_series_with_bounded_labels() {
             r#"contentdist_received_bytes_total{source="peer",protocol="https"}"#,
             300.0,
         ),
+        (
+            r#"contentdist_received_bytes_total{source="peer",protocol="smb"}"#,
+            30.0,
+        ),
         (r#"contentdist_served_bytes_total{protocol="https"}"#, 5.0),
+        (r#"contentdist_served_bytes_total{protocol="smb"}"#, 6.0),
         (r#"contentdist_blocks_rejected_total{source="peer"}"#, 2.0),
         (r#"contentdist_jobs{state="downloading"}"#, 1.0),
         (

@@ -116,6 +116,8 @@ pub fn render(o: &ConfOptions) -> String {
   log file = {log}
   max log size = 1000
   log level = 1
+  # Counters only (no timings): the agent reads the bytes served with smbstatus -P.
+  smbd profiling level = count
   unix extensions = no
   follow symlinks = no
   wide links = no

@@ -130,6 +130,11 @@ pub struct SmbStatus {
     pub pid: Option<u32>,
     /// How many times smbd was started again after it died or failed.
     pub restarts: u32,
+    /// Data bytes smbd sent to peers in answers to READs, over every run of it
+    /// (from its profiling counters, read with `smbstatus -P` every
+    /// [`SERVED_POLL`] and when it ends); 0 without `smbstatus`.
+    #[serde(default)]
+    pub bytes_served: u64,
     /// The last failure, with its code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -149,6 +154,9 @@ pub struct SmbShareOptions {
     /// The smbpasswd binary; `None`: `/usr/bin/smbpasswd`, else the first on `PATH`.
     pub smbpasswd: Option<PathBuf>,
 }
+
+/// How often the bytes smbd served are read while it runs.
+pub const SERVED_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The running SMB server (or the record that it cannot run).
 #[derive(Clone, Debug)]
@@ -193,6 +201,7 @@ impl SmbShare {
             signing: "mandatory".into(),
             pid: None,
             restarts: 0,
+            bytes_served: 0,
             error: None,
             config: opts.conf.conf_file(),
         };
@@ -216,10 +225,14 @@ impl SmbShare {
             }
         };
         let (status_tx, status_rx) = watch::channel(status);
+        // Optional: without it the share serves, uncounted.
+        let smbstatus = find_binary(&None, &["/usr/bin/smbstatus"], "smbstatus");
         let run = supervise::Supervisor {
             conf: opts.conf,
             smbd,
             smbpasswd,
+            smbstatus,
+            served_before: 0,
             status: status_tx,
             password: password_rx,
         };

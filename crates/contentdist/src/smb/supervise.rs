@@ -30,6 +30,10 @@ pub(super) struct Supervisor {
     pub(super) conf: ConfOptions,
     pub(super) smbd: PathBuf,
     pub(super) smbpasswd: PathBuf,
+    /// To read smbd's counters; `None`: bytes served are not counted.
+    pub(super) smbstatus: Option<PathBuf>,
+    /// Bytes served by the runs of smbd that ended.
+    pub(super) served_before: u64,
     pub(super) status: watch::Sender<SmbStatus>,
     pub(super) password: watch::Receiver<String>,
 }
@@ -107,14 +111,21 @@ impl Supervisor {
             s.state = SmbState::Running;
             s.pid = pid;
         });
+        // smbd's counters start at zero with it (and if they did not, this run
+        // counts from what they say now).
+        let at_start = self.read_served().await.unwrap_or(0);
+        let mut poll = tokio::time::interval(super::SERVED_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 status = child.wait() => {
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                     let e = SmbError::Exited { status, detail: String::new() };
                     terminate(&mut child, pid).await;
+                    self.count_served(at_start, true).await;
                     return Ended::Failed(self.with_output(e));
                 }
+                _ = poll.tick() => self.count_served(at_start, false).await,
                 changed = self.password.changed() => {
                     if changed.is_err() {
                         // The share's handle is gone: nobody can change it any more.
@@ -128,9 +139,48 @@ impl Supervisor {
                 }
                 _ = stop.cancelled() => {
                     terminate(&mut child, pid).await;
+                    self.count_served(at_start, true).await;
                     return Ended::Stopped;
                 }
             }
+        }
+    }
+
+    /// Data bytes smbd sent in answers to READs, from its profiling counters (they
+    /// outlive it until the next start).
+    async fn read_served(&self) -> Option<u64> {
+        let smbstatus = self.smbstatus.as_ref()?;
+        let out = Command::new(smbstatus)
+            .arg("-s")
+            .arg(self.conf.conf_file())
+            .arg("--profile")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(10), out)
+            .await
+            .ok()?
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        parse_read_bytes(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Update `bytes_served` with this run's count (it began at `at_start`); at the
+    /// run's `end`, keep it for good. A failed read keeps the last count.
+    async fn count_served(&mut self, at_start: u64, end: bool) {
+        let now = self.read_served().await;
+        let before = self.served_before;
+        self.status.send_modify(|s| {
+            if let Some(n) = now {
+                s.bytes_served = before + n.saturating_sub(at_start);
+            }
+        });
+        if end {
+            self.served_before = self.status.borrow().bytes_served;
         }
     }
 
@@ -145,6 +195,23 @@ impl Supervisor {
             other => other,
         }
     }
+}
+
+/// The data bytes smbd sent in answers to READs, from `smbstatus --profile`:
+/// `smb2_read_outbytes` less the 80 bytes of SMB2 header and READ response of each
+/// answer (`smb2_read_count`). (`syscall_*pread_bytes` would not do: smbd counts
+/// its own reads of its databases there too.) `None` when the output has no such
+/// counters (profiling off, or another output).
+pub(super) fn parse_read_bytes(profile: &str) -> Option<u64> {
+    let value = |name: &str| {
+        profile.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            (n.trim() == name).then(|| v.trim().parse::<u64>().ok())?
+        })
+    };
+    let out = value("smb2_read_outbytes")?;
+    let count = value("smb2_read_count")?;
+    Some(out.saturating_sub(count.saturating_mul(80)))
 }
 
 /// The file smbd's standard output and error go to (messages from before its log

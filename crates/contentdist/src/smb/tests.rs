@@ -202,12 +202,16 @@ async fn a_killed_smbd_is_started_again() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    tree(dir.path());
+    let len = tree(dir.path()).len() as u64;
     let port = free_port();
     let tasks = Tasks::new(CancellationToken::new());
     let share = SmbShare::start(share_options(dir.path(), port, PASSWORD), &tasks);
     let first = wait_state(&share, |s| s.state == SmbState::Running).await;
     let pid = first.pid.expect("a running smbd has a pid");
+    let got = dir.path().join("got.bin");
+    let get = format!("get PKG/1/data/sub/file.bin {}", got.display());
+    let (ok, out) = smbclient(port, &["-U", &p2p_user()], &get).await;
+    assert!(ok, "{out}");
     // SAFETY: kill has no memory effects; the pid is our own child's.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let again = wait_state(&share, |s| {
@@ -219,10 +223,35 @@ async fn a_killed_smbd_is_started_again() {
         again.error.as_deref().unwrap_or("").starts_with("0xCD0F"),
         "{again:?}"
     );
-    let (ok, out) = smbclient(port, &["-U", &p2p_user()], "ls PKG/1/*").await;
+    // What the killed smbd served was counted when it died.
+    assert!(again.bytes_served >= len, "{again:?}");
+    let (ok, out) = smbclient(port, &["-U", &p2p_user()], &get).await;
     assert!(ok, "{out}");
     tasks.shutdown();
     tasks.join(Duration::from_secs(15)).await.unwrap();
+    // And both runs' bytes when the agent stopped it (the file and the manifest
+    // reads, twice).
+    let end = share.status();
+    assert!(
+        (2 * len..2 * len + 8192).contains(&end.bytes_served),
+        "{end:?}"
+    );
+}
+
+#[test]
+fn the_bytes_served_are_the_data_of_smb2_reads_in_smbstatus_profile() {
+    let out = "smb_count:                       12
+syscall_pread_bytes:                  478150656
+syscall_asys_pread_bytes:               3000000
+smb2_read_count:                              2
+smb2_read_inbytes:                          226
+smb2_read_outbytes:                     3000160
+";
+    assert_eq!(supervise::parse_read_bytes(out), Some(3_000_000));
+    assert_eq!(
+        supervise::parse_read_bytes("Profiling support unavailable"),
+        None
+    );
 }
 
 #[tokio::test]
