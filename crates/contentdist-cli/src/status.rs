@@ -7,16 +7,30 @@ use serde_json::Value;
 use crate::exit::Exit;
 use crate::settings::SettingsArgs;
 
-/// `contentdist status [--json]`
+/// `contentdist status [--json] [--p2p-account]`
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// Print the status as JSON
     #[arg(long)]
     json: bool,
+    /// Print only the P2P account peers use with this agent, with its password
+    /// (root only; a new password at every start of the agent), for checking it by
+    /// hand: `curl -u USER:PASSWORD`, `smbclient -U USER%PASSWORD`
+    #[arg(long)]
+    p2p_account: bool,
 }
 
 /// Ask the agent for its status and print it.
 pub async fn run(args: StatusArgs, settings: &SettingsArgs) -> anyhow::Result<Exit> {
+    if args.p2p_account {
+        let account = settings.client()?.p2p_account().await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&account)?);
+        } else {
+            println!("user: {}\npassword: {}", account.user, account.password);
+        }
+        return Ok(Exit::Success);
+    }
     let status = serde_json::to_value(settings.client()?.status().await?)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -149,6 +149,44 @@ fn the_default_0x9_copies_over_smb_and_a_preboot_peer_copies_without_serving() {
             "the master's smbd served {served} bytes for 3 copies of {size}"
         );
         assert!(served < 3 * size + MIB, "{served}");
+        // The README's checks by hand: the P2P account from `status --p2p-account`,
+        // then smbclient lists the shares and the content's files.
+        let out = office.agents[m].cli(&["status", "--p2p-account", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let account: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let user = format!(
+            "{}%{}",
+            account["user"].as_str().unwrap(),
+            account["password"].as_str().unwrap()
+        );
+        let host = office.net.host_addr(m).to_string();
+        let smbclient = |args: &[&str]| {
+            let out = office
+                .net
+                .command(office.net.host_ns(peers[0]), "smbclient")
+                .args(["-p", "445", "-m", "SMB3", "-U", &user])
+                .args(args)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "smbclient {args:?}: {text}");
+            text
+        };
+        let shares = smbclient(&["-L", &format!("//{host}")]);
+        assert!(shares.contains("contentdist"), "{shares}");
+        let files = smbclient(&[&format!("//{host}/contentdist"), "-c", "ls APP00001/2/*"]);
+        assert!(
+            files.contains("manifest.json") && files.contains("have.bin"),
+            "{files}"
+        );
+        // The preboot agent has no account to give.
+        let out = office.agents[3].cli(&["status", "--p2p-account"]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no P2P account"),
+            "{out:?}"
+        );
         // The preboot agent copied and serves nothing: no smbd, only the election's
         // socket.
         let s = office.status(3);

@@ -99,6 +99,7 @@ impl Agent {
             server_certs,
             listeners,
             smb,
+            p2p_account,
         } = start_subnet(&config, &cache, &tasks, &certs)?;
         // With certificate authentication, a job without a client certificate
         // waits for one (or fails at once in preboot).
@@ -173,6 +174,7 @@ impl Agent {
             listeners,
             firewall,
             smb,
+            p2p_account,
         });
         // The metrics listener reads the view; the view says where it listens.
         let metrics = metrics::start_metrics(&config, &view, &tasks).await;
@@ -363,6 +365,8 @@ struct AgentView {
     firewall: crate::firewall::FirewallHandle,
     /// The agent's own smbd, when it serves SMB.
     smb: Option<crate::smb::SmbShare>,
+    /// The P2P account peers use with this agent (`GET /v1/p2p-account`).
+    p2p_account: Option<crate::control::P2pAccount>,
 }
 
 impl AgentView {
@@ -445,6 +449,9 @@ impl JobControl for AgentView {
     }
     fn cache_clean(&self) -> Result<CleanReport, ControlError> {
         self.jobs.cache_clean()
+    }
+    fn p2p_account(&self) -> Option<crate::control::P2pAccount> {
+        self.p2p_account.clone()
     }
 }
 

@@ -31,6 +31,8 @@ pub(super) struct SubnetParts {
     pub(super) listeners: Vec<String>,
     /// The agent's own smbd (P2PEnabled 0x01, not preboot).
     pub(super) smb: Option<crate::smb::SmbShare>,
+    /// The P2P account peers use with this agent, when it serves with one.
+    pub(super) p2p_account: Option<crate::control::P2pAccount>,
 }
 
 /// Start the peer-copy server (unless preboot) and the election driver, when peer
@@ -126,6 +128,10 @@ pub(super) fn start_subnet(
     if let Some(share) = &smb {
         listeners.push(format!("{} (SMB 3, signing mandatory)", share.status().url));
     }
+    let p2p_account = p2p_key.filter(|_| serves || smb.is_some()).map(|key| {
+        let (user, password) = crate::peer::p2p_credentials(&key);
+        crate::control::P2pAccount { user, password }
+    });
     let identity = tls::host_identity(config);
     let free = clean::disk_space(cache.root()).map(|(f, _)| f).unwrap_or(0);
     let subnet = crate::subnet::start(SubnetOptions {
@@ -222,6 +228,7 @@ pub(super) fn start_subnet(
         server_certs,
         listeners,
         smb,
+        p2p_account,
     })
 }
 

@@ -150,6 +150,11 @@ impl ControlClient {
         self.get_json("/v1/status").await
     }
 
+    /// The agent's P2P account (`GET /v1/p2p-account`; root only).
+    pub async fn p2p_account(&self) -> Result<super::P2pAccount, ClientError> {
+        self.get_json("/v1/p2p-account").await
+    }
+
     /// The cache's entries (`GET /v1/cache`).
     pub async fn cache_list(&self) -> Result<Vec<CacheEntryInfo>, ClientError> {
         self.get_json("/v1/cache").await

@@ -343,6 +343,36 @@ async fn dispatch(
             answer
         }
         (["status"], &Method::GET) => run(handler, ok, |h| Ok(h.status())).await,
+        (["p2p-account"], &Method::GET) => {
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if !may_read_secrets(caller.uid, me) {
+                info!(
+                    uid = caller.uid,
+                    pid = caller.pid,
+                    "P2P account asked for by a user other than root or the agent's: refused"
+                );
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    ControlError::new(
+                        Code::BAD_REQUEST,
+                        "only root (or the agent's own user) may read the P2P account's password",
+                    ),
+                ));
+            }
+            run(handler, ok, |h| {
+                h.p2p_account().ok_or_else(|| {
+                    (
+                        StatusCode::NOT_FOUND,
+                        ControlError::new(
+                            Code::BAD_REQUEST,
+                            "this agent has no P2P account: it does not serve peers (peer copy off, preboot, or an inhibited subnet), or peers authenticate with certificates (P2PSslSettings 0x2)",
+                        ),
+                    )
+                })
+            })
+            .await
+        }
         (["cache"], &Method::GET) => run(handler, ok, |h| Ok(h.cache_list())).await,
         (["cache", "clean"], &Method::POST) => {
             run(handler, ok, |h| h.cache_clean().map_err(request_refusal)).await
@@ -352,6 +382,7 @@ async fn dispatch(
             | ["jobs", _]
             | ["jobs", _, "pause" | "resume" | "cancel"]
             | ["status"]
+            | ["p2p-account"]
             | ["cache"]
             | ["cache", "clean"],
             _,
@@ -368,6 +399,13 @@ async fn dispatch(
             ))
         }
     })
+}
+
+/// Secrets (the P2P account's password) go to root and to the agent's own user
+/// only, not to every member of the socket's group: they let anyone on the LAN read
+/// this agent's cache.
+fn may_read_secrets(caller: Option<u32>, agent: u32) -> bool {
+    matches!(caller, Some(uid) if uid == 0 || uid == agent)
 }
 
 /// Read and decode the body of `POST /v1/jobs`.
@@ -486,6 +524,14 @@ mod group_tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+
+    #[test]
+    fn only_root_and_the_agents_user_may_read_secrets() {
+        assert!(may_read_secrets(Some(0), 1000));
+        assert!(may_read_secrets(Some(1000), 1000));
+        assert!(!may_read_secrets(Some(1001), 1000));
+        assert!(!may_read_secrets(None, 0));
+    }
 
     #[test]
     fn the_socket_goes_to_its_group_when_the_group_exists() {

@@ -6,6 +6,17 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// The credentials peers use with this agent's P2P account (`GET
+/// /v1/p2p-account`, root only): for checking a master by hand with `curl -u` or
+/// `smbclient -U`. The key behind them is new at every start of the agent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct P2pAccount {
+    /// The account's name (`contentdist-p2p`).
+    pub user: String,
+    /// Its password, derived from the key this agent announces.
+    pub password: String,
+}
+
 /// An agent's status.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct AgentStatus {

@@ -47,4 +47,9 @@ pub trait JobControl: Send + Sync {
     fn cache_list(&self) -> Vec<CacheEntryInfo>;
     /// Run the cache clean-up now.
     fn cache_clean(&self) -> Result<CleanReport, ControlError>;
+    /// The P2P account peers use with this agent, when it has one (it serves, and
+    /// peers are not authenticated by certificate).
+    fn p2p_account(&self) -> Option<crate::control::P2pAccount> {
+        None
+    }
 }
