@@ -71,6 +71,8 @@ mod types;
 pub mod wire;
 
 #[cfg(test)]
+mod claim_tests;
+#[cfg(test)]
 mod flood_tests;
 #[cfg(test)]
 mod lag_tests;

@@ -13,7 +13,8 @@ pub const MAX_WEIGHT: u8 = 99;
 /// share of the content already verified, then the election weight, then free cache
 /// space, then the node id. Because node ids are unique on a subnet, two different
 /// agents never have equal ranks, so every agent that saw the same candidates picks
-/// the same winner.
+/// the same winner, provided each counts itself by the rank it claimed (a rank can
+/// change while an election runs: free space, share).
 ///
 /// A rank with weight 0 or `preboot` set can never be master ([`Rank::can_be_master`]);
 /// such candidates are ignored when the winner is picked.

@@ -79,6 +79,10 @@ pub(super) struct Slot {
     /// The last eligible master heard (announcement or heartbeat), in any phase:
     /// while it lives, we do not elect ourselves but ask it to announce itself.
     master_heard: Option<(u64, Instant)>,
+    /// The rank we last claimed (our latest `Candidate`): what the others judge us
+    /// by, so the window's end judges us by it too, not by the rank now (see
+    /// `decide`).
+    claimed: Option<Rank>,
     last_request: Option<Instant>,
     /// Answers to others' requests (announcement or claim), rate-limited.
     answers: Throttle,
@@ -95,6 +99,7 @@ impl Slot {
             phase: Phase::Idle,
             candidates: BTreeMap::new(),
             master_heard: None,
+            claimed: None,
             last_request: None,
             answers: Throttle::default(),
         }
@@ -133,6 +138,7 @@ impl Slot {
         if cx.local.weight > 0 {
             self.answers.answered();
             let rank = self.rank(cx.local);
+            self.claimed = Some(rank);
             self.send(cx, Body::Candidate { rank });
         }
     }
@@ -252,7 +258,12 @@ impl Slot {
             };
             return;
         }
-        let me = self.rank(cx.local);
+        // Judge ourselves by the claim the others judge us by. Our rank may have
+        // changed since (free space measured again, a share grown): deciding with
+        // the rank now, an agent whose free space shrank after its claim waited for
+        // the runner-up while everyone else waited for it, and nobody was master
+        // until `master_timeout` ran out (4.5 s instead of 0.5 s in the lab).
+        let me = self.claimed.unwrap_or_else(|| self.rank(cx.local));
         let best = max(me.can_be_master().then_some(me), self.best_candidate(since));
         self.phase = match best {
             Some(r) if r.node_id == cx.local.node_id => return self.become_master(cx),
