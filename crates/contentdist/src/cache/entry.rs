@@ -40,6 +40,36 @@ pub(super) const DATA_DIR: &str = "data";
 /// How often verified blocks are made durable while a download runs.
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Writeback of a data file is started each time this many bytes of it were
+/// written (see [`start_writeback`]).
+const WRITEBACK_SPAN: u64 = 8 * 1024 * 1024;
+
+/// Ask the kernel to start writing back the [`WRITEBACK_SPAN`] of `f` that the
+/// block `[offset, end)` completes, without waiting for it. Otherwise the kernel
+/// keeps written bytes dirty up to its dirty ratio (gigabytes on a large machine),
+/// and the flushes, the last one in the path of the job's end, write them all at
+/// once: at 1 GiB that was about a third of a peer copy's time here. Started early,
+/// the disk writes while the network delivers, and a flush's `fdatasync` waits only
+/// for what is still in flight. Durability is unchanged (bits are recorded after
+/// `fdatasync`, as before); this is only a hint, so its failure is ignored (a real
+/// disk error comes back from `fdatasync`).
+fn start_writeback(f: &File, offset: u64, end: u64) {
+    if end / WRITEBACK_SPAN == offset / WRITEBACK_SPAN {
+        return;
+    }
+    let span_end = end - end % WRITEBACK_SPAN;
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads its arguments; the fd is open for the call.
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            (span_end - WRITEBACK_SPAN) as libc::off64_t,
+            WRITEBACK_SPAN as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// The small mutable facts about an entry, kept in `meta.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EntryMeta {
@@ -431,6 +461,7 @@ impl ContentEntry {
             .open(&path)
             .map_err(io_err(&path))?;
         f.write_all_at(data, b.offset).map_err(io_err(&path))?;
+        start_writeback(&f, b.offset, b.offset + data.len() as u64);
         let flush_due = {
             let mut have = self.have.lock().expect("have lock");
             if have.get(index) {
