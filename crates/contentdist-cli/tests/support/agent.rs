@@ -201,6 +201,31 @@ impl AgentProc {
         }
     }
 
+    /// `contentdist get ID --version V --no-wait --dest DEST`: submit, and fail the
+    /// test if the agent refuses.
+    pub fn submit(&self, id: &str, version: u32, dest: &Path) {
+        let (v, d) = (version.to_string(), dest.display().to_string());
+        let out = self.cli(&["get", id, "--version", &v, "--no-wait", "--dest", &d]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `contentdist status --json` (null when the agent does not answer).
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Whether the agent says it is master of an election now.
+    pub fn is_master(&self) -> bool {
+        self.status()["elections"]
+            .as_array()
+            .is_some_and(|es| es.iter().any(|e| e["state"] == "master"))
+    }
+
     /// Every job, as `contentdist jobs --json` lists them.
     pub fn jobs(&self) -> Vec<serde_json::Value> {
         let out = self.cli(&["jobs", "--json"]);

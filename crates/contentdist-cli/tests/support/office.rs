@@ -73,36 +73,17 @@ impl Office {
 
     /// Host `i`'s `status --json`.
     pub fn status(&self, i: usize) -> serde_json::Value {
-        let out = self.agents[i].cli(&["status", "--json"]);
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
+        self.agents[i].status()
     }
 
     /// The host that is master of an election now, if any.
     pub fn master(&self) -> Option<usize> {
-        (0..self.agents.len()).find(|&i| {
-            self.status(i)["elections"]
-                .as_array()
-                .is_some_and(|es| es.iter().any(|e| e["state"] == "master"))
-        })
+        (0..self.agents.len()).find(|&i| self.agents[i].is_master())
     }
 
     /// Submit the content on host `i` (`get --no-wait`), delivered to `t/destI`.
     pub fn submit(&self, t: &TestDir, i: usize) {
-        let dest = t.join(format!("dest{i}")).display().to_string();
-        let out = self.agents[i].cli(&[
-            "get",
-            "APP00001",
-            "--version",
-            "2",
-            "--no-wait",
-            "--dest",
-            &dest,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.agents[i].submit("APP00001", 2, &t.join(format!("dest{i}")));
     }
 
     /// Wait until the jobs of `which` are done (a failed one fails the test).

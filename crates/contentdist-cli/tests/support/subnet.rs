@@ -82,37 +82,17 @@ impl Subnet {
     }
 
     pub fn status(&self, i: usize) -> serde_json::Value {
-        let out = self.agents[i].cli(&["status", "--json"]);
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
+        self.agents[i].status()
     }
 
     /// Index of the agent that says it is master of the content.
     pub fn master(&self) -> Option<usize> {
-        (0..self.agents.len()).find(|&i| {
-            let s = self.status(i);
-            s["elections"]
-                .as_array()
-                .is_some_and(|es| es.iter().any(|e| e["state"] == "master"))
-        })
+        (0..self.agents.len()).find(|&i| self.agents[i].is_master())
     }
 
     pub fn submit_all(&self, t: &TestDir, which: impl Iterator<Item = usize>) {
         for i in which {
-            let dest = t.join(format!("dest{i}")).display().to_string();
-            let out = self.agents[i].cli(&[
-                "get",
-                "OSD00001",
-                "--version",
-                "1",
-                "--no-wait",
-                "--dest",
-                &dest,
-            ]);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            self.agents[i].submit("OSD00001", 1, &t.join(format!("dest{i}")));
         }
     }
 
