@@ -80,6 +80,7 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Agent) {
         // Before any thread exists: threads inherit the capabilities they start with.
         agent::drop_unneeded_capabilities(&cli.settings);
+        agent::tune_allocator();
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
