@@ -81,6 +81,7 @@ impl Supervisor {
     /// agent stops.
     async fn run_once(&mut self, stop: &CancellationToken) -> Ended {
         self.status.send_modify(|s| s.state = SmbState::Starting);
+        stop_stale(&self.conf.conf_file());
         if let Err(e) = prepare(&self.conf) {
             return Ended::Failed(e);
         }
@@ -138,6 +139,10 @@ impl Supervisor {
                     }
                 }
                 _ = stop.cancelled() => {
+                    // Read before stopping it: a connection's counters reach the
+                    // total through the parent smbd, and are lost if both end at
+                    // once.
+                    self.count_served(at_start, false).await;
                     terminate(&mut child, pid).await;
                     self.count_served(at_start, true).await;
                     return Ended::Stopped;
@@ -176,7 +181,9 @@ impl Supervisor {
         let before = self.served_before;
         self.status.send_modify(|s| {
             if let Some(n) = now {
-                s.bytes_served = before + n.saturating_sub(at_start);
+                // Never less than a reading before: counters of processes that
+                // ended with smbd can drop out of a later one.
+                s.bytes_served = s.bytes_served.max(before + n.saturating_sub(at_start));
             }
         });
         if end {
@@ -306,6 +313,46 @@ fn spawn(smbd: &Path, c: &ConfOptions) -> Result<Child, SmbError> {
         .kill_on_drop(true)
         .spawn()
         .map_err(SmbError::Spawn)
+}
+
+/// Stop every smbd still running with our configuration file: one left by an
+/// earlier run of this agent that was killed (`kill -9`, a crash) before it could
+/// stop its smbd, which lives in its own process group. It would hold the port, so
+/// that ours could never start, and serve the cache with the old run's password.
+/// Found by its command line (`-s CONF`), so a system smbd or another agent's is
+/// never touched.
+pub(super) fn stop_stale(conf: &Path) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let conf = conf.as_os_str().as_encoded_bytes();
+    let mut stopped = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let ours = args.first().is_some_and(|a| a.ends_with(b"smbd"))
+            && args.windows(2).any(|w| w[0] == b"-s" && w[1] == conf);
+        if ours && pid != std::process::id() as i32 {
+            // SAFETY: kill has no memory effects; the group is that smbd's own (it
+            // was started with process_group(0)), so its children go with it.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+            tracing::warn!(pid, "an smbd of an earlier run of this agent was still running with its configuration; stopped it");
+            stopped.push(pid);
+        }
+    }
+    stopped
 }
 
 /// Where to check that smbd accepts connections.

