@@ -238,32 +238,6 @@ impl Drop for AgentProc {
         self.kill9();
         // An agent killed with SIGKILL leaves its smbd (its own process group)
         // behind: stop it, as the agent's next start would.
-        kill_smbd_of(&self.cache_dir().join("smb").join("smb.conf"));
-    }
-}
-
-/// SIGKILL to every smbd running with configuration file `conf`.
-fn kill_smbd_of(conf: &Path) {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let conf = conf.as_os_str().as_encoded_bytes();
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if args.windows(2).any(|w| w[0] == b"-s" && w[1] == conf) {
-            // SAFETY: kill has no memory effects.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
+        contentdist::smb::stop_stale(&self.cache_dir().join("smb").join("smb.conf"));
     }
 }

@@ -54,6 +54,7 @@ use crate::codes::Code;
 use crate::tasks::Tasks;
 
 pub use conf::{ConfOptions, SHARE_NAME};
+pub use supervise::stop_stale;
 
 /// Why the SMB server is not serving.
 #[derive(Debug, thiserror::Error)]

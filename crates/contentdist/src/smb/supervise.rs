@@ -321,7 +321,7 @@ fn spawn(smbd: &Path, c: &ConfOptions) -> Result<Child, SmbError> {
 /// that ours could never start, and serve the cache with the old run's password.
 /// Found by its command line (`-s CONF`), so a system smbd or another agent's is
 /// never touched.
-pub(super) fn stop_stale(conf: &Path) -> Vec<i32> {
+pub fn stop_stale(conf: &Path) -> Vec<i32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

@@ -41,6 +41,13 @@ impl SmbMaster {
         SmbMaster { node, tasks, port }
     }
 
+    /// Put every block of `c` in the master's cache, verified and durable.
+    fn hold(&self, c: &Content) {
+        let me = self.node.entry(c);
+        c.fill(&me, 0..c.manifest.block_count());
+        me.flush().unwrap();
+    }
+
     fn target(&self, protocols: Protocols) -> MasterTarget {
         MasterTarget {
             protocols,
@@ -84,9 +91,7 @@ async fn a_peer_copies_over_smb_and_every_byte_matches() {
             ("dir/b b.bin", 700 * BS + 9),
             ("empty.txt", 0),
         ]);
-        let me = m.node.entry(&c);
-        c.fill(&me, 0..c.manifest.block_count());
-        me.flush().unwrap();
+        m.hold(&c);
         let peer = Node::new();
         let entry = peer.entry(&c);
         let from_peers = PeerBytes::default();
@@ -173,9 +178,7 @@ async fn https_and_http_failing_fall_back_to_smb() {
     bounded(async {
         let m = SmbMaster::start().await;
         let c = Content::standard();
-        let me = m.node.entry(&c);
-        c.fill(&me, 0..c.manifest.block_count());
-        me.flush().unwrap();
+        m.hold(&c);
         let peer = Node::new();
         let entry = peer.entry(&c);
         let from_peers = PeerBytes::default();
@@ -205,9 +208,7 @@ async fn a_wrong_key_is_refused_over_smb() {
     bounded(async {
         let m = SmbMaster::start().await;
         let c = Content::standard();
-        let me = m.node.entry(&c);
-        c.fill(&me, 0..c.manifest.block_count());
-        me.flush().unwrap();
+        m.hold(&c);
         let peer = Node::new();
         let mut target = m.target(smb_only());
         target.p2p_key = [7; 32];
