@@ -146,6 +146,7 @@ pub(super) fn start_subnet(
             p2p_key: P2pKey(p2p_key.unwrap_or([0; 32])),
             cert_fingerprint: server_certs.as_ref().and_then(|c| *c.pin().borrow()),
             names: tls::announced_names(&identity),
+            host: Some(identity.host_name.clone()),
             free_bytes: free,
         },
         timing: Timing::default(),
@@ -158,6 +159,7 @@ pub(super) fn start_subnet(
         },
         cache_dir: Some(cache.root().to_path_buf()),
         tasks: tasks.clone(),
+        heard_hosts: smb.as_ref().and_then(|s| s.heard_hosts()),
     })
     .map_err(AgentError::Subnet)?;
     listeners.push(format!(
@@ -257,10 +259,17 @@ fn start_smb(
                 share: cache.root().join("content"),
                 listen: config.listen_address,
                 port: config.p2p_smb_port,
+                machine_accounts: false,
             },
             p2p_password: password,
             smbd: None,
             smbpasswd: None,
+            // AuthenticatedUsers 1, as over HTTP: machine accounts too.
+            machine_key: config
+                .machine_key
+                .as_ref()
+                .filter(|_| config.effective_authenticated_users() == 1)
+                .map(|k| k.as_bytes().to_vec()),
         },
         tasks,
     ))

@@ -69,6 +69,7 @@ fn the_window_is_decided_with_the_rank_claimed_not_the_rank_now() {
         addr: "127.0.0.6".parse().unwrap(),
         key: key(),
         body: Body::Candidate { rank: rival },
+        host: None,
     };
     el.handle(t0 + ms(5), Event::Received { msg: claim });
     // ...but our free space, measured again, is now below its claim.

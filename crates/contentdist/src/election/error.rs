@@ -34,9 +34,9 @@ pub enum WireError {
         reason: &'static str,
     },
     /// A master announcement's names: more than 4, or one that is not 1 to 253
-    /// bytes of `[A-Za-z0-9.-]` or starts or ends with `-` or `.` (refused when
-    /// encoding too).
-    #[error("bad master name in election message: {reason}")]
+    /// bytes of `[A-Za-z0-9.-]` or starts or ends with `-` or `.`; or a sender's
+    /// host name that is not one DNS label (refused when encoding too).
+    #[error("bad name in election message: {reason}")]
     BadName {
         /// What is wrong with them.
         reason: &'static str,

@@ -28,6 +28,7 @@ fn forged_request(i: u64) -> Event {
             addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66)),
             key: key(),
             body: Body::Request,
+            host: None,
         },
     }
 }

@@ -139,6 +139,7 @@ fn a_window_decided_late_still_counts_the_claims_heard_early_in_it() {
         addr: "127.0.0.2".parse().unwrap(),
         key: key(),
         body: Body::Candidate { rank: better },
+        host: None,
     };
     el.handle(t0 + ms(10), Event::Received { msg: claim });
     // ...and the window (500 ms) is decided only 1.6 s later: more than two

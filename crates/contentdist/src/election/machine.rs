@@ -26,11 +26,13 @@ impl Elections {
     /// An agent taking part in no election yet. Durations below 1 ms are taken as
     /// 1 ms, so that no timer can fire again at the instant it fired. Names that
     /// the wire refuses are dropped, and all but the first four valid ones: a
-    /// master whose announcement cannot be encoded would never be heard.
+    /// master whose announcement cannot be encoded would never be heard. So is a
+    /// host name the wire refuses.
     pub fn new(mut local: LocalInfo, mut timing: Timing) -> Self {
         local.weight = local.weight.min(super::rank::MAX_WEIGHT);
         local.names.retain(|n| wire::is_valid_master_name(n));
         local.names.truncate(wire::MAX_NAMES);
+        local.host = local.host.filter(|h| wire::is_valid_host_name(h));
         for d in [
             &mut timing.election_window,
             &mut timing.heartbeat_interval,

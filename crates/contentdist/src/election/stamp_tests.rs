@@ -14,6 +14,7 @@ fn request(node_id: u64) -> Message {
         addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)),
         key: key(),
         body: Body::Request,
+        host: None,
     }
 }
 

@@ -325,6 +325,7 @@ fn own_messages_and_unknown_content_are_ignored() {
             addr: local.addr,
             key: key(),
             body: Body::Request,
+            host: None,
         },
     };
     // Unknown content: no answer.
@@ -386,6 +387,7 @@ fn a_live_master_heard_only_by_heartbeat_is_asked_not_replaced() {
             addr: LocalInfo::default().addr,
             key: key(),
             body,
+            host: None,
         },
     };
     let hb = from_master(Body::Heartbeat {
@@ -542,6 +544,7 @@ fn a_certificate_change_off_mastership_is_only_remembered() {
     let announced = won.iter().find_map(|a| match a {
         Action::Broadcast(Message {
             body: Body::Master(m),
+            host: None,
             ..
         }) => Some(m.cert_fingerprint),
         _ => None,

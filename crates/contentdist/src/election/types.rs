@@ -71,13 +71,19 @@ pub struct LocalInfo {
     /// [`is_valid_master_name`](super::wire::is_valid_master_name) and drops the
     /// others, so that the announcement always encodes.
     pub names: Vec<String>,
+    /// This agent's host name, sent in every message: a master's SMB server
+    /// registers the machine accounts of the hosts it hears (see [`crate::smb`]).
+    /// [`Elections::new`](super::Elections::new) drops one that is not valid by
+    /// [`is_valid_host_name`](super::wire::is_valid_host_name).
+    pub host: Option<String>,
     /// Free cache space in bytes (see [`Elections::set_free_bytes`](super::Elections::set_free_bytes)).
     pub free_bytes: u64,
 }
 
 impl Default for LocalInfo {
     /// Node 0 at 0.0.0.0, weight 50, ports 5080/5443, SMB (the default
-    /// `P2PEnabled` 0x9), an all-zero P2P key, no fingerprint, no names: set at
+    /// `P2PEnabled` 0x9), an all-zero P2P key, no fingerprint, no names, no host
+    /// name: set at
     /// least `node_id`, `addr` and `p2p_key`.
     fn default() -> Self {
         LocalInfo {
@@ -91,6 +97,7 @@ impl Default for LocalInfo {
             p2p_key: P2pKey([0; 32]),
             cert_fingerprint: None,
             names: Vec::new(),
+            host: None,
             free_bytes: 0,
         }
     }

@@ -1,4 +1,4 @@
-//! Election messages and their binary format (version 3).
+//! Election messages and their binary format (version 4).
 //!
 //! The original product's packet format is not public; this one is ours. All
 //! integers are big-endian.
@@ -6,8 +6,8 @@
 //! ```text
 //! offset size  field
 //! 0      4     magic "CDEL"
-//! 4      1     protocol version (3; versions 1 (no stamp) and 2 (no master
-//!              names) are refused)
+//! 4      1     protocol version (4; versions 1 (no stamp), 2 (no master
+//!              names) and 3 (no sender's host name) are refused)
 //! 5      1     kind: 1 request, 2 candidate, 3 master, 4 heartbeat, 5 done, 6 resign
 //! 6      1     flags: 0x01 = authenticated (site key); other bits must be 0
 //! 7      8     sender node id
@@ -29,6 +29,8 @@
 //!                     free bytes u64; its node id is the sender's
 //!              name = a DNS name (see [`is_valid_master_name`]): letters, digits,
 //!                     `-` and `.`, not starting or ending with `-` or `.`
+//! ..     1     sender's host name length (0..=63; 0: none), then the name: one DNS
+//!              label (see [`is_valid_host_name`])
 //! ..     16    authenticated only: stamp = sender time u64 (ms since the Unix
 //!              epoch), sender counter u64 (see `fresh.rs`)
 //! end-16 16    authenticated only: HMAC-SHA256 tag over every byte before it
@@ -44,6 +46,9 @@
 //!
 //! The master's names (host name, FQDN) let peers check a PKI certificate's name
 //! against the master they were told about; the fingerprint pins a self-signed one.
+//! Every message also carries its sender's host name: a master's SMB server needs
+//! to know a machine account before that machine logs on (see [`crate::smb`]), and
+//! a peer's request or claim reaches the master before the peer can copy.
 //!
 //! Decoding is total: any byte string gives a [`Message`] or a [`WireError`], never
 //! a panic (a proptest and a cargo-fuzz target check it).
@@ -62,16 +67,19 @@ use crate::manifest::ContentKey;
 /// The first four bytes of every election message.
 pub const MAGIC: [u8; 4] = *b"CDEL";
 /// The protocol version this module speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// The longest content id a message may carry.
 pub const MAX_ID_LEN: usize = 64;
 /// How many names a master announcement may carry (host name, FQDN, a few aliases).
 pub const MAX_NAMES: usize = 4;
 /// The longest master name: the longest DNS name in its dotted text form.
 pub const MAX_NAME_LEN: usize = 253;
+/// The longest sender's host name: one DNS label.
+pub const MAX_HOST_LEN: usize = 63;
 /// The encoded size of the largest message: an authenticated announcement from an
-/// IPv6 address, with a 64-character content id, a fingerprint and four names of
-/// 253 bytes (1,256 bytes: one UDP datagram, unfragmented on an Ethernet MTU).
+/// IPv6 address, with a 64-character content id, a fingerprint, four names of 253
+/// bytes and a host name of 63 (1,320 bytes: one UDP datagram, unfragmented on an
+/// Ethernet MTU).
 pub const MAX_MESSAGE_LEN: usize = {
     let header = 4 + 1 + 1 + 1 + 8;
     let addr = 1 + 16;
@@ -79,8 +87,9 @@ pub const MAX_MESSAGE_LEN: usize = {
     let rank = 1 + 2 + 1 + 8;
     let master = rank + 8 + 2 + 2 + 1 + NONCE_LEN + 32 + 1 + 32;
     let names = 1 + MAX_NAMES * (1 + MAX_NAME_LEN);
+    let host = 1 + MAX_HOST_LEN;
     let stamp = 16;
-    header + addr + content + master + names + stamp + TAG_LEN
+    header + addr + content + master + names + host + stamp + TAG_LEN
 };
 
 const FLAG_AUTH: u8 = 0x01;
@@ -108,6 +117,8 @@ pub struct Message {
     pub key: ContentKey,
     /// What the message says.
     pub body: Body,
+    /// The sender's host name (valid by [`is_valid_host_name`]), if it has one.
+    pub host: Option<String>,
 }
 
 /// The kind-specific part of a [`Message`].
@@ -181,6 +192,16 @@ const BAD_NAME_LEN: WireError = WireError::BadName {
 const BAD_NAME_CHARS: WireError = WireError::BadName {
     reason: "not [A-Za-z0-9.-], or starts or ends with - or .",
 };
+const BAD_HOST: WireError = WireError::BadName {
+    reason: "the sender's host name is not one DNS label of 1-63 [A-Za-z0-9-]",
+};
+
+/// Whether `host` may be sent as a sender's host name: one DNS label, 1 to 63 ASCII
+/// letters, digits and `-`, not starting or ending with `-`. (It becomes an SMB
+/// account name on masters: nothing else may reach it.)
+pub fn is_valid_host_name(host: &str) -> bool {
+    host.len() <= MAX_HOST_LEN && !host.contains('.') && check_name(host.as_bytes()).is_ok()
+}
 
 fn check_name(name: &[u8]) -> Result<(), WireError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
@@ -274,6 +295,14 @@ pub fn encode(msg: &Message, auth: Option<(&SiteKey, Stamp)>) -> Result<Vec<u8>,
             out.extend_from_slice(&term.to_be_bytes());
         }
         Body::Done { term } | Body::Resign { term } => out.extend_from_slice(&term.to_be_bytes()),
+    }
+    match &msg.host {
+        None => out.push(0),
+        Some(h) if is_valid_host_name(h) => {
+            out.push(h.len() as u8);
+            out.extend_from_slice(h.as_bytes());
+        }
+        Some(_) => return Err(BAD_HOST),
     }
     if let Some((k, stamp)) = auth {
         out.extend_from_slice(&stamp.time_ms.to_be_bytes());
@@ -476,6 +505,18 @@ pub fn decode_stamped(
             term: r.u64("term")?,
         },
     };
+    let host = match usize::from(r.u8("host name length")?) {
+        0 => None,
+        n if n > MAX_HOST_LEN => return Err(BAD_HOST),
+        n => {
+            let bytes = r.take(n, "host name")?;
+            let host = std::str::from_utf8(bytes)
+                .ok()
+                .filter(|h| is_valid_host_name(h))
+                .ok_or(BAD_HOST)?;
+            Some(host.to_owned())
+        }
+    };
     let rest = r.buf.len() - r.pos;
     if rest != 0 {
         return Err(WireError::TrailingBytes(rest));
@@ -488,6 +529,7 @@ pub fn decode_stamped(
             reason: "not 1-64 characters of [A-Za-z0-9._-]",
         })?,
         body,
+        host,
     };
     Ok((msg, stamp))
 }

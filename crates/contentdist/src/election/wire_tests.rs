@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::wire::{
-    decode, encode, is_valid_master_name, Body, MasterAnnounce, Message, P2pKey, MAX_MESSAGE_LEN,
-    MAX_NAME_LEN,
+    decode, encode, is_valid_host_name, is_valid_master_name, Body, MasterAnnounce, Message,
+    P2pKey, MAX_HOST_LEN, MAX_MESSAGE_LEN, MAX_NAME_LEN,
 };
 use super::{AuthMismatch, Rank, SiteKey, Stamp, WireError};
 use crate::config::{Protocol, Protocols};
@@ -54,6 +54,7 @@ fn msg(body: Body) -> Message {
         addr: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
         key: ContentKey::new("PKG00001", 3).unwrap(),
         body,
+        host: None,
     }
 }
 
@@ -171,11 +172,12 @@ fn malformed_messages_get_the_error_that_names_the_problem() {
         Err(WireError::TooShort { field: "magic" })
     );
     assert_eq!(with(0, b'X'), Err(WireError::BadMagic));
-    // Versions 1 (no stamp), 2 (no master names) and versions from the future are
-    // refused alike.
+    // Versions 1 (no stamp), 2 (no master names), 3 (no sender's host name) and
+    // versions from the future are refused alike.
     assert_eq!(with(4, 1), Err(WireError::UnsupportedVersion(1)));
     assert_eq!(with(4, 2), Err(WireError::UnsupportedVersion(2)));
-    assert_eq!(with(4, 4), Err(WireError::UnsupportedVersion(4)));
+    assert_eq!(with(4, 3), Err(WireError::UnsupportedVersion(3)));
+    assert_eq!(with(4, 5), Err(WireError::UnsupportedVersion(5)));
     assert_eq!(with(5, 0), Err(WireError::UnknownKind(0)));
     assert_eq!(with(5, 7), Err(WireError::UnknownKind(7)));
     assert_eq!(with(6, 0x80), Err(WireError::UnknownFlags(0x80)));
@@ -213,8 +215,9 @@ fn malformed_messages_get_the_error_that_names_the_problem() {
     let mut long = good.clone();
     long.push(0);
     assert_eq!(decode(&long, None), Err(WireError::TrailingBytes(1)));
+    // The last byte is the (empty) host name's length; before it, the free bytes.
     assert_eq!(
-        decode(&good[..good.len() - 1], None),
+        decode(&good[..good.len() - 2], None),
         Err(WireError::TooShort {
             field: "free bytes"
         })
@@ -290,6 +293,7 @@ fn the_largest_message_round_trips_in_max_message_len() {
     let m = Message {
         addr: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 1, 2, 3, 4)),
         key: ContentKey::new("x".repeat(64), u32::MAX).unwrap(),
+        host: Some("h".repeat(MAX_HOST_LEN)),
         ..msg(Body::Master(a))
     };
     let key = SiteKey::new(b"site secret");
@@ -347,11 +351,13 @@ fn decode_refuses_bad_master_names() {
     let mut a = master();
     a.names.clear();
     let good = encode(&msg(Body::Master(a)), None).unwrap();
-    // Without a site key the names end the message; their count is the last byte.
-    assert_eq!(good.last(), Some(&0));
+    // Without a site key the names end the body; their count is the byte before
+    // the (empty) host name's length, the last byte.
+    assert_eq!(good[good.len() - 2..], [0, 0]);
     let with_names = |raw: &[u8]| {
-        let mut t = good[..good.len() - 1].to_vec();
+        let mut t = good[..good.len() - 2].to_vec();
         t.extend_from_slice(raw);
+        t.push(0);
         decode(&t, None)
     };
     let Body::Master(a) = with_names(b"\x02\x05agent\x0ba.b-c.d-e.f").unwrap().body else {
@@ -371,14 +377,20 @@ fn decode_refuses_bad_master_names() {
         with_names(b"\x01\x05ab"),
         Err(WireError::TooShort { field: "name" })
     );
+    // Cut short: the datagram ends inside the names.
+    let cut = |raw: &[u8]| {
+        let mut t = good[..good.len() - 2].to_vec();
+        t.extend_from_slice(raw);
+        decode(&t, None)
+    };
     assert_eq!(
-        with_names(b"\x02\x01a"),
+        cut(b"\x02\x01a"),
         Err(WireError::TooShort {
             field: "name length"
         })
     );
     assert_eq!(
-        with_names(b""),
+        cut(b""),
         Err(WireError::TooShort {
             field: "names count"
         })
@@ -473,11 +485,13 @@ pub(super) fn arb_message() -> impl Strategy<Value = Message> {
         any::<u32>(),
     )
         .prop_flat_map(|(node_id, addr, id, version)| {
-            arb_body(node_id).prop_map(move |body| Message {
+            let host = proptest::option::of("[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?");
+            (arb_body(node_id), host).prop_map(move |(body, host)| Message {
                 node_id,
                 addr,
                 key: ContentKey::new(id.clone(), version).unwrap(),
                 body,
+                host,
             })
         })
 }
@@ -518,4 +532,68 @@ proptest! {
         prop_assert_eq!(decode(&encode(&m, None).unwrap(), None).unwrap(), m.clone());
         prop_assert_eq!(decode(&encode(&m, sealed(&key)).unwrap(), Some(&key)).unwrap(), m);
     }
+}
+
+/// The error for a sender's host name that is not one DNS label.
+const BAD_HOST: WireError = WireError::BadName {
+    reason: "the sender's host name is not one DNS label of 1-63 [A-Za-z0-9-]",
+};
+
+#[test]
+fn every_kind_carries_the_senders_host_name_and_a_bad_one_is_refused_both_ways() {
+    for body in [
+        Body::Request,
+        Body::Candidate { rank: rank() },
+        Body::Master(master()),
+        Body::Done { term: 3 },
+    ] {
+        let m = Message {
+            host: Some("Branch-PC-07".into()),
+            ..msg(body)
+        };
+        let bytes = encode(&m, None).unwrap();
+        assert_eq!(decode(&bytes, None).unwrap(), m);
+        // The name is the last field: its length byte, then its bytes.
+        assert_eq!(&bytes[bytes.len() - 13..], b"\x0cBranch-PC-07");
+    }
+    for bad in [
+        "",
+        "pc.example.com",
+        "-pc",
+        "pc-",
+        "pc_7",
+        "p c",
+        &"h".repeat(64),
+    ] {
+        let m = Message {
+            host: Some(bad.into()),
+            ..msg(Body::Request)
+        };
+        assert_eq!(encode(&m, None), Err(BAD_HOST), "{bad:?}");
+        assert!(!is_valid_host_name(bad), "{bad:?}");
+    }
+    // Decoding refuses what encoding would: a dot, a length over 63, a cut name.
+    let good = encode(
+        &Message {
+            host: Some("pc7".into()),
+            ..msg(Body::Request)
+        },
+        None,
+    )
+    .unwrap();
+    let mut dotted = good.clone();
+    let n = dotted.len();
+    dotted[n - 2] = b'.';
+    assert_eq!(decode(&dotted, None), Err(BAD_HOST));
+    let mut long = good[..n - 4].to_vec();
+    long.push(64);
+    long.extend_from_slice(&[b'h'; 64]);
+    assert_eq!(decode(&long, None), Err(BAD_HOST));
+    assert_eq!(
+        decode(&good[..n - 1], None),
+        Err(WireError::TooShort { field: "host name" })
+    );
+    // No host name: one zero byte.
+    let none = encode(&msg(Body::Request), None).unwrap();
+    assert_eq!(none.last(), Some(&0));
 }

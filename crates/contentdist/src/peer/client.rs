@@ -25,6 +25,15 @@ use crate::transfer::{
     HttpBody, HttpFailure, HttpSource, Opened, Remote, Roots, RunBody,
 };
 
+/// The waits before a machine account's SMB log-on is tried again after a refusal
+/// (the master may not have registered it yet): 3.5 s in all, then the refusal
+/// stands.
+const SMB_MACHINE_RETRY: [Duration; 3] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
+
 /// The data client (reads time out after the stall timeout) and the long-poll
 /// client (bounded per request) over `tls`.
 fn build_clients(
@@ -362,8 +371,9 @@ impl PeerClient {
         })
     }
 
-    /// Log on to `target`'s SMB share with its P2P account and read the manifest
-    /// of `id`/`version` there.
+    /// Log on to `target`'s SMB share and read the manifest of `id`/`version`
+    /// there: with this host's machine account when it has one (`SpecialNetShare`
+    /// 0x80), as over HTTP, else with the master's P2P account.
     async fn route_over_smb(
         &self,
         target: &MasterTarget,
@@ -371,18 +381,37 @@ impl PeerClient {
         version: u32,
     ) -> Result<Route, PeerError> {
         let addr = SocketAddr::new(target.addr, self.opts.smb_port);
-        // The master's SMB server knows the P2P account only (see crate::smb).
-        let (user, password) = p2p_credentials(&target.p2p_key);
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let (smb, read) = super::smb::open(
-            addr,
-            (&user, &password),
-            id,
-            version,
-            self.opts.connect_timeout,
-            self.opts.stall_timeout,
-        )
-        .await?;
+        let machine = self.opts.credentials.is_some();
+        let (user, password) = match &self.opts.credentials {
+            Some((u, p)) => (u.clone(), p.clone()),
+            None => p2p_credentials(&target.p2p_key),
+        };
+        // A master registers a machine account when it hears the host's election
+        // message (see crate::smb::machines): a refusal right after the election
+        // may only mean it is not registered yet. Asked again a few times.
+        let mut waits = SMB_MACHINE_RETRY.iter();
+        let (smb, read) = loop {
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let opened = super::smb::open(
+                addr,
+                (&user, &password),
+                id,
+                version,
+                self.opts.connect_timeout,
+                self.opts.stall_timeout,
+            )
+            .await;
+            match opened {
+                Err(PeerError::Http(f)) if machine && f.status() == Some(403) => {
+                    let Some(wait) = waits.next() else {
+                        return Err(PeerError::Http(f));
+                    };
+                    debug!(%addr, account = %user, ?wait, "SMB log-on with the machine account refused; asking again");
+                    tokio::time::sleep(*wait).await;
+                }
+                other => break other?,
+            }
+        };
         self.counters
             .bytes_received
             .fetch_add(read, Ordering::Relaxed);

@@ -31,7 +31,14 @@ pub struct ConfOptions {
     pub listen: IpAddr,
     /// The TCP port (`P2PSmbPort`).
     pub port: u16,
+    /// Machine accounts may read the share too (members of [`MACHINES_GROUP`], a
+    /// group of the agent's own users: see [`super::machines`]). Set by
+    /// [`super::SmbShare::start`] when they can.
+    pub machine_accounts: bool,
 }
+
+/// The Unix group of the machine accounts, in the agent's own group file.
+pub const MACHINES_GROUP: &str = "contentdist-machines";
 
 impl ConfOptions {
     /// The configuration file.
@@ -128,7 +135,7 @@ pub fn render(o: &ConfOptions) -> String {
   path = {share}
   read only = yes
   guest ok = no
-  valid users = {unix_user}
+  valid users = {valid_users}
   force user = root
   browseable = yes
   follow symlinks = no
@@ -146,6 +153,11 @@ pub fn render(o: &ConfOptions) -> String {
         ncalrpc = d("ncalrpc"),
         usermap = path(&o.user_map()),
         unix_user = UNIX_USER,
+        valid_users = if o.machine_accounts {
+            format!("{UNIX_USER} +{MACHINES_GROUP}")
+        } else {
+            UNIX_USER.to_string()
+        },
         log = path(&o.log_file()),
         share_name = SHARE_NAME,
         share = path(&o.share),
@@ -161,6 +173,7 @@ mod tests {
             dir: "/var/cache/contentdist/smb".into(),
             share: "/var/cache/contentdist/content".into(),
             listen: listen.parse().unwrap(),
+            machine_accounts: false,
             port: 4450,
         }
     }
@@ -237,6 +250,16 @@ mod tests {
         assert_eq!(value(share, "follow symlinks"), ["no"]);
         assert_eq!(value(share, "wide links"), ["no"]);
         assert_eq!(value(share, "valid users"), [UNIX_USER]);
+        // With machine accounts, their group too.
+        let with = render(&ConfOptions {
+            machine_accounts: true,
+            ..opts("0.0.0.0")
+        });
+        let share = with.split("[contentdist]").nth(1).unwrap();
+        assert_eq!(
+            value(share, "valid users"),
+            [format!("{UNIX_USER} +{MACHINES_GROUP}").as_str()]
+        );
         assert_eq!(value(share, "veto files"), ["/meta.json/*.tmp/.*/"]);
         // One share only.
         assert_eq!(c.matches("\n[").count(), 2, "{c}");

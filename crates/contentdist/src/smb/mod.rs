@@ -25,10 +25,9 @@
 //! smbd and whenever [`SmbShare::set_p2p_password`] changes it. tdbsam wants a Unix
 //! user behind every account: the P2P account maps to `nobody` (`username map`),
 //! and the share is read with the agent's rights. SMB 3.0 at least, signing
-//! mandatory, no guest, no anonymous share access. Machine accounts
-//! (`AuthenticatedUsers` 1) are not offered over SMB: a master learns a machine
-//! account's name only when the peer logs on, and tdbsam can only check accounts
-//! registered beforehand (see the README).
+//! mandatory, no guest, no anonymous share access. With `AuthenticatedUsers` 1 and a
+//! `MachineKey`, machine accounts too: registered as their names are heard in the
+//! election ([`machines`]).
 //!
 //! # Life cycle
 //!
@@ -41,6 +40,7 @@
 //! other protocols.
 
 pub mod conf;
+pub mod machines;
 mod supervise;
 
 use std::net::{IpAddr, SocketAddr};
@@ -48,7 +48,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::codes::Code;
 use crate::tasks::Tasks;
@@ -73,6 +73,18 @@ pub enum SmbError {
     /// smbpasswd refused to set the P2P account's password.
     #[error("smbpasswd could not set the P2P account's password: {0}")]
     Password(String),
+    /// `libnss_wrapper.so` is not installed: machine accounts cannot have the Unix
+    /// users smbd wants behind them (see [`machines`]).
+    #[error("libnss_wrapper.so is not installed: install Debian's libnss-wrapper package (apt-get install libnss-wrapper) for machine accounts over SMB; peers set for machine accounts (SpecialNetShare 0x80) are refused over SMB meanwhile, the P2P account is not")]
+    NoNssWrapper,
+    /// A machine account could not be registered.
+    #[error("machine account {account}: {detail}")]
+    Machine {
+        /// `HOSTNAME$`.
+        account: String,
+        /// What failed.
+        detail: String,
+    },
     /// smbd could not be started.
     #[error("cannot run smbd: {0}")]
     Spawn(std::io::Error),
@@ -141,6 +153,21 @@ pub struct SmbStatus {
     pub error: Option<String>,
     /// Its configuration file (under `CacheDir/smb/`).
     pub config: PathBuf,
+    /// Machine accounts (`AuthenticatedUsers` 1 with a `MachineKey`); absent when
+    /// they are not accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_accounts: Option<MachineAccountsStatus>,
+}
+
+/// Machine accounts on the SMB server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineAccountsStatus {
+    /// How many `HOSTNAME$` accounts are registered (one per host heard).
+    pub registered: u32,
+    /// Why they cannot log on over SMB (libnss-wrapper missing, a failed
+    /// registration), with its code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How to run the SMB server.
@@ -154,6 +181,9 @@ pub struct SmbShareOptions {
     pub smbd: Option<PathBuf>,
     /// The smbpasswd binary; `None`: `/usr/bin/smbpasswd`, else the first on `PATH`.
     pub smbpasswd: Option<PathBuf>,
+    /// The site's machine key when machine accounts are accepted
+    /// (`AuthenticatedUsers` 1); `None`: the P2P account only.
+    pub machine_key: Option<Vec<u8>>,
 }
 
 /// How often the bytes smbd served are read while it runs.
@@ -164,6 +194,7 @@ pub const SERVED_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct SmbShare {
     status: watch::Receiver<SmbStatus>,
     password: Arc<watch::Sender<String>>,
+    hosts: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// The first of `candidates` that exists, else `name` on `PATH`.
@@ -195,7 +226,7 @@ impl SmbShare {
     /// Start the task `smb server` on `tasks`. No smbd installed: logged once (with
     /// [`SmbError::NotInstalled`]'s words and code), and the returned share says
     /// `not_installed` for good.
-    pub fn start(opts: SmbShareOptions, tasks: &Tasks) -> SmbShare {
+    pub fn start(mut opts: SmbShareOptions, tasks: &Tasks) -> SmbShare {
         let status = SmbStatus {
             state: SmbState::Starting,
             url: share_url(opts.conf.listen, opts.conf.port),
@@ -205,6 +236,7 @@ impl SmbShare {
             bytes_served: 0,
             error: None,
             config: opts.conf.conf_file(),
+            machine_accounts: None,
         };
         let smbd = find_binary(&opts.smbd, &["/usr/sbin/smbd"], "smbd");
         let smbpasswd = find_binary(&opts.smbpasswd, &["/usr/bin/smbpasswd"], "smbpasswd");
@@ -222,9 +254,38 @@ impl SmbShare {
                 return SmbShare {
                     status: watch::channel(status).1,
                     password: Arc::new(password_tx),
+                    hosts: None,
                 };
             }
         };
+        let (machines, status) = match opts.machine_key {
+            None => (None, status),
+            Some(key) => match machines::find_nss_wrapper() {
+                Some(lib) => {
+                    opts.conf.machine_accounts = true;
+                    let status = SmbStatus {
+                        machine_accounts: Some(MachineAccountsStatus::default()),
+                        ..status
+                    };
+                    (Some(machines::Machines::new(key, lib)), status)
+                }
+                None => {
+                    let e = SmbError::NoNssWrapper;
+                    tracing::warn!(code = %e.code(), "SMB: {e}");
+                    let m = MachineAccountsStatus {
+                        registered: 0,
+                        error: Some(format!("{} {e}", e.code())),
+                    };
+                    let status = SmbStatus {
+                        machine_accounts: Some(m),
+                        ..status
+                    };
+                    (None, status)
+                }
+            },
+        };
+        let (hosts_tx, hosts_rx) = mpsc::unbounded_channel();
+        let hosts = machines.is_some().then_some(hosts_tx);
         let (status_tx, status_rx) = watch::channel(status);
         // Optional: without it the share serves, uncounted.
         let smbstatus = find_binary(&None, &["/usr/bin/smbstatus"], "smbstatus");
@@ -236,11 +297,14 @@ impl SmbShare {
             served_before: 0,
             status: status_tx,
             password: password_rx,
+            machines,
+            hosts: hosts_rx,
         };
         tasks.spawn("smb server", move |stop| run.run(stop));
         SmbShare {
             status: status_rx,
             password: Arc::new(password_tx),
+            hosts,
         }
     }
 
@@ -259,7 +323,16 @@ impl SmbShare {
     pub fn set_p2p_password(&self, password: String) {
         self.password.send_replace(password);
     }
+
+    /// Where to send the host names heard in elections, for their machine accounts
+    /// (give it to [`crate::subnet::SubnetOptions::heard_hosts`]); `None` when
+    /// this server accepts no machine accounts.
+    pub fn heard_hosts(&self) -> Option<mpsc::UnboundedSender<String>> {
+        self.hosts.clone()
+    }
 }
 
+#[cfg(test)]
+mod machine_tests;
 #[cfg(test)]
 pub(crate) mod tests;

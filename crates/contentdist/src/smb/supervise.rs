@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::conf::{self, ConfOptions};
+use super::machines::Machines;
 use super::{SmbError, SmbState, SmbStatus};
 use crate::peer::P2P_USER;
 
@@ -36,6 +37,10 @@ pub(super) struct Supervisor {
     pub(super) served_before: u64,
     pub(super) status: watch::Sender<SmbStatus>,
     pub(super) password: watch::Receiver<String>,
+    /// Machine accounts; `None`: the P2P account only.
+    pub(super) machines: Option<Machines>,
+    /// Host names heard in elections, to register (see [`super::machines`]).
+    pub(super) hosts: mpsc::UnboundedReceiver<String>,
 }
 
 /// How one run of smbd ended.
@@ -48,6 +53,16 @@ enum Ended {
 
 impl Supervisor {
     pub(super) async fn run(mut self, stop: CancellationToken) {
+        if self.machines.is_some() {
+            // Machine accounts of an earlier run may come from another machine key:
+            // start from an empty database, the names are heard again.
+            let db = self.conf.dir.join("private").join("passdb.tdb");
+            if let Err(e) = std::fs::remove_file(&db) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %db.display(), error = %e, "SMB: the old password database could not be removed");
+                }
+            }
+        }
         let mut backoff = BACKOFF_MIN;
         loop {
             let started = Instant::now();
@@ -85,11 +100,27 @@ impl Supervisor {
         if let Err(e) = prepare(&self.conf) {
             return Ended::Failed(e);
         }
+        if let Some(m) = &self.machines {
+            let files = super::machines::passwd_file(&self.conf);
+            if let Err(source) = m.write_files(&self.conf, &[]) {
+                return Ended::Failed(SmbError::Setup {
+                    path: files,
+                    source,
+                });
+            }
+        }
         let password = self.password.borrow_and_update().clone();
-        if let Err(e) = set_password(&self.smbpasswd, &self.conf, &password).await {
+        if let Err(e) = self.set_password(&password).await {
             return Ended::Failed(e);
         }
-        let mut child = match spawn(&self.smbd, &self.conf) {
+        // Names heard while smbd was not running.
+        let mut pending = Vec::new();
+        while let Ok(host) = self.hosts.try_recv() {
+            pending.push(host);
+        }
+        self.register(pending).await;
+        let env = self.env();
+        let mut child = match spawn(&self.smbd, &self.conf, &env) {
             Ok(c) => c,
             Err(e) => return Ended::Failed(e),
         };
@@ -133,10 +164,17 @@ impl Supervisor {
                         std::future::pending::<()>().await;
                     }
                     let password = self.password.borrow_and_update().clone();
-                    match set_password(&self.smbpasswd, &self.conf, &password).await {
+                    match self.set_password(&password).await {
                         Ok(()) => tracing::info!("SMB: the P2P account's password changed with the announced key"),
                         Err(e) => tracing::warn!(code = %e.code(), error = %e, "SMB: the P2P account's password could not be changed"),
                     }
+                }
+                Some(host) = self.hosts.recv(), if self.machines.is_some() => {
+                    let mut batch = vec![host];
+                    while let Ok(host) = self.hosts.try_recv() {
+                        batch.push(host);
+                    }
+                    self.register(batch).await;
                 }
                 _ = stop.cancelled() => {
                     // Read before stopping it: a connection's counters reach the
@@ -149,6 +187,88 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// The environment smbd and smbpasswd run with: with machine accounts, the
+    /// agent's own users (see [`super::machines`]).
+    fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        self.machines
+            .as_ref()
+            .map(|m| m.env(&self.conf).to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Set the P2P account's password.
+    async fn set_password(&self, password: &str) -> Result<(), SmbError> {
+        smbpasswd_add(
+            &self.smbpasswd,
+            &self.conf,
+            &self.env(),
+            conf::UNIX_USER,
+            password,
+        )
+        .await
+        .map_err(SmbError::Password)
+    }
+
+    /// Register the machine accounts of the hosts in `batch` not registered yet:
+    /// their Unix users first (smbpasswd wants them), then their passwords.
+    async fn register(&mut self, batch: Vec<String>) {
+        let Some(m) = &self.machines else { return };
+        let mut new: Vec<String> = Vec::new();
+        for host in batch {
+            if m.is_new(&host) && !new.iter().any(|n| n.eq_ignore_ascii_case(&host)) {
+                new.push(host);
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        if let Err(e) = m.write_files(&self.conf, &new) {
+            let e = SmbError::Setup {
+                path: super::machines::passwd_file(&self.conf),
+                source: e,
+            };
+            tracing::warn!(code = %e.code(), error = %e, "SMB: machine accounts not registered");
+            self.status.send_modify(|s| {
+                if let Some(a) = &mut s.machine_accounts {
+                    a.error = Some(format!("{} {e}", e.code()));
+                }
+            });
+            return;
+        }
+        let env = self.env();
+        let mut done = Vec::new();
+        let mut failed = None;
+        for host in new {
+            let (account, password) = m.credentials(&host);
+            match smbpasswd_add(&self.smbpasswd, &self.conf, &env, &account, &password).await {
+                Ok(()) => done.push(host.to_ascii_lowercase()),
+                Err(detail) => failed = Some(SmbError::Machine { account, detail }),
+            }
+        }
+        let Some(m) = &mut self.machines else { return };
+        let added = done.len();
+        m.known.extend(done);
+        let registered = m.known.len() as u32;
+        if added > 0 {
+            tracing::info!(
+                added,
+                registered,
+                "SMB: machine accounts registered for hosts heard in elections"
+            );
+        }
+        if let Some(e) = &failed {
+            tracing::warn!(code = %e.code(), error = %e, "SMB: a machine account could not be registered");
+        }
+        self.status.send_modify(|s| {
+            if let Some(a) = &mut s.machine_accounts {
+                a.registered = registered;
+                if let Some(e) = &failed {
+                    a.error = Some(format!("{} {e}", e.code()));
+                }
+            }
+        });
     }
 
     /// Data bytes smbd sent in answers to READs, from its profiling counters (they
@@ -259,40 +379,48 @@ fn prepare(c: &ConfOptions) -> Result<(), SmbError> {
     Ok(())
 }
 
-/// `smbpasswd -c CONF -a -s nobody`, the password twice on standard input.
-async fn set_password(smbpasswd: &Path, c: &ConfOptions, password: &str) -> Result<(), SmbError> {
+/// `smbpasswd -c CONF -a -s USER`, the password twice on standard input; the
+/// error says what failed.
+async fn smbpasswd_add(
+    smbpasswd: &Path,
+    c: &ConfOptions,
+    env: &[(&'static str, PathBuf)],
+    user: &str,
+    password: &str,
+) -> Result<(), String> {
     let mut child = Command::new(smbpasswd)
         .arg("-c")
         .arg(c.conf_file())
-        .args(["-a", "-s", conf::UNIX_USER])
+        .args(["-a", "-s", user])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| SmbError::Password(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if let Some(mut stdin) = child.stdin.take() {
         let input = format!("{password}\n{password}\n");
         stdin
             .write_all(input.as_bytes())
             .await
-            .map_err(|e| SmbError::Password(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
     }
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .map_err(|_| SmbError::Password("no answer within 30 s".into()))?
-        .map_err(|e| SmbError::Password(e.to_string()))?;
+        .map_err(|_| "no answer within 30 s".to_string())?
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
         let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(SmbError::Password(format!("{}: {said}", out.status)))
+        Err(format!("{}: {said}", out.status))
     }
 }
 
 /// Start smbd in the foreground, in its own process group (so that stopping it
 /// stops the children it forks for connections too).
-fn spawn(smbd: &Path, c: &ConfOptions) -> Result<Child, SmbError> {
+fn spawn(smbd: &Path, c: &ConfOptions, env: &[(&'static str, PathBuf)]) -> Result<Child, SmbError> {
     let out_path = output_file(c);
     let out = std::fs::File::create(&out_path).map_err(|source| SmbError::Setup {
         path: out_path.clone(),
@@ -306,6 +434,7 @@ fn spawn(smbd: &Path, c: &ConfOptions) -> Result<Child, SmbError> {
         .args(["--foreground", "--no-process-group"])
         .arg("-s")
         .arg(c.conf_file())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

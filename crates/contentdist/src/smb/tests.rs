@@ -12,7 +12,7 @@ use crate::tasks::Tasks;
 
 const PASSWORD: &str = "0123456789abcdef0123456789abcdef";
 
-fn can_run() -> bool {
+pub(super) fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let tools = ["/usr/sbin/smbd", "/usr/bin/smbclient", "/usr/bin/smbpasswd"]
@@ -24,13 +24,13 @@ fn can_run() -> bool {
     root && tools
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     crate::util::free_tcp_port().unwrap()
 }
 
 /// A cache-like tree: `content/PKG/1/{manifest.json,have.bin,meta.json,data/…}`,
 /// a file outside `content/`, and a symbolic link to it inside.
-fn tree(root: &Path) -> Vec<u8> {
+pub(super) fn tree(root: &Path) -> Vec<u8> {
     let entry = root.join("content/PKG/1");
     std::fs::create_dir_all(entry.join("data/sub")).unwrap();
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -52,14 +52,16 @@ pub(crate) fn share_options(root: &Path, port: u16, password: &str) -> SmbShareO
             share: root.join("content"),
             listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port,
+            machine_accounts: false,
         },
         p2p_password: password.into(),
         smbd: None,
         smbpasswd: None,
+        machine_key: None,
     }
 }
 
-async fn wait_state(share: &SmbShare, want: impl Fn(&SmbStatus) -> bool) -> SmbStatus {
+pub(super) async fn wait_state(share: &SmbShare, want: impl Fn(&SmbStatus) -> bool) -> SmbStatus {
     let mut w = share.watch();
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
@@ -76,7 +78,7 @@ async fn wait_state(share: &SmbShare, want: impl Fn(&SmbStatus) -> bool) -> SmbS
 
 /// `smbclient //127.0.0.1/contentdist -p PORT` with `auth` (`-U user%pw` or `-N`)
 /// running `commands`; (success, output).
-async fn smbclient(port: u16, auth: &[&str], commands: &str) -> (bool, String) {
+pub(super) async fn smbclient(port: u16, auth: &[&str], commands: &str) -> (bool, String) {
     let out = tokio::process::Command::new("smbclient")
         .arg(format!("//127.0.0.1/{SHARE_NAME}"))
         .args(["-p", &port.to_string(), "-m", "SMB3"])

@@ -6,7 +6,7 @@
 //! and counted, never fatal; so are authenticated messages seen before or out of
 //! time (replays), and the datagrams the kernel dropped (see `recv.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -45,7 +45,15 @@ pub struct SubnetOptions {
     pub cache_dir: Option<PathBuf>,
     /// Where the driver task runs (it stops with the agent).
     pub tasks: Tasks,
+    /// Told every host name heard in election messages, each once (at most
+    /// [`MAX_HEARD_HOSTS`]; not this agent's own): the SMB server registers their
+    /// machine accounts before they log on (see [`crate::smb`]). `None`: not told.
+    pub heard_hosts: Option<mpsc::UnboundedSender<String>>,
 }
+
+/// How many host names the driver passes on to `heard_hosts`: a subnet's worth,
+/// and a bound on what forged messages can make a master register.
+pub const MAX_HEARD_HOSTS: usize = 4096;
 
 /// How the election socket is set up (kept apart from [`SubnetOptions`] so that
 /// callers building those need not change).
@@ -153,6 +161,11 @@ pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHa
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
     let target = SocketAddr::new(opts.broadcast, local_addr.port());
+    let heard = HeardHosts {
+        tx: opts.heard_hosts,
+        seen: HashSet::new(),
+        own: opts.local.node_id,
+    };
     let machine = Elections::new(opts.local, opts.timing);
     let cache_dir = opts.cache_dir;
     opts.tasks.spawn("election driver", move |stop| {
@@ -168,6 +181,7 @@ pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHa
             stamper: Stamper::new(start_count),
             guard: ReplayGuard::default(),
             drops: DropCount::default(),
+            heard,
         })
     });
     Ok(handle)
@@ -188,6 +202,38 @@ struct Driver {
     guard: ReplayGuard,
     /// The kernel's drops seen so far.
     drops: DropCount,
+    /// Host names heard, passed on once each.
+    heard: HeardHosts,
+}
+
+/// The host names passed on to [`SubnetOptions::heard_hosts`].
+struct HeardHosts {
+    tx: Option<mpsc::UnboundedSender<String>>,
+    /// Lower case: host names compare without regard to case.
+    seen: HashSet<String>,
+    /// This agent's own node id: its own messages come back by broadcast.
+    own: u64,
+}
+
+impl HeardHosts {
+    fn heard(&mut self, msg: &Message) {
+        let (Some(tx), Some(host)) = (&self.tx, &msg.host) else {
+            return;
+        };
+        if msg.node_id == self.own || self.seen.len() >= MAX_HEARD_HOSTS {
+            return;
+        }
+        if self.seen.insert(host.to_ascii_lowercase()) {
+            if self.seen.len() == MAX_HEARD_HOSTS {
+                tracing::warn!(
+                    max = MAX_HEARD_HOSTS,
+                    "election: host names heard reach the limit; later ones get no SMB machine account"
+                );
+            }
+            // The receiver is gone only when the agent stops.
+            let _ = tx.send(host.clone());
+        }
+    }
 }
 
 async fn run(mut d: Driver) {
@@ -323,6 +369,7 @@ impl Driver {
                 return None;
             }
         }
+        self.heard.heard(&msg);
         Some(msg)
     }
 

@@ -38,6 +38,7 @@ fn start_driver(
         policy: RolePolicy::default(),
         cache_dir: None,
         tasks: tasks.clone(),
+        heard_hosts: None,
     };
     start_with(opts, socket).unwrap()
 }
@@ -78,6 +79,7 @@ fn request(content: &ContentKey) -> Message {
         addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66)),
         key: content.clone(),
         body: Body::Request,
+        host: None,
     }
 }
 

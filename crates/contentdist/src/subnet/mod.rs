@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 
-pub use driver::{start, start_with, SocketOptions, SubnetOptions};
+pub use driver::{start, start_with, SocketOptions, SubnetOptions, MAX_HEARD_HOSTS};
 pub use membership::{AfterFailure, Membership, RolePolicy, Waited};
 
 use crate::election::{ElectionStatus, Event, MasterInfo};

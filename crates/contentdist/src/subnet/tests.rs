@@ -27,6 +27,7 @@ fn start_driver(tasks: &Tasks, cache_dir: &std::path::Path) -> SubnetHandle {
         policy: RolePolicy::default(),
         cache_dir: Some(cache_dir.to_path_buf()),
         tasks: tasks.clone(),
+        heard_hosts: None,
     })
     .unwrap()
 }

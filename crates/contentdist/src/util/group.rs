@@ -1,4 +1,5 @@
-//! Looking up a group by name (`getgrnam_r`): for the control socket's group.
+//! Looking up a group (`getgrnam_r`) or a user (`getpwnam_r`) by name: for the
+//! control socket's group, and the users the agent's smbd must know.
 
 use std::ffi::CString;
 
@@ -30,6 +31,32 @@ pub fn group_id(name: &str) -> Option<u32> {
     }
 }
 
+/// The user id and primary group id of user `name`, or `None` when there is no such
+/// user (or the name cannot be a user name).
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let name = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: as in `group_id`: `pwd`, `result` and `buf` outlive the call.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        return (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +66,12 @@ mod tests {
         assert_eq!(group_id("root"), Some(0));
         assert_eq!(group_id("no-such-group-contentdist-test"), None);
         assert_eq!(group_id("nul\0byte"), None);
+    }
+
+    #[test]
+    fn finds_the_root_user_and_not_a_user_that_does_not_exist() {
+        assert_eq!(user_ids("root"), Some((0, 0)));
+        assert_eq!(user_ids("no-such-user-contentdist-test"), None);
+        assert_eq!(user_ids("nul\0byte"), None);
     }
 }

@@ -8,7 +8,7 @@ mod human;
 mod range;
 mod token_bucket;
 
-pub use group::group_id;
+pub use group::{group_id, user_ids};
 pub use human::human_bytes;
 pub use range::{parse_range, ByteRange};
 pub use token_bucket::TokenBucket;

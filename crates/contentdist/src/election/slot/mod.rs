@@ -130,6 +130,7 @@ impl Slot {
             addr: cx.local.addr,
             key: self.key.clone(),
             body,
+            host: cx.local.host.clone(),
         }));
     }
 
