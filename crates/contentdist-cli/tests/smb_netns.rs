@@ -2,7 +2,8 @@
 //! smbd on the product's port 445; smbd listens only on an interface's addresses,
 //! so these tests need namespaces rather than 127.0.0.x): the product's default
 //! `P2PEnabled = 0x9`, a preboot peer, the fall-back of `0x61` from HTTPS to HTTP
-//! to SMB as the master's listeners go away, and the master's smbd killed mid-copy.
+//! to SMB as the master's listeners go away, the master's smbd killed mid-copy, and
+//! peers logging on with their machine accounts.
 //! Root and Samba only; elsewhere each test says it skipped.
 
 mod support;
@@ -331,5 +332,78 @@ fn a_masters_smbd_killed_mid_copy_is_restarted_and_the_peers_resume() {
             assert!((size..size + 8 * MIB).contains(&smb), "host {i}: {job}");
             assert_eq!(job["bytes_from_origin"], 0, "host {i}: {job}");
         }
+    });
+}
+
+#[test]
+fn peers_set_for_machine_accounts_log_on_to_the_masters_share_with_them() {
+    if skip() {
+        return;
+    }
+    if ![
+        "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so",
+        "/usr/lib/libnss_wrapper.so",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists())
+    {
+        println!("skipped: needs libnss-wrapper");
+        return;
+    }
+    with_timeout(Duration::from_secs(240), || {
+        let t = TestDir::new();
+        // The default P2PEnabled 0x9 and AuthenticatedUsers 1; every host has its
+        // own name, the site's machine key, and SpecialNetShare 0x80 on top of the
+        // default 0x2070.
+        let machine = |i: usize| {
+            format!(
+                "HostName = \"branch-pc{i}\"\nMachineKey = \"the site machine key, 16+ chars\"\nSpecialNetShare = 0x20F0"
+            )
+        };
+        let (office, nginx, size) = Office::start(
+            &t,
+            OfficeOptions {
+                hosts: 3,
+                wan_kbit: 40_000,
+                size: 12 * MIB,
+                p2p_enabled: 0x9,
+                extra: &machine,
+            },
+        );
+        for i in 0..3 {
+            office.submit(&t, i);
+        }
+        let (m, peers) = roles(&office);
+        office.wait_done(&[0, 1, 2]);
+        check_delivered_once(&office, &t, &nginx, size);
+        for &i in &peers {
+            let job = office.job(i);
+            assert_eq!(
+                job["final_stats"]["bytes_from_peers"]["smb"], size,
+                "host {i}: {job}"
+            );
+            let log = office.agents[i].log();
+            let line = log
+                .lines()
+                .find(|l| l.contains("copying from the master"))
+                .unwrap_or_else(|| panic!("host {i} did not copy from the master:\n{log}"));
+            assert!(
+                line.contains("protocol=SMB")
+                    && line.contains(&format!("account=\"BRANCH-PC{i}$\"")),
+                "host {i}: {line}"
+            );
+        }
+        // The master registered the hosts it heard (the others, at least).
+        let s = office.status(m);
+        let accounts = &s["smb"]["machine_accounts"];
+        assert!(accounts["registered"].as_u64().unwrap() >= 2, "{s}");
+        assert!(accounts["error"].is_null(), "{s}");
+        assert!(
+            office.agents[m]
+                .log()
+                .contains("machine accounts registered"),
+            "{}",
+            office.agents[m].log()
+        );
     });
 }

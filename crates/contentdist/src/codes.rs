@@ -269,8 +269,8 @@ pub static CATALOGUE: &[CodeInfo] = &[
     ),
     entry!(
         SMB_SERVER_FAILED,
-        "The agent's own SMB server (smbd, P2PEnabled 0x01) is not installed, could not start, or died. The agent goes on with its other peer-copy protocols and starts smbd again after a back-off.",
-        "Install Debian's samba package. contentdist status (smb.error) and CacheDir/smb/log/smbd.out and smbd.log say why smbd stopped; a port in use: choose another P2PSmbPort on every agent."
+        "The agent's own SMB server (smbd, P2PEnabled 0x01) is not installed, could not start, or died; or it cannot take machine accounts (libnss-wrapper missing, a registration failed). The agent goes on with its other peer-copy protocols (and the P2P account) and starts smbd again after a back-off.",
+        "Install Debian's samba package (and libnss-wrapper for machine accounts). contentdist status (smb.error, smb.machine_accounts.error) and CacheDir/smb/log/smbd.out and smbd.log say why smbd stopped; a port in use: choose another P2PSmbPort on every agent."
     ),
 ];
 

@@ -106,7 +106,13 @@ impl PeerClient {
             r = self.open(target, local, &m.content_id, m.version) => r?,
             _ = stop.cancelled() => return Err(PeerError::Stopped),
         };
-        info!(content = %entry.key(), master = %target.addr, protocol = %route.protocol, fan_out = self.fan_out(), "copying from the master");
+        // Who it logged on as: the P2P account, its machine account, or its client
+        // certificate (mutual TLS).
+        let account = route
+            .credentials
+            .as_ref()
+            .map_or("client certificate", |(user, _)| user.as_str());
+        info!(content = %entry.key(), master = %target.addr, protocol = %route.protocol, account, fan_out = self.fan_out(), "copying from the master");
         let mut master = MasterSource {
             route,
             busy_until: None,
