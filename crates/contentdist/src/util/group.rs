@@ -1,14 +1,31 @@
 //! Looking up a group (`getgrnam_r`) or a user (`getpwnam_r`) by name: for the
 //! control socket's group, and the users the agent's smbd must know.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
+
+/// Call a reentrant `get*nam_r` for `name` with a buffer that grows while the call
+/// says it is too small (`ERANGE`: a group with many members); `call` returns the
+/// call's result code and what it found.
+fn lookup<T>(
+    name: &str,
+    mut call: impl FnMut(&CStr, &mut [u8]) -> (libc::c_int, Option<T>),
+) -> Option<T> {
+    let name = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (rc, found) = call(&name, &mut buf);
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        return if rc == 0 { found } else { None };
+    }
+}
 
 /// The id of group `name`, or `None` when there is no such group (or the name
 /// cannot be a group name).
 pub fn group_id(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    loop {
+    lookup(name, |name, buf| {
         // SAFETY: every pointer points into storage that lives across the call:
         // `grp` and `result` on the stack, `buf` with its length.
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
@@ -22,21 +39,14 @@ pub fn group_id(name: &str) -> Option<u32> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            // A group with many members: a larger buffer.
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        return (rc == 0 && !result.is_null()).then_some(grp.gr_gid);
-    }
+        (rc, (!result.is_null()).then_some(grp.gr_gid))
+    })
 }
 
 /// The user id and primary group id of user `name`, or `None` when there is no such
 /// user (or the name cannot be a user name).
 pub fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let name = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    loop {
+    lookup(name, |name, buf| {
         // SAFETY: as in `group_id`: `pwd`, `result` and `buf` outlive the call.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -49,12 +59,8 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        return (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid));
-    }
+        (rc, (!result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid)))
+    })
 }
 
 #[cfg(test)]
