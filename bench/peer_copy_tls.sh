@@ -186,7 +186,7 @@ ListenAddress = "$2"
 ElectionAddress = "127.255.255.255"
 AuthenticatedUsers = 1
 MachineKey = "$MACHINE_KEY"
-LogLevel = "info"
+LogLevel = "${LOG_LEVEL:-info}"
 TOML
 }
 start_agent() { # dir; sets AGENT_PID

@@ -86,6 +86,21 @@ pub fn hash_block(data: &[u8]) -> Hash {
     *blake3::hash(data).as_bytes()
 }
 
+/// [`hash_block`] of the concatenation of `parts` (a block as it arrived, in the
+/// network's pieces, hashed without first copying it into one buffer).
+pub fn hash_block_parts<P: AsRef<[u8]>>(parts: &[P]) -> Hash {
+    match parts {
+        [one] => hash_block(one.as_ref()),
+        _ => {
+            let mut h = blake3::Hasher::new();
+            for p in parts {
+                h.update(p.as_ref());
+            }
+            *h.finalize().as_bytes()
+        }
+    }
+}
+
 /// A parsed and fully validated manifest.
 ///
 /// Build one with [`Manifest::parse`] or [`Manifest::build`]: both check every field and
@@ -328,8 +343,14 @@ impl Manifest {
     /// Whether `data` is block `index`: right length and right hash. An index out of
     /// range gives `false`.
     pub fn verify_block(&self, index: usize, data: &[u8]) -> bool {
+        self.verify_block_parts(index, &[data])
+    }
+
+    /// [`verify_block`](Self::verify_block) of the concatenation of `parts`.
+    pub fn verify_block_parts<P: AsRef<[u8]>>(&self, index: usize, parts: &[P]) -> bool {
+        let len: usize = parts.iter().map(|p| p.as_ref().len()).sum();
         match self.try_block(index) {
-            Some(b) => data.len() == b.len as usize && hash_block(data) == b.hash,
+            Some(b) => len == b.len as usize && hash_block_parts(parts) == b.hash,
             None => false,
         }
     }

@@ -63,7 +63,9 @@ pub(crate) fn share_options(root: &Path, port: u16, password: &str) -> SmbShareO
 
 pub(super) async fn wait_state(share: &SmbShare, want: impl Fn(&SmbStatus) -> bool) -> SmbStatus {
     let mut w = share.watch();
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
+    // 60 s: smbd counts a connection's bytes once its process ends, which a loaded
+    // machine (the whole test suite at once) can delay.
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let s = w.borrow_and_update().clone();
             if want(&s) {

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::failure::HttpFailure;
 use super::source::{BlockSource, Opened, RunBody};
 use super::writer::BlockWriter;
@@ -102,7 +104,10 @@ async fn receive<S: BlockSource>(
     let mut pos = start; // file offset of the next byte of the current block
     let mut block = run.first;
     let mut len = m.block(block).len as usize;
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    // The current block as the pieces of the answer it arrived in: they share the
+    // answer's buffers, so no byte is copied before the writer hashes and stores it.
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut filled = 0usize;
     while pos < end {
         let mut chunk = match body.next_chunk().await {
             Ok(Some(c)) => c,
@@ -134,18 +139,19 @@ async fn receive<S: BlockSource>(
             let _ = chunk.split_to(n);
         }
         while !chunk.is_empty() && pos < end {
-            let take = (len - buf.len()).min(chunk.len());
-            buf.extend_from_slice(&chunk.split_to(take));
+            let take = (len - filled).min(chunk.len());
+            parts.push(chunk.split_to(take));
+            filled += take;
             pos += take as u64;
-            if buf.len() == len {
-                if !writer.put(block, std::mem::take(&mut buf)).await {
+            if filled == len {
+                if !writer.put(block, std::mem::take(&mut parts)).await {
                     // The writer stopped on a cache error; finish() reports it.
                     return Ok(RunEnd::Done);
                 }
+                filled = 0;
                 block += 1;
                 if block <= run.last {
                     len = m.block(block).len as usize;
-                    buf = Vec::with_capacity(len);
                 }
             }
         }

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -17,18 +18,18 @@ const QUEUE: usize = 16;
 
 /// A blocking writer fed through a bounded queue.
 pub struct BlockWriter {
-    tx: mpsc::Sender<(usize, Vec<u8>)>,
+    tx: mpsc::Sender<(usize, Vec<Bytes>)>,
     task: JoinHandle<Result<Vec<usize>, CacheError>>,
 }
 
 impl BlockWriter {
     /// Start a writer for `entry`.
     pub fn start(entry: Arc<ContentEntry>) -> BlockWriter {
-        let (tx, mut rx) = mpsc::channel::<(usize, Vec<u8>)>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(usize, Vec<Bytes>)>(QUEUE);
         let task = tokio::task::spawn_blocking(move || {
             let mut rejected = Vec::new();
-            while let Some((index, data)) = rx.blocking_recv() {
-                if !entry.put_block(index, &data)? {
+            while let Some((index, parts)) = rx.blocking_recv() {
+                if !entry.put_block_parts(index, &parts)? {
                     rejected.push(index);
                 }
             }
@@ -37,10 +38,11 @@ impl BlockWriter {
         BlockWriter { tx, task }
     }
 
-    /// Queue block `index`. `false` when the writer has stopped (a cache error that
+    /// Queue block `index`, the concatenation of `parts` (the pieces it arrived in,
+    /// not copied). `false` when the writer has stopped (a cache error that
     /// [`finish`](Self::finish) returns).
-    pub async fn put(&self, index: usize, data: Vec<u8>) -> bool {
-        self.tx.send((index, data)).await.is_ok()
+    pub async fn put(&self, index: usize, parts: Vec<Bytes>) -> bool {
+        self.tx.send((index, parts)).await.is_ok()
     }
 
     /// Wait until every queued block is stored; returns the blocks that failed
