@@ -231,6 +231,25 @@ impl AgentProc {
         let out = self.cli(&["jobs", "--json"]);
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
+
+    /// The first job (an empty value when there is none).
+    pub fn first_job(&self) -> serde_json::Value {
+        self.jobs().first().cloned().unwrap_or_default()
+    }
+}
+
+/// Wait until the first job of each of `agents[which]` is done, within `timeout`;
+/// a failed job fails the test at once, with its agent's log.
+pub fn wait_jobs_done(agents: &[AgentProc], which: &[usize], timeout: Duration) {
+    let ok = wait_until(timeout, || {
+        which.iter().all(|&i| {
+            let j = agents[i].first_job();
+            assert_ne!(j["state"], "failed", "agent {i}: {j}\n{}", agents[i].log());
+            j["state"] == "done"
+        })
+    });
+    let states: Vec<_> = which.iter().map(|&i| agents[i].first_job()).collect();
+    assert!(ok, "not all done: {states:#?}");
 }
 
 impl Drop for AgentProc {

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use super::agent::AgentProc;
+use super::agent::{wait_jobs_done, AgentProc};
 use super::netns::{NetLab, NetLabOptions, NsNginx};
-use super::{random_file, wait_until, TestDir};
+use super::{random_file, TestDir};
 
 /// How to build the office.
 pub struct OfficeOptions<'a> {
@@ -68,7 +68,7 @@ impl Office {
 
     /// Host `i`'s job (its first).
     pub fn job(&self, i: usize) -> serde_json::Value {
-        self.agents[i].jobs().first().cloned().unwrap_or_default()
+        self.agents[i].first_job()
     }
 
     /// Host `i`'s `status --json`.
@@ -88,23 +88,7 @@ impl Office {
 
     /// Wait until the jobs of `which` are done (a failed one fails the test).
     pub fn wait_done(&self, which: &[usize]) {
-        let ok = wait_until(Duration::from_secs(150), || {
-            which.iter().all(|&i| {
-                let j = self.job(i);
-                assert_ne!(
-                    j["state"],
-                    "failed",
-                    "host {i}: {j}\n{}",
-                    self.agents[i].log()
-                );
-                j["state"] == "done"
-            })
-        });
-        assert!(
-            ok,
-            "{:#?}",
-            which.iter().map(|&i| self.job(i)).collect::<Vec<_>>()
-        );
+        wait_jobs_done(&self.agents, which, Duration::from_secs(150));
     }
 
     /// Body bytes host `i`'s peer-copy server sent (0 when it does not answer).

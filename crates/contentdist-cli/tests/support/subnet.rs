@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use std::path::{Path, PathBuf};
 
-use super::agent::AgentProc;
+use super::agent::{wait_jobs_done, AgentProc};
 use super::nginx::{Nginx, NginxOptions};
 use super::pki::{CertFiles, Pki};
-use super::{random_file, wait_until, TestDir};
+use super::{random_file, TestDir};
 
 /// Settings of agent `i` of a certificate test: its names (`dp0I`,
 /// `dp0I.branch.example`), its own certificate store, and `extra`.
@@ -97,24 +97,11 @@ impl Subnet {
     }
 
     pub fn job(&self, i: usize) -> serde_json::Value {
-        self.agents[i].jobs().first().cloned().unwrap_or_default()
+        self.agents[i].first_job()
     }
 
     pub fn wait_done(&self, which: &[usize], timeout: Duration) {
-        let ok = wait_until(timeout, || {
-            which.iter().all(|&i| {
-                let j = self.job(i);
-                assert_ne!(
-                    j["state"],
-                    "failed",
-                    "agent {i} failed: {j}\n{}",
-                    self.agents[i].log()
-                );
-                j["state"] == "done"
-            })
-        });
-        let states: Vec<_> = which.iter().map(|&i| self.job(i)).collect();
-        assert!(ok, "not all done: {states:#?}");
+        wait_jobs_done(&self.agents, which, timeout);
     }
 }
 
