@@ -115,3 +115,58 @@ async fn without_a_machine_key_no_host_names_are_taken() {
     tasks.shutdown();
     tasks.join(Duration::from_secs(15)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_registration_that_failed_is_tried_again_with_the_next_host_heard() {
+    if !can_run() || machines::find_nss_wrapper().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    let port = free_port();
+    // smbpasswd refuses FLAKY$ once, as a full disk or a killed process would.
+    let marker = dir.path().join("refused-once");
+    let wrapper = dir.path().join("smbpasswd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *FLAKY*) [ -e {m} ] || {{ touch {m}; echo refused >&2; exit 1; }};; esac\nexec /usr/bin/smbpasswd \"$@\"\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tasks = Tasks::new(CancellationToken::new());
+    let opts = SmbShareOptions {
+        machine_key: Some(MACHINE_KEY.to_vec()),
+        smbpasswd: Some(wrapper),
+        ..share_options(dir.path(), port, PASSWORD)
+    };
+    let share = SmbShare::start(opts, &tasks);
+    let hosts = share.heard_hosts().unwrap();
+    wait_state(&share, |s| s.state == SmbState::Running).await;
+    hosts.send("flaky".into()).unwrap();
+    let s = wait_state(&share, |s| {
+        s.machine_accounts
+            .as_ref()
+            .is_some_and(|m| m.error.is_some())
+    })
+    .await;
+    let m = s.machine_accounts.unwrap();
+    assert_eq!(m.registered, 0);
+    assert!(m.error.unwrap().contains("FLAKY$"));
+    // The next host heard brings the failed one with it.
+    hosts.send("steady".into()).unwrap();
+    let s = wait_state(&share, |s| {
+        s.machine_accounts
+            .as_ref()
+            .is_some_and(|m| m.registered == 2)
+    })
+    .await;
+    assert_eq!(s.machine_accounts.unwrap().error, None);
+    let (ok, out) = smbclient(port, &["-U", &machine_user("flaky", MACHINE_KEY)], "ls").await;
+    assert!(ok, "{out}");
+    tasks.shutdown();
+    tasks.join(Duration::from_secs(15)).await.unwrap();
+}

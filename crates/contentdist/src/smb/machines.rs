@@ -107,6 +107,8 @@ pub(super) struct Machines {
     /// Host names registered, lower case (host names compare without regard to
     /// case).
     pub(super) known: BTreeSet<String>,
+    /// Host names whose registration failed, tried again with the next batch.
+    pub(super) failed: Vec<String>,
     root: Ids,
     nobody: Ids,
 }
@@ -117,6 +119,7 @@ impl Machines {
             key,
             nss_wrapper,
             known: BTreeSet::new(),
+            failed: Vec::new(),
             root: crate::util::user_ids("root").unwrap_or((0, 0)),
             nobody: crate::util::user_ids(super::conf::UNIX_USER).unwrap_or((65534, 65534)),
         }

@@ -212,11 +212,15 @@ impl Supervisor {
     }
 
     /// Register the machine accounts of the hosts in `batch` not registered yet:
-    /// their Unix users first (smbpasswd wants them), then their passwords.
+    /// their Unix users first (smbpasswd wants them), then their passwords. Hosts
+    /// that failed are kept and tried again with the next batch or start of smbd
+    /// (the election driver passes each name on only once).
     async fn register(&mut self, batch: Vec<String>) {
+        let Some(m) = &mut self.machines else { return };
+        let retry = std::mem::take(&mut m.failed);
         let Some(m) = &self.machines else { return };
         let mut new: Vec<String> = Vec::new();
-        for host in batch {
+        for host in retry.into_iter().chain(batch) {
             if m.is_new(&host) && !new.iter().any(|n| n.eq_ignore_ascii_case(&host)) {
                 new.push(host);
             }
@@ -235,21 +239,29 @@ impl Supervisor {
                     a.error = Some(format!("{} {e}", e.code()));
                 }
             });
+            if let Some(m) = &mut self.machines {
+                m.failed = new;
+            }
             return;
         }
         let env = self.env();
         let mut done = Vec::new();
+        let mut again = Vec::new();
         let mut failed = None;
         for host in new {
             let (account, password) = m.credentials(&host);
             match smbpasswd_add(&self.smbpasswd, &self.conf, &env, &account, &password).await {
                 Ok(()) => done.push(host.to_ascii_lowercase()),
-                Err(detail) => failed = Some(SmbError::Machine { account, detail }),
+                Err(detail) => {
+                    again.push(host);
+                    failed = Some(SmbError::Machine { account, detail });
+                }
             }
         }
         let Some(m) = &mut self.machines else { return };
         let added = done.len();
         m.known.extend(done);
+        m.failed = again;
         let registered = m.known.len() as u32;
         if added > 0 {
             tracing::info!(
@@ -261,12 +273,11 @@ impl Supervisor {
         if let Some(e) = &failed {
             tracing::warn!(code = %e.code(), error = %e, "SMB: a machine account could not be registered");
         }
+        // The error stays until every host heard is registered.
         self.status.send_modify(|s| {
             if let Some(a) = &mut s.machine_accounts {
                 a.registered = registered;
-                if let Some(e) = &failed {
-                    a.error = Some(format!("{} {e}", e.code()));
-                }
+                a.error = failed.as_ref().map(|e| format!("{} {e}", e.code()));
             }
         });
     }
