@@ -97,6 +97,17 @@ impl Supervisor {
     async fn run_once(&mut self, stop: &CancellationToken) -> Ended {
         self.status.send_modify(|s| s.state = SmbState::Starting);
         stop_stale(&self.conf.conf_file());
+        // smbd's counters start from nothing with each run: a killed run's file
+        // could otherwise hold its counts, which the new smbd resets at some moment
+        // after it listens; a count read before that reset would hide this run's
+        // bytes. (Processes of a killed run still writing to the old file do so
+        // unseen: what they served may go uncounted, never counted twice.)
+        let profile = self.conf.dir.join("cache").join("smbprofile.tdb");
+        if let Err(e) = std::fs::remove_file(&profile) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::debug!(path = %profile.display(), error = %e, "smbd's old counters not removed");
+            }
+        }
         if let Err(e) = prepare(&self.conf) {
             return Ended::Failed(e);
         }
