@@ -97,11 +97,11 @@ impl Supervisor {
     async fn run_once(&mut self, stop: &CancellationToken) -> Ended {
         self.status.send_modify(|s| s.state = SmbState::Starting);
         stop_stale(&self.conf.conf_file());
-        // smbd's counters start from nothing with each run: a killed run's file
-        // could otherwise hold its counts, which the new smbd resets at some moment
-        // after it listens; a count read before that reset would hide this run's
-        // bytes. (Processes of a killed run still writing to the old file do so
-        // unseen: what they served may go uncounted, never counted twice.)
+        // smbd's counters start from nothing with each run (`at_start` below
+        // counts on it): a killed run's file would hold its counts until the new
+        // smbd resets them, at some moment after it listens. (Processes of a
+        // killed run still writing to the old file do so unseen: what they served
+        // may go uncounted, never counted twice.)
         let profile = self.conf.dir.join("cache").join("smbprofile.tdb");
         if let Err(e) = std::fs::remove_file(&profile) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -154,9 +154,10 @@ impl Supervisor {
             s.state = SmbState::Running;
             s.pid = pid;
         });
-        // smbd's counters start at zero with it (and if they did not, this run
-        // counts from what they say now).
-        let at_start = self.read_served().await.unwrap_or(0);
+        // smbd's counters start at zero with it: their file was removed before it
+        // started. (Reading them here instead lost a whole run's bytes: peers may
+        // read before that reading, and it then counted their bytes as the start.)
+        let at_start = 0;
         let mut poll = tokio::time::interval(super::SERVED_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
