@@ -340,13 +340,7 @@ fn peers_set_for_machine_accounts_log_on_to_the_masters_share_with_them() {
     if skip() {
         return;
     }
-    if ![
-        "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so",
-        "/usr/lib/libnss_wrapper.so",
-    ]
-    .iter()
-    .any(|p| std::path::Path::new(p).exists())
-    {
+    if contentdist::smb::machines::find_nss_wrapper().is_none() {
         println!("skipped: needs libnss-wrapper");
         return;
     }

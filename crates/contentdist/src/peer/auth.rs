@@ -68,9 +68,14 @@ pub fn p2p_credentials(key: &[u8; 32]) -> (String, String) {
 pub fn machine_credentials(machine_key: &[u8], hostname: &str) -> (String, String) {
     let host = hostname.to_ascii_lowercase();
     (
-        format!("{}$", hostname.to_ascii_uppercase()),
+        machine_account_name(hostname),
         hmac_hex(machine_key, &[MACHINE_LABEL, host.as_bytes()]),
     )
+}
+
+/// A host's machine-account user name: `HOSTNAME$`, upper case.
+pub fn machine_account_name(hostname: &str) -> String {
+    format!("{}$", hostname.to_ascii_uppercase())
 }
 
 /// Compare two secrets in time that depends only on their lengths.

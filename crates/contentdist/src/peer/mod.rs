@@ -91,7 +91,8 @@ use crate::manifest::ManifestError;
 use crate::transfer::HttpFailure;
 
 pub use auth::{
-    constant_time_eq, machine_credentials, p2p_credentials, PeerAuth, Principal, Refusal, P2P_USER,
+    constant_time_eq, machine_account_name, machine_credentials, p2p_credentials, PeerAuth,
+    Principal, Refusal, P2P_USER,
 };
 pub use bytes::{PeerBytes, PeerBytesByProtocol};
 pub use client::{

@@ -18,6 +18,17 @@ fn machine_user(host: &str, key: &[u8]) -> String {
     format!("{user}%{password}")
 }
 
+/// The machine accounts once `n` are registered.
+async fn registered(share: &SmbShare, n: u32) -> MachineAccountsStatus {
+    let s = wait_state(share, |s| {
+        s.machine_accounts
+            .as_ref()
+            .is_some_and(|m| m.registered == n)
+    })
+    .await;
+    s.machine_accounts.expect("machine accounts on")
+}
+
 #[tokio::test]
 async fn hosts_heard_get_machine_accounts_that_log_on_and_no_one_else_does() {
     if !can_run() {
@@ -42,13 +53,7 @@ async fn hosts_heard_get_machine_accounts_that_log_on_and_no_one_else_does() {
     wait_state(&share, |s| s.state == SmbState::Running).await;
     hosts.send("Branch-PC8".into()).unwrap();
     hosts.send("BRANCH-PC7".into()).unwrap();
-    let s = wait_state(&share, |s| {
-        s.machine_accounts
-            .as_ref()
-            .is_some_and(|m| m.registered == 2)
-    })
-    .await;
-    assert_eq!(s.machine_accounts.unwrap().error, None);
+    assert_eq!(registered(&share, 2).await.error, None);
 
     // Each heard host logs on with its own credential, in any case of its name.
     for host in ["branch-pc7", "BRANCH-PC8"] {
@@ -158,13 +163,7 @@ async fn a_registration_that_failed_is_tried_again_with_the_next_host_heard() {
     assert!(m.error.unwrap().contains("FLAKY$"));
     // The next host heard brings the failed one with it.
     hosts.send("steady".into()).unwrap();
-    let s = wait_state(&share, |s| {
-        s.machine_accounts
-            .as_ref()
-            .is_some_and(|m| m.registered == 2)
-    })
-    .await;
-    assert_eq!(s.machine_accounts.unwrap().error, None);
+    assert_eq!(registered(&share, 2).await.error, None);
     let (ok, out) = smbclient(port, &["-U", &machine_user("flaky", MACHINE_KEY)], "ls").await;
     assert!(ok, "{out}");
     tasks.shutdown();

@@ -14,7 +14,8 @@
 //! smbd and smbpasswd run with `libnss_wrapper.so` preloaded (Debian's
 //! `libnss-wrapper`, the library Samba's own test suite runs smbd with), which
 //! answers `getpwnam` from `CacheDir/smb/private/passwd`: `root`, `nobody` (the P2P
-//! account's user) and one line per machine, all with `nobody`'s ids. No account
+//! account's user) and one line per machine, with `nobody`'s user id in the group
+//! [`MACHINES_GROUP`], which the share's `valid users` admits. No account
 //! is ever added to `/etc/passwd`, and no other process sees these users. Without
 //! the library, machine accounts are not offered over SMB (said once, and in
 //! `status`); the P2P account still is.
@@ -27,6 +28,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::conf::{ConfOptions, MACHINES_GROUP};
+use crate::peer::machine_account_name;
 
 /// Where `libnss_wrapper.so` is looked for: Debian's multiarch directories first.
 const NSS_WRAPPER_PATHS: &[&str] = &[
@@ -54,12 +56,6 @@ pub fn group_file(c: &ConfOptions) -> PathBuf {
     c.dir.join("private").join("group")
 }
 
-/// The SMB account name of host `host`: `HOSTNAME$`, upper case (as
-/// [`crate::peer::machine_credentials`] names it).
-pub fn account_name(host: &str) -> String {
-    format!("{}$", host.to_ascii_uppercase())
-}
-
 /// Unix ids: `(uid, gid)`.
 pub type Ids = (u32, u32);
 
@@ -78,7 +74,7 @@ pub fn render_passwd<'a>(root: Ids, nobody: Ids, hosts: impl Iterator<Item = &'a
     for host in hosts {
         text.push_str(&format!(
             "{}:x:{}:{}:contentdist machine account:/nonexistent:/usr/sbin/nologin\n",
-            account_name(host),
+            machine_account_name(host),
             nobody.0,
             MACHINES_GID
         ));
@@ -89,7 +85,7 @@ pub fn render_passwd<'a>(root: Ids, nobody: Ids, hosts: impl Iterator<Item = &'a
 /// The group file: `root`'s and `nobody`'s primary groups, and
 /// [`MACHINES_GROUP`] with every machine account as a member.
 pub fn render_group<'a>(root: Ids, nobody: Ids, hosts: impl Iterator<Item = &'a str>) -> String {
-    let members: Vec<String> = hosts.map(account_name).collect();
+    let members: Vec<String> = hosts.map(machine_account_name).collect();
     format!(
         "root:x:{}:\nnogroup:x:{}:\n{MACHINES_GROUP}:x:{MACHINES_GID}:{}\n",
         root.1,

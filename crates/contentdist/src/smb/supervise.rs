@@ -97,8 +97,8 @@ impl Supervisor {
     async fn run_once(&mut self, stop: &CancellationToken) -> Ended {
         self.status.send_modify(|s| s.state = SmbState::Starting);
         stop_stale(&self.conf.conf_file());
-        // smbd's counters start from nothing with each run (`at_start` below
-        // counts on it): a killed run's file would hold its counts until the new
+        // smbd's counters start from nothing with each run (`count_served` counts
+        // on it): a killed run's file would hold its counts until the new
         // smbd resets them, at some moment after it listens. (Processes of a
         // killed run still writing to the old file do so unseen: what they served
         // may go uncounted, never counted twice.)
@@ -154,10 +154,6 @@ impl Supervisor {
             s.state = SmbState::Running;
             s.pid = pid;
         });
-        // smbd's counters start at zero with it: their file was removed before it
-        // started. (Reading them here instead lost a whole run's bytes: peers may
-        // read before that reading, and it then counted their bytes as the start.)
-        let at_start = 0;
         let mut poll = tokio::time::interval(super::SERVED_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -166,10 +162,10 @@ impl Supervisor {
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                     let e = SmbError::Exited { status, detail: String::new() };
                     terminate(&mut child, pid).await;
-                    self.count_served(at_start, true).await;
+                    self.count_served(true).await;
                     return Ended::Failed(self.with_output(e));
                 }
-                _ = poll.tick() => self.count_served(at_start, false).await,
+                _ = poll.tick() => self.count_served(false).await,
                 changed = self.password.changed() => {
                     if changed.is_err() {
                         // The share's handle is gone: nobody can change it any more.
@@ -192,9 +188,9 @@ impl Supervisor {
                     // Read before stopping it: a connection's counters reach the
                     // total through the parent smbd, and are lost if both end at
                     // once.
-                    self.count_served(at_start, false).await;
+                    self.count_served(false).await;
                     terminate(&mut child, pid).await;
-                    self.count_served(at_start, true).await;
+                    self.count_served(true).await;
                     return Ended::Stopped;
                 }
             }
@@ -228,8 +224,10 @@ impl Supervisor {
     /// that failed are kept and tried again with the next batch or start of smbd
     /// (the election driver passes each name on only once).
     async fn register(&mut self, batch: Vec<String>) {
-        let Some(m) = &mut self.machines else { return };
-        let retry = std::mem::take(&mut m.failed);
+        let retry = match &mut self.machines {
+            Some(m) => std::mem::take(&mut m.failed),
+            None => return,
+        };
         let Some(m) = &self.machines else { return };
         let mut new: Vec<String> = Vec::new();
         for host in retry.into_iter().chain(batch) {
@@ -317,16 +315,18 @@ impl Supervisor {
         parse_read_bytes(&String::from_utf8_lossy(&out.stdout))
     }
 
-    /// Update `bytes_served` with this run's count (it began at `at_start`); at the
-    /// run's `end`, keep it for good. A failed read keeps the last count.
-    async fn count_served(&mut self, at_start: u64, end: bool) {
+    /// Update `bytes_served` with this run's count; at the run's `end`, keep it for
+    /// good. A failed read keeps the last count. A run counts from zero: its
+    /// counters file was removed before smbd started. (Counting from a first
+    /// reading instead lost a whole run's bytes whenever peers read before it.)
+    async fn count_served(&mut self, end: bool) {
         let now = self.read_served().await;
         let before = self.served_before;
         self.status.send_modify(|s| {
             if let Some(n) = now {
                 // Never less than a reading before: counters of processes that
                 // ended with smbd can drop out of a later one.
-                s.bytes_served = s.bytes_served.max(before + n.saturating_sub(at_start));
+                s.bytes_served = s.bytes_served.max(before + n);
             }
         });
         if end {
