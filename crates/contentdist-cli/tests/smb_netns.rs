@@ -2,8 +2,8 @@
 //! smbd on the product's port 445; smbd listens only on an interface's addresses,
 //! so these tests need namespaces rather than 127.0.0.x): the product's default
 //! `P2PEnabled = 0x9`, a preboot peer, the fall-back of `0x61` from HTTPS to HTTP
-//! to SMB as the master's listeners go away, the master's smbd killed mid-copy, and
-//! peers logging on with their machine accounts.
+//! to SMB as the master's listeners go away, the master's smbd killed mid-copy,
+//! peers logging on with their machine accounts, and FanOut over SMB.
 //! Root and Samba only; elsewhere each test says it skipped.
 
 mod support;
@@ -49,6 +49,20 @@ fn metric(office: &Office, i: usize, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {series} in host {i}'s metrics:\n{text}"))
         .parse::<f64>()
         .unwrap() as u64
+}
+
+/// Content bytes the smbds of `hosts` served (their metrics).
+fn served_smb(office: &Office, hosts: &[usize]) -> u64 {
+    hosts
+        .iter()
+        .map(|&i| {
+            metric(
+                office,
+                i,
+                r#"contentdist_served_bytes_total{protocol="smb"}"#,
+            )
+        })
+        .sum()
 }
 
 /// The master (waiting for the election), and the others.
@@ -128,7 +142,8 @@ fn the_default_0x9_copies_over_smb_and_a_preboot_peer_copies_without_serving() {
             assert!(log.contains("protocol=SMB"), "host {i}:\n{log}");
         }
         // The metrics count SMB both ways: what each peer received, and what the
-        // master's smbd read for them (three copies and their have.bin polls).
+        // smbds read for them: three copies and their have.bin polls, from the
+        // master and (FanOut, on by default) the peers that serve (not preboot).
         assert_eq!(
             metric(
                 &office,
@@ -140,16 +155,16 @@ fn the_default_0x9_copies_over_smb_and_a_preboot_peer_copies_without_serving() {
         let mut served = 0;
         assert!(
             wait_until(Duration::from_secs(15), || {
-                served = metric(
-                    &office,
-                    m,
-                    r#"contentdist_served_bytes_total{protocol="smb"}"#,
-                );
+                served = served_smb(&office, &[0, 1, 2]);
                 served >= 3 * size
             }),
-            "the master's smbd served {served} bytes for 3 copies of {size}"
+            "the smbds served {served} bytes for 3 copies of {size}"
         );
         assert!(served < 3 * size + MIB, "{served}");
+        assert!(
+            served_smb(&office, &[m]) >= size,
+            "each block left the master"
+        );
         // The README's checks by hand: the P2P account from `status --p2p-account`,
         // then smbclient lists the shares and the content's files.
         let out = office.agents[m].cli(&["status", "--p2p-account", "--json"]);
@@ -398,6 +413,73 @@ fn peers_set_for_machine_accounts_log_on_to_the_masters_share_with_them() {
                 .contains("machine accounts registered"),
             "{}",
             office.agents[m].log()
+        );
+    });
+}
+
+#[test]
+fn with_fan_out_over_smb_peers_copy_from_each_other_not_only_from_the_master() {
+    if skip() {
+        return;
+    }
+    with_timeout(Duration::from_secs(300), || {
+        let t = TestDir::new();
+        // The defaults (P2PEnabled 0x9, SpecialNetShare 0x2070: FanOut) and a site
+        // key, so the holders' P2P keys travel encrypted. 5 hosts, 40 Mbit/s WAN,
+        // 24 MiB: the master needs ~5 s, and its peers follow it.
+        let site = |_: usize| "SiteKey = \"the site election key, 16+\"".to_string();
+        let hosts = 5;
+        let (office, nginx, size) = Office::start(
+            &t,
+            OfficeOptions {
+                hosts,
+                wan_kbit: 40_000,
+                size: 24 * MIB,
+                p2p_enabled: 0x9,
+                extra: &site,
+            },
+        );
+        let all: Vec<usize> = (0..hosts).collect();
+        for &i in &all {
+            office.submit(&t, i);
+        }
+        let (m, peers) = roles(&office);
+        office.wait_done(&all);
+        check_delivered_once(&office, &t, &nginx, size);
+        for &i in &peers {
+            let job = office.job(i);
+            assert_eq!(
+                job["final_stats"]["bytes_from_peers"]["smb"], size,
+                "host {i}: {job}"
+            );
+            let log = office.agents[i].log();
+            assert!(!log.contains("holder dropped"), "host {i}:\n{log}");
+        }
+        // Every copy was served once, by the master or a peer; the peers served
+        // some of them: the master's share was not the only source.
+        let copies = (hosts as u64 - 1) * size;
+        let mut served = 0;
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                served = served_smb(&office, &all);
+                served >= copies
+            }),
+            "the smbds served {served} bytes for {copies}"
+        );
+        let by_master = served_smb(&office, &[m]);
+        let by_peers = served_smb(&office, &peers);
+        println!("served over SMB: master {by_master}, peers {by_peers}, copies {copies}");
+        assert!(
+            by_master >= size,
+            "each block left the master once at least"
+        );
+        assert!(
+            by_peers >= 4 * MIB,
+            "the peers served {by_peers} bytes: FanOut over SMB did not happen"
+        );
+        assert!(
+            by_master + by_peers < copies + 2 * MIB,
+            "{by_master} + {by_peers}"
         );
     });
 }

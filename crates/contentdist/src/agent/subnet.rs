@@ -12,7 +12,7 @@ use crate::config::{Config, Protocol, Protocols};
 use crate::election::{LocalInfo, P2pKey, SiteKey, Timing};
 use crate::job::PeerSetup;
 use crate::peer::pace::ServePacer;
-use crate::peer::swarm::SelfAd;
+use crate::peer::swarm::{HeardHolders, SelfAd};
 use crate::peer::{
     server_tls_config, HttpsOptions, PeerAuth, PeerClient, PeerClientOptions, PeerServer,
     PeerServerLimits, PeerService, PeerTlsOptions, ServiceOptions,
@@ -133,6 +133,14 @@ pub(super) fn start_subnet(
         crate::control::P2pAccount { user, password }
     });
     let identity = tls::host_identity(config);
+    // FanOut over SMB: holders speak for themselves on the election socket (an SMB
+    // master hears nothing of its peers); heard by every agent copying over SMB,
+    // said by those that serve their own share.
+    let fan_out = config.special_net_share.fan_out();
+    let heard_holders = (fan_out && config.p2p_enabled.has_smb()).then(|| HeardHolders {
+        registry: Arc::default(),
+        me: addr,
+    });
     let free = clean::disk_space(cache.root()).map(|(f, _)| f).unwrap_or(0);
     let subnet = crate::subnet::start(SubnetOptions {
         local: LocalInfo {
@@ -160,6 +168,8 @@ pub(super) fn start_subnet(
         cache_dir: Some(cache.root().to_path_buf()),
         tasks: tasks.clone(),
         heard_hosts: smb.as_ref().and_then(|s| s.heard_hosts()),
+        heard_holders: heard_holders.clone(),
+        advertise_holding: fan_out && smb.is_some(),
     })
     .map_err(AgentError::Subnet)?;
     listeners.push(format!(
@@ -198,7 +208,7 @@ pub(super) fn start_subnet(
         // FanOut (SpecialNetShare 0x40, on by default): describe this agent to
         // masters (what it serves; a preboot agent serves nothing) and copy from
         // the other holders they name.
-        fan_out: config.special_net_share.fan_out().then(|| SelfAd {
+        fan_out: fan_out.then(|| SelfAd {
             http_port: if served.contains(Protocol::Http) {
                 http_port
             } else {
@@ -216,6 +226,7 @@ pub(super) fn start_subnet(
         }),
         local_address: (!config.listen_address.is_unspecified()).then_some(config.listen_address),
         smb_port: config.p2p_smb_port,
+        heard_holders,
         ..PeerClientOptions::default()
     })
     .map_err(AgentError::Peer)?;

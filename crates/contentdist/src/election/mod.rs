@@ -96,8 +96,8 @@ pub use machine::Elections;
 pub use rank::{Rank, FULL_SHARE, MAX_WEIGHT};
 pub use types::{Action, ElectionState, ElectionStatus, Event, LocalInfo, MasterInfo, Timing};
 pub use wire::{
-    decode, decode_stamped, encode, is_valid_host_name, is_valid_master_name, Body, MasterAnnounce,
-    Message, P2pKey,
+    decode, decode_stamped, encode, is_valid_host_name, is_valid_master_name, Body, HolderNote,
+    MasterAnnounce, Message, P2pKey,
 };
 
 /// The clock the state machine runs on: the driver passes `Instant::now()` (tokio's,

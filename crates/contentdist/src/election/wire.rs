@@ -1,4 +1,4 @@
-//! Election messages and their binary format (version 4).
+//! Election messages and their binary format (version 5).
 //!
 //! The original product's packet format is not public; this one is ours. All
 //! integers are big-endian.
@@ -6,9 +6,10 @@
 //! ```text
 //! offset size  field
 //! 0      4     magic "CDEL"
-//! 4      1     protocol version (4; versions 1 (no stamp), 2 (no master
-//!              names) and 3 (no sender's host name) are refused)
-//! 5      1     kind: 1 request, 2 candidate, 3 master, 4 heartbeat, 5 done, 6 resign
+//! 4      1     protocol version (5; versions 1 (no stamp), 2 (no master
+//!              names), 3 (no sender's host name) and 4 (no holder) are refused)
+//! 5      1     kind: 1 request, 2 candidate, 3 master, 4 heartbeat, 5 done, 6 resign,
+//!              7 holder
 //! 6      1     flags: 0x01 = authenticated (site key); other bits must be 0
 //! 7      8     sender node id
 //! 15     1     address family (4 or 6), then 4 or 16 address bytes
@@ -25,6 +26,8 @@
 //!                             length u8 (1..=253), the name's ASCII bytes
 //!                heartbeat: rank, term u64
 //!                done, resign: term u64
+//!                holder:    share u16 (<= 1000), [nonce 16 bytes, authenticated
+//!                           only], p2p key 32 bytes
 //!              rank = flags u8 (0x01 preboot), share u16 (<= 1000), weight u8 (<= 99),
 //!                     free bytes u64; its node id is the sender's
 //!              name = a DNS name (see [`is_valid_master_name`]): letters, digits,
@@ -50,6 +53,12 @@
 //! to know a machine account before that machine logs on (see [`crate::smb`]), and
 //! a peer's request or claim reaches the master before the peer can copy.
 //!
+//! A holder message is not part of the election: a FanOut peer copying over SMB
+//! says with it that its own share holds some of the content, and with which P2P
+//! key its account logs on (encrypted like a master's), so that the other peers
+//! copy from it too (see [`crate::subnet`]'s holder ads). Over HTTP the master
+//! passes holders on instead; SMB has no such channel.
+//!
 //! Decoding is total: any byte string gives a [`Message`] or a [`WireError`], never
 //! a panic (a proptest and a cargo-fuzz target check it).
 
@@ -67,7 +76,7 @@ use crate::manifest::ContentKey;
 /// The first four bytes of every election message.
 pub const MAGIC: [u8; 4] = *b"CDEL";
 /// The protocol version this module speaks.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// The longest content id a message may carry.
 pub const MAX_ID_LEN: usize = 64;
 /// How many names a master announcement may carry (host name, FQDN, a few aliases).
@@ -146,6 +155,9 @@ pub enum Body {
         /// The master's term.
         term: u64,
     },
+    /// "I hold some of this content, in my own SMB share" (FanOut over SMB): not
+    /// part of the election; see [`HolderNote`].
+    Holder(HolderNote),
     /// "I am no longer master": followers elect again at once.
     Resign {
         /// The term that ends.
@@ -173,6 +185,17 @@ pub struct MasterAnnounce {
     /// Its host name and FQDN (at most [`MAX_NAMES`], each valid by
     /// [`is_valid_master_name`]), for peers to check a PKI certificate's name.
     pub names: Vec<String>,
+}
+
+/// The body of a holder message: a peer copying a content (FanOut) that serves it
+/// from its own SMB share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HolderNote {
+    /// How much of the content it holds verified, in permille (0..=1000).
+    pub share_permille: u16,
+    /// The key its own P2P account's password derives from (encrypted with a site
+    /// key, like a master's).
+    pub p2p_key: P2pKey,
 }
 
 /// Whether `name` may be announced as a master's name: 1 to 253 bytes of ASCII
@@ -230,6 +253,7 @@ fn kind_of(body: &Body) -> u8 {
         Body::Heartbeat { .. } => 4,
         Body::Done { .. } => 5,
         Body::Resign { .. } => 6,
+        Body::Holder(_) => 7,
     }
 }
 
@@ -273,14 +297,7 @@ pub fn encode(msg: &Message, auth: Option<(&SiteKey, Stamp)>) -> Result<Vec<u8>,
             out.extend_from_slice(&m.https_port.to_be_bytes());
             // Protocols keeps only the three protocol bits, so they fit one byte.
             out.push(m.protocols.bits() as u8);
-            let mut p2p = m.p2p_key.0;
-            if let Some(k) = key {
-                let mut nonce = [0u8; NONCE_LEN];
-                rand::rng().fill_bytes(&mut nonce);
-                xor(&mut p2p, &k.keystream(&nonce));
-                out.extend_from_slice(&nonce);
-            }
-            out.extend_from_slice(&p2p);
+            put_p2p_key(&mut out, &m.p2p_key, key);
             match &m.cert_fingerprint {
                 None => out.push(0),
                 Some(fp) => {
@@ -295,6 +312,16 @@ pub fn encode(msg: &Message, auth: Option<(&SiteKey, Stamp)>) -> Result<Vec<u8>,
             out.extend_from_slice(&term.to_be_bytes());
         }
         Body::Done { term } | Body::Resign { term } => out.extend_from_slice(&term.to_be_bytes()),
+        Body::Holder(h) => {
+            if h.share_permille > FULL_SHARE {
+                return Err(WireError::BadField {
+                    field: "share",
+                    value: h.share_permille.into(),
+                });
+            }
+            out.extend_from_slice(&h.share_permille.to_be_bytes());
+            put_p2p_key(&mut out, &h.p2p_key, key);
+        }
     }
     match &msg.host {
         None => out.push(0),
@@ -311,6 +338,19 @@ pub fn encode(msg: &Message, auth: Option<(&SiteKey, Stamp)>) -> Result<Vec<u8>,
         out.extend_from_slice(&tag);
     }
     Ok(out)
+}
+
+/// The P2P key: in clear without a site key; with one, a fresh nonce and the key
+/// encrypted with it.
+fn put_p2p_key(out: &mut Vec<u8>, p2p_key: &P2pKey, key: Option<&SiteKey>) {
+    let mut p2p = p2p_key.0;
+    if let Some(k) = key {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        xor(&mut p2p, &k.keystream(&nonce));
+        out.extend_from_slice(&nonce);
+    }
+    out.extend_from_slice(&p2p);
 }
 
 fn put_rank(out: &mut Vec<u8>, rank: &Rank, sender: u64) -> Result<(), WireError> {
@@ -382,7 +422,7 @@ pub fn decode_stamped(
         return Err(WireError::UnsupportedVersion(version));
     }
     let kind = r.u8("kind")?;
-    if !(1..=6).contains(&kind) {
+    if !(1..=7).contains(&kind) {
         return Err(WireError::UnknownKind(kind));
     }
     let flags = r.u8("flags")?;
@@ -464,14 +504,7 @@ pub fn decode_stamped(
                     value: bits.into(),
                 });
             }
-            let nonce = match key {
-                Some(_) => Some(r.array::<NONCE_LEN>("nonce")?),
-                None => None,
-            };
-            let mut p2p = r.array::<32>("p2p key")?;
-            if let (Some(k), Some(nonce)) = (key, nonce) {
-                xor(&mut p2p, &k.keystream(&nonce));
-            }
+            let p2p_key = r.p2p_key(key)?;
             let cert_fingerprint = match r.u8("fingerprint flag")? {
                 0 => None,
                 1 => Some(r.array::<32>("fingerprint")?),
@@ -489,7 +522,7 @@ pub fn decode_stamped(
                 http_port,
                 https_port,
                 protocols,
-                p2p_key: P2pKey(p2p),
+                p2p_key,
                 cert_fingerprint,
                 names,
             })
@@ -501,6 +534,19 @@ pub fn decode_stamped(
         5 => Body::Done {
             term: r.u64("term")?,
         },
+        7 => {
+            let share_permille = r.u16("share")?;
+            if share_permille > FULL_SHARE {
+                return Err(WireError::BadField {
+                    field: "share",
+                    value: share_permille.into(),
+                });
+            }
+            Body::Holder(HolderNote {
+                share_permille,
+                p2p_key: r.p2p_key(key)?,
+            })
+        }
         _ => Body::Resign {
             term: r.u64("term")?,
         },
@@ -572,6 +618,19 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.array(field)?))
+    }
+
+    /// A P2P key, preceded by its nonce and decrypted with `key` when there is one.
+    fn p2p_key(&mut self, key: Option<&SiteKey>) -> Result<P2pKey, WireError> {
+        let nonce = match key {
+            Some(_) => Some(self.array::<NONCE_LEN>("nonce")?),
+            None => None,
+        };
+        let mut p2p = self.array::<32>("p2p key")?;
+        if let (Some(k), Some(nonce)) = (key, nonce) {
+            xor(&mut p2p, &k.keystream(&nonce));
+        }
+        Ok(P2pKey(p2p))
     }
 
     fn names(&mut self) -> Result<Vec<String>, WireError> {

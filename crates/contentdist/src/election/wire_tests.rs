@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::wire::{
-    decode, encode, is_valid_host_name, is_valid_master_name, Body, MasterAnnounce, Message,
-    P2pKey, MAX_HOST_LEN, MAX_MESSAGE_LEN, MAX_NAME_LEN,
+    decode, encode, is_valid_host_name, is_valid_master_name, Body, HolderNote, MasterAnnounce,
+    Message, P2pKey, MAX_HOST_LEN, MAX_MESSAGE_LEN, MAX_NAME_LEN,
 };
 use super::{AuthMismatch, Rank, SiteKey, Stamp, WireError};
 use crate::config::{Protocol, Protocols};
@@ -79,6 +79,10 @@ fn every_kind() -> Vec<Message> {
         }),
         msg(Body::Done { term: 3 }),
         msg(Body::Resign { term: u64::MAX }),
+        msg(Body::Holder(HolderNote {
+            share_permille: 1000,
+            p2p_key: P2pKey([0xA5; 32]),
+        })),
     ]
 }
 
@@ -105,6 +109,36 @@ fn p2p_key_is_in_clear_without_site_key_and_hidden_with_it() {
     assert!(!a.windows(32).any(|w| w == [0xA5; 32]));
     // A fresh nonce per message: the same key never gives the same ciphertext.
     assert_ne!(a, b);
+}
+
+#[test]
+fn a_holders_p2p_key_is_hidden_with_a_site_key_and_its_share_is_bounded() {
+    let note = |share| {
+        msg(Body::Holder(HolderNote {
+            share_permille: share,
+            p2p_key: P2pKey([0xA5; 32]),
+        }))
+    };
+    let clear = encode(&note(500), None).unwrap();
+    assert!(clear.windows(32).any(|w| w == [0xA5; 32]));
+    let key = SiteKey::new(b"site secret");
+    let sealed_bytes = encode(&note(500), sealed(&key)).unwrap();
+    assert!(!sealed_bytes.windows(32).any(|w| w == [0xA5; 32]));
+    assert_eq!(decode(&sealed_bytes, Some(&key)).unwrap(), note(500));
+    let over = WireError::BadField {
+        field: "share",
+        value: 1001,
+    };
+    assert_eq!(encode(&note(1001), None), Err(over.clone()));
+    // The share follows the id (8) and version (4); set it to 1001 on the wire.
+    let mut t = clear.clone();
+    t[21 + 8 + 4..21 + 8 + 4 + 2].copy_from_slice(&1001u16.to_be_bytes());
+    assert_eq!(decode(&t, None), Err(over));
+    // Cut short in the key.
+    assert_eq!(
+        decode(&clear[..clear.len() - 10], None),
+        Err(WireError::TooShort { field: "p2p key" })
+    );
 }
 
 #[test]
@@ -172,14 +206,15 @@ fn malformed_messages_get_the_error_that_names_the_problem() {
         Err(WireError::TooShort { field: "magic" })
     );
     assert_eq!(with(0, b'X'), Err(WireError::BadMagic));
-    // Versions 1 (no stamp), 2 (no master names), 3 (no sender's host name) and
-    // versions from the future are refused alike.
+    // Versions 1 (no stamp), 2 (no master names), 3 (no sender's host name), 4 (no
+    // holder) and versions from the future are refused alike.
     assert_eq!(with(4, 1), Err(WireError::UnsupportedVersion(1)));
     assert_eq!(with(4, 2), Err(WireError::UnsupportedVersion(2)));
     assert_eq!(with(4, 3), Err(WireError::UnsupportedVersion(3)));
-    assert_eq!(with(4, 5), Err(WireError::UnsupportedVersion(5)));
+    assert_eq!(with(4, 4), Err(WireError::UnsupportedVersion(4)));
+    assert_eq!(with(4, 6), Err(WireError::UnsupportedVersion(6)));
     assert_eq!(with(5, 0), Err(WireError::UnknownKind(0)));
-    assert_eq!(with(5, 7), Err(WireError::UnknownKind(7)));
+    assert_eq!(with(5, 8), Err(WireError::UnknownKind(8)));
     assert_eq!(with(6, 0x80), Err(WireError::UnknownFlags(0x80)));
     assert_eq!(with(15, 5), Err(WireError::BadAddressFamily(5)));
     // Address 10.1.2.3 is bytes 16..20; the id length is byte 20, the id starts at 21.
@@ -474,6 +509,10 @@ fn arb_body(node_id: u64) -> impl Strategy<Value = Body> {
         (arb_rank(node_id), any::<u64>()).prop_map(|(rank, term)| Body::Heartbeat { rank, term }),
         any::<u64>().prop_map(|term| Body::Done { term }),
         any::<u64>().prop_map(|term| Body::Resign { term }),
+        (0..=1000u16, any::<[u8; 32]>()).prop_map(|(share, key)| Body::Holder(HolderNote {
+            share_permille: share,
+            p2p_key: P2pKey(key),
+        })),
     ]
 }
 

@@ -79,6 +79,10 @@ pub struct PeerClientOptions {
     /// The TCP port of masters' SMB servers (`P2PSmbPort`: not announced, the same
     /// on every agent).
     pub smb_port: u16,
+    /// FanOut over SMB: the holders heard on the subnet (see
+    /// [`super::swarm::HeardHolders`]); a copy over SMB takes its holders from here.
+    /// `None`: copies over SMB take every block from the master.
+    pub heard_holders: Option<super::swarm::HeardHolders>,
 }
 
 impl Default for PeerClientOptions {
@@ -92,6 +96,7 @@ impl Default for PeerClientOptions {
             fan_out: None,
             local_address: None,
             smb_port: 445,
+            heard_holders: None,
         }
     }
 }
@@ -570,16 +575,25 @@ impl PeerClient {
         holding: Option<usize>,
     ) -> Result<(HaveDoc, Vec<u8>), PeerError> {
         if let Some(smb) = &route.smb {
-            // No holder description over SMB: FanOut holders serve HTTP(S).
+            // Nothing is said to an SMB master: the holders are those heard on the
+            // subnet (FanOut over SMB), the master left out.
             let wait = match after {
                 Some(_) => self.opts.long_poll.min(super::MAX_HAVE_WAIT),
                 None => Duration::ZERO,
             };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let (doc, bitmap, read) = smb.have(after, wait).await?;
+            let (mut doc, bitmap, read) = smb.have(after, wait).await?;
             self.counters
                 .bytes_received
                 .fetch_add(read, Ordering::Relaxed);
+            if let (Some(heard), Some(_)) = (&self.opts.heard_holders, holding) {
+                let key = crate::manifest::ContentKey::new(doc.content_id.clone(), doc.version)
+                    .map_err(|e| PeerError::ManifestMismatch(e.to_string()))?;
+                let master = smb.addr().ip();
+                doc.holders = heard.registry.others(&key, heard.me);
+                doc.holders.retain(|h| h.addr != master);
+                doc.you = Some(heard.me);
+            }
             return Ok((doc, bitmap));
         }
         let mut url = route.urls.url(&["have"]);

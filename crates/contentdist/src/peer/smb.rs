@@ -54,6 +54,8 @@ pub(super) struct SmbRoute {
     url: String,
     /// `ID/VERSION`, the content's directory in the share.
     base: String,
+    /// The share's host.
+    addr: SocketAddr,
     session: Arc<Mutex<Session>>,
     manifest: Arc<Manifest>,
     stall: Duration,
@@ -157,6 +159,7 @@ pub(super) async fn open(
         SmbRoute {
             url,
             base,
+            addr,
             session: Arc::new(Mutex::new(Session { client, tree })),
             manifest: Arc::new(manifest),
             stall,
@@ -169,6 +172,11 @@ impl SmbRoute {
     /// The manifest read at open.
     pub(super) fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The address of the share's host.
+    pub(super) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The master's verified blocks from `have.bin`; with `after`, read again

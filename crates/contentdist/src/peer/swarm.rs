@@ -16,10 +16,16 @@
 //! verified on arrival whoever sent it, and a holder that fails is dropped.
 //! The document's version is the `have` document's: `holders` is a field a peer
 //! without FanOut (or an older one) never asks for and never gets.
+//!
+//! Over SMB a peer reads files and says nothing to its master, so holders there
+//! speak for themselves: each broadcasts a holder message on the election socket
+//! (see [`crate::subnet`]), the others note it in a [`HolderRegistry`] of their own
+//! ([`HeardHolders`]), and the copy loop takes its holders from there instead of
+//! from the master's answer.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -60,7 +66,8 @@ pub struct HolderAd {
     /// Its host name and FQDN, for a PKI certificate's name check.
     #[serde(default)]
     pub names: Vec<String>,
-    /// Blocks of this content it holds verified.
+    /// Blocks of this content it holds verified (heard over SMB: its share in
+    /// permille; either only ranks holders of one content against each other).
     pub verified: usize,
 }
 
@@ -106,15 +113,16 @@ impl HolderAd {
 /// The holders of one content: what each said last, and when.
 type Holders = HashMap<IpAddr, (HolderAd, Instant)>;
 
-/// What a master knows of the holders of each content.
+/// What is known of the holders of each content: by a master, from the peers'
+/// descriptions; over SMB, by every agent, from the holder messages heard.
 #[derive(Debug, Default)]
-pub(super) struct HolderRegistry {
+pub struct HolderRegistry {
     by_content: Mutex<HashMap<ContentKey, Holders>>,
 }
 
 impl HolderRegistry {
     /// `addr` described itself as `ad` for `key`.
-    pub(super) fn note(&self, key: &ContentKey, addr: IpAddr, ad: HolderAd) {
+    pub fn note(&self, key: &ContentKey, addr: IpAddr, ad: HolderAd) {
         let now = Instant::now();
         let mut all = self.by_content.lock().expect("holders lock");
         if all.len() > 64 {
@@ -135,7 +143,7 @@ impl HolderRegistry {
     /// Up to [`MAX_HOLDERS_SENT`] holders of `key` other than `asker` that serve,
     /// those holding most first (they can serve the most), then a
     /// rotating start so that askers are spread over equal holders.
-    pub(super) fn others(&self, key: &ContentKey, asker: IpAddr) -> Vec<Holder> {
+    pub fn others(&self, key: &ContentKey, asker: IpAddr) -> Vec<Holder> {
         let now = Instant::now();
         let all = self.by_content.lock().expect("holders lock");
         let Some(holders) = all.get(key) else {
@@ -247,6 +255,36 @@ mod tests {
             other_askers,
             others.iter().map(|h| h.addr).collect::<Vec<_>>()
         );
+    }
+}
+
+/// The holders this agent heard of on its subnet (FanOut over SMB), for its copies.
+#[derive(Clone, Debug)]
+pub struct HeardHolders {
+    /// The holders heard, by content.
+    pub registry: Arc<HolderRegistry>,
+    /// This agent's own address as holder messages carry it (the position of each
+    /// agent among those copying is by these addresses).
+    pub me: IpAddr,
+}
+
+impl HeardHolders {
+    /// A holder heard in an election datagram: `addr` serves `share_permille` of
+    /// `key` from its SMB share, its P2P account's password deriving from `p2p_key`.
+    pub fn heard(&self, key: &ContentKey, addr: IpAddr, share_permille: u16, p2p_key: [u8; 32]) {
+        let ad = HolderAd {
+            http_port: 0,
+            https_port: 0,
+            protocols: crate::config::Protocols::NONE
+                .with(crate::config::Protocol::Smb)
+                .bits(),
+            p2p_key: Some(hex::encode(p2p_key)),
+            cert_fingerprint: None,
+            names: Vec::new(),
+            // Only ranks holders of one content against each other: a share does.
+            verified: usize::from(share_permille),
+        };
+        self.registry.note(key, addr, ad);
     }
 }
 

@@ -17,12 +17,15 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::holders::HolderAds;
 use super::recv::{self, DropCount};
 use super::{Role, RolePolicy, Shared, SubnetError, SubnetHandle};
 use crate::election::{
-    decode_stamped, encode, unix_ms, Action, Elections, Event, Instant, LocalInfo, Message,
+    decode_stamped, encode, unix_ms, Action, Body, Elections, Event, Instant, LocalInfo, Message,
     ReplayGuard, SiteKey, Stamper, Timing,
 };
+use crate::manifest::ContentKey;
+use crate::peer::swarm::HeardHolders;
 use crate::tasks::Tasks;
 
 /// What the driver needs.
@@ -49,6 +52,13 @@ pub struct SubnetOptions {
     /// [`MAX_HEARD_HOSTS`]; not this agent's own): the SMB server registers their
     /// machine accounts before they log on (see [`crate::smb`]). `None`: not told.
     pub heard_hosts: Option<mpsc::UnboundedSender<String>>,
+    /// FanOut over SMB (see `holders.rs`): where the holder messages heard are
+    /// noted (`None`: ignored).
+    pub heard_holders: Option<HeardHolders>,
+    /// Whether this agent sends holder messages while it follows a master: it
+    /// serves its own SMB share (with `local.p2p_key`'s account) and copies with
+    /// FanOut.
+    pub advertise_holding: bool,
 }
 
 /// How many host names the driver passes on to `heard_hosts`: a subnet's worth,
@@ -166,6 +176,10 @@ pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHa
         seen: HashSet::new(),
         own: opts.local.node_id,
     };
+    let ads = HolderAds::new(
+        opts.heard_holders,
+        opts.advertise_holding.then_some(opts.local.p2p_key),
+    );
     let machine = Elections::new(opts.local, opts.timing);
     let cache_dir = opts.cache_dir;
     opts.tasks.spawn("election driver", move |stop| {
@@ -182,6 +196,7 @@ pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHa
             guard: ReplayGuard::default(),
             drops: DropCount::default(),
             heard,
+            ads,
         })
     });
     Ok(handle)
@@ -204,6 +219,8 @@ struct Driver {
     drops: DropCount,
     /// Host names heard, passed on once each.
     heard: HeardHosts,
+    /// Holder messages (FanOut over SMB), heard and sent.
+    ads: HolderAds,
 }
 
 /// The host names passed on to [`SubnetOptions::heard_hosts`].
@@ -278,6 +295,7 @@ async fn run(mut d: Driver) {
             Event::Forget { key } => Some(key.clone()),
             _ => None,
         };
+        let holding = d.holding(&event);
         // Every datagram already queued is handled before any timer fires: it
         // arrived before now, so the window or silence that ends now must count it
         // (a loaded host reads its queue late; deciding first elects a second
@@ -290,6 +308,9 @@ async fn run(mut d: Driver) {
         };
         d.drain(&mut buf).await;
         d.handle(after).await;
+        if let Some(body) = holding {
+            d.say_holding(body).await;
+        }
         if let Some(key) = forgotten {
             d.shared.drop_role(&key);
         }
@@ -311,6 +332,62 @@ impl Driver {
         let actions = self.machine.handle(Instant::now(), event);
         for action in actions {
             self.act(action).await;
+        }
+    }
+
+    /// What a job's event means for this agent's holder messages: the one to send
+    /// after the state machine had the event (the role it reads is the one before).
+    fn holding(&mut self, event: &Event) -> Option<(ContentKey, Body)> {
+        let (key, body) = match event {
+            Event::Want {
+                key,
+                share_permille,
+            }
+            | Event::Progress {
+                key,
+                share_permille,
+            } => {
+                let following = matches!(*self.shared.role_sender(key).borrow(), Role::Follow(_));
+                let now = Instant::now();
+                (key, self.ads.progress(key, *share_permille, following, now))
+            }
+            Event::Complete { key } => (key, self.ads.complete(key)),
+            Event::Forget { key } => {
+                self.ads.forget(key);
+                return None;
+            }
+            _ => return None,
+        };
+        Some((key.clone(), body?))
+    }
+
+    /// Broadcast a holder message about `key`.
+    async fn say_holding(&mut self, (key, body): (ContentKey, Body)) {
+        let local = self.machine.local();
+        let msg = Message {
+            node_id: local.node_id,
+            addr: local.addr,
+            key,
+            body,
+            host: local.host.clone(),
+        };
+        self.broadcast(&msg).await;
+    }
+
+    /// Encode `msg` (stamped and tagged with a site key) and broadcast it.
+    async fn broadcast(&mut self, msg: &Message) {
+        let now = unix_ms(SystemTime::now());
+        let auth = match &self.key {
+            Some(k) => Some((k, self.stamper.next(now))),
+            None => None,
+        };
+        match encode(msg, auth) {
+            Ok(bytes) => {
+                if let Err(e) = self.sock.send_to(&bytes, self.target).await {
+                    tracing::warn!(target = %self.target, error = %e, "election broadcast failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "election message not encodable"),
         }
     }
 
@@ -370,6 +447,7 @@ impl Driver {
             }
         }
         self.heard.heard(&msg);
+        self.ads.hear(&msg, self.heard.own);
         Some(msg)
     }
 
@@ -386,21 +464,7 @@ impl Driver {
 
     async fn act(&mut self, action: Action) {
         match action {
-            Action::Broadcast(msg) => {
-                let now = unix_ms(SystemTime::now());
-                let auth = match &self.key {
-                    Some(k) => Some((k, self.stamper.next(now))),
-                    None => None,
-                };
-                match encode(&msg, auth) {
-                    Ok(bytes) => {
-                        if let Err(e) = self.sock.send_to(&bytes, self.target).await {
-                            tracing::warn!(target = %self.target, error = %e, "election broadcast failed");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "election message not encodable"),
-                }
-            }
+            Action::Broadcast(msg) => self.broadcast(&msg).await,
             Action::BecomeMaster { key } => {
                 tracing::info!(content = %key, "elected master: downloading from the origin");
                 self.shared
@@ -417,6 +481,9 @@ impl Driver {
             }
             Action::FollowMaster { key, master } => {
                 tracing::info!(content = %key, master = %master.addr, share = master.share_permille, "following master");
+                if let Some(body) = self.ads.following(&key, Instant::now()) {
+                    self.say_holding((key.clone(), body)).await;
+                }
                 let addr = Some(master.addr);
                 let before = self
                     .shared

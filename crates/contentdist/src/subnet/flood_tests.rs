@@ -39,6 +39,8 @@ fn start_driver(
         cache_dir: None,
         tasks: tasks.clone(),
         heard_hosts: None,
+        heard_holders: None,
+        advertise_holding: false,
     };
     start_with(opts, socket).unwrap()
 }

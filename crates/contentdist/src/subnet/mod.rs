@@ -8,6 +8,7 @@
 //! driver task owns the socket and the state machine; nothing else touches them.
 
 mod driver;
+mod holders;
 mod membership;
 mod recv;
 
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 pub use driver::{start, start_with, SocketOptions, SubnetOptions, MAX_HEARD_HOSTS};
+pub use holders::AD_PERIOD;
 pub use membership::{AfterFailure, Membership, RolePolicy, Waited};
 
 use crate::election::{ElectionStatus, Event, MasterInfo};

@@ -28,6 +28,8 @@ fn start_driver(tasks: &Tasks, cache_dir: &std::path::Path) -> SubnetHandle {
         cache_dir: Some(cache_dir.to_path_buf()),
         tasks: tasks.clone(),
         heard_hosts: None,
+        heard_holders: None,
+        advertise_holding: false,
     })
     .unwrap()
 }
@@ -107,4 +109,86 @@ async fn a_renewed_certificate_is_broadcast_by_the_master_at_once() {
     })
     .await
     .expect("the new fingerprint is announced within 30 s");
+}
+
+/// A driver on `port` at 127.0.0.`last`, as a FanOut agent serving SMB would run it.
+fn start_holder(
+    tasks: &Tasks,
+    port: u16,
+    last: u8,
+    site: Option<&[u8]>,
+) -> (SubnetHandle, crate::peer::swarm::HeardHolders) {
+    let addr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+    let heard = crate::peer::swarm::HeardHolders {
+        registry: std::sync::Arc::default(),
+        me: addr,
+    };
+    let subnet = start(SubnetOptions {
+        local: LocalInfo {
+            node_id: u64::from(last),
+            addr,
+            weight: 50,
+            protocols: crate::config::Protocols::NONE.with(crate::config::Protocol::Smb),
+            p2p_key: crate::election::P2pKey([last; 32]),
+            free_bytes: 1 << 30,
+            ..LocalInfo::default()
+        },
+        timing: Timing::default(),
+        port,
+        broadcast: IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255)),
+        site_key: site.map(crate::election::SiteKey::new),
+        policy: RolePolicy::default(),
+        cache_dir: None,
+        tasks: tasks.clone(),
+        heard_hosts: None,
+        heard_holders: Some(heard.clone()),
+        advertise_holding: true,
+    })
+    .unwrap();
+    (subnet, heard)
+}
+
+#[tokio::test]
+async fn a_follower_serving_smb_is_heard_as_a_holder_with_its_key_and_a_master_is_not() {
+    for site in [None, Some(&b"site secret"[..])] {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let tasks = Tasks::new(CancellationToken::new());
+            let port = crate::util::free_udp_port().unwrap();
+            let (master, master_heard) = start_holder(&tasks, port, 71, site);
+            let (follower, _) = start_holder(&tasks, port, 72, site);
+            let (other, other_heard) = start_holder(&tasks, port, 73, site);
+            let key = ContentKey::new("HOLD0001", 1).unwrap();
+            // 71 holds it all: it answers the election and becomes master.
+            master.complete(&key);
+            let mut role = follower.want(&key, 0);
+            role.wait_for(|r| matches!(r, Role::Follow(m) if m.addr == master.advertised()))
+                .await
+                .unwrap();
+            follower.progress(&key, 250);
+            let ip = |l: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, l));
+            for heard in [&master_heard, &other_heard] {
+                wait_until(Duration::from_secs(10), "the holder heard", || async {
+                    !heard.registry.others(&key, heard.me).is_empty()
+                })
+                .await;
+                let holders = heard.registry.others(&key, heard.me);
+                assert_eq!(holders.len(), 1, "{holders:?}");
+                assert_eq!(holders[0].addr, ip(72));
+                let target = holders[0].target(true).unwrap();
+                assert_eq!(target.p2p_key, [72; 32], "the key, decrypted");
+            }
+            // The master never says it holds (it is not following), nor does an
+            // agent that wants nothing.
+            assert!(other_heard
+                .registry
+                .others(&key, other_heard.me)
+                .iter()
+                .all(|h| h.addr == ip(72)));
+            drop(other);
+            tasks.shutdown();
+            tasks.join(Duration::from_secs(5)).await.unwrap();
+        })
+        .await
+        .expect("within 30 s");
+    }
 }
