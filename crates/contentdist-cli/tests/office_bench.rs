@@ -20,7 +20,9 @@
 //! Environment: `OFFICE_BENCH_MIB` (content size, 256), `OFFICE_BENCH_HOSTS` (16),
 //! `OFFICE_BENCH_WAN_MBIT` (100), `OFFICE_BENCH_LAN_MBIT` (1000; 0 = LAN unshaped),
 //! `OFFICE_BENCH_KEEP` (set: keep each contentdist phase's directory, agent logs
-//! and caches included, and print where it is).
+//! and caches included, and print where it is), `OFFICE_BENCH_P2P` (every agent's
+//! `P2PEnabled`, 0x28 = HTTP; 0x9, the product's default, copies over SMB with each
+//! host's own smbd).
 
 mod support;
 
@@ -39,7 +41,8 @@ use support::{random_file, wait_until, with_timeout, TestDir};
 const MIB: u64 = 1024 * 1024;
 const CONTENT_ID: &str = "OFFICE01";
 const FILE_NAME: &str = "app.bin";
-/// HTTP peer copy with net literal names: the cheapest serving path, as nginx's.
+/// HTTP peer copy with net literal names (the cheapest serving path, as nginx's),
+/// unless `OFFICE_BENCH_P2P` says otherwise.
 const P2P_ENABLED: u32 = 0x28;
 /// `SpecialNetShare` without FanOut: the default 0x2070 less 0x40.
 const NO_FAN_OUT: u32 = 0x2030;
@@ -61,6 +64,8 @@ struct Settings {
     wan_kbit: u64,
     /// Rate of every LAN port, each way; `None`: unshaped.
     lan_mbit: Option<u64>,
+    /// Every agent's `P2PEnabled`.
+    p2p_enabled: u32,
 }
 
 impl Settings {
@@ -80,6 +85,14 @@ impl Settings {
             size: var("OFFICE_BENCH_MIB", 256) * MIB,
             wan_kbit: var("OFFICE_BENCH_WAN_MBIT", 100) * 1000,
             lan_mbit: (lan > 0).then_some(lan),
+            p2p_enabled: match std::env::var("OFFICE_BENCH_P2P") {
+                Ok(v) => {
+                    let hex = v.trim().trim_start_matches("0x");
+                    u32::from_str_radix(hex, 16)
+                        .unwrap_or_else(|e| panic!("OFFICE_BENCH_P2P={v:?} (hex): {e}"))
+                }
+                Err(_) => P2P_ENABLED,
+            },
         }
     }
 
@@ -317,7 +330,8 @@ fn run_contentdist(
         .map(|i| {
             let dir = t.join(format!("host{i}"));
             let mut extra = format!(
-                "P2PEnabled = {P2P_ENABLED:#x}\nElectionAddress = \"{}\"\nCertStoreDir = \"{}\"",
+                "P2PEnabled = {:#x}\nElectionAddress = \"{}\"\nCertStoreDir = \"{}\"",
+                s.p2p_enabled,
                 lab.broadcast(),
                 dir.join("store").display()
             );
@@ -420,7 +434,9 @@ fn run_contentdist(
                 state: job["state"].as_str().unwrap_or("?").to_string(),
                 from_origin: job["bytes_from_origin"].as_u64().unwrap_or(0),
                 from_peers: job["bytes_from_peers"].as_u64().unwrap_or(0),
-                served: status["peer_server"]["bytes_served"].as_u64().unwrap_or(0),
+                // HTTP(S) and SMB (each host's smbd) alike.
+                served: status["peer_server"]["bytes_served"].as_u64().unwrap_or(0)
+                    + status["smb"]["bytes_served"].as_u64().unwrap_or(0),
                 done_at: submitted[i] + job["elapsed_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
                 elected_master,
                 term: status["elections"][0]["term"].as_u64().unwrap_or(0),
@@ -892,7 +908,7 @@ fn summary(
         o,
         "settings: {} hosts, each a `contentdist agent` process in its own network namespace; content {} MiB ({} B, one file); \
          WAN {} Mbit/s (tbf on the origin's egress; nginx 1.22, sendfile); LAN {}; \
-         contentdist: P2PEnabled {P2P_ENABLED:#x} (HTTP peer copy), other settings default but the test harness's \
+         contentdist: P2PEnabled {:#x} ({}), other settings default but the test harness's \
          (LogLevel debug, OriginStallTimeoutSecs 2, OriginConnectTimeoutSecs 2, OriginRetries 3); jobs submitted together (`get --no-wait` from {} threads); \
          makespan = max over hosts of (submission + the job's elapsed_ms), from the first submission; \
          BitTorrent: aria2c on every host (DHT and LPD off, PEX on, seeding until all are done, {} KiB pieces), \
@@ -903,6 +919,12 @@ fn summary(
         s.size,
         s.wan_kbit / 1000,
         s.lan_words(),
+        s.p2p_enabled,
+        if s.p2p_enabled & 0x60 != 0 {
+            "HTTP(S) peer copy"
+        } else {
+            "SMB peer copy"
+        },
         s.hosts,
         PIECE_LEN / 1024,
         bt.tools
