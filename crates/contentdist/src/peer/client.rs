@@ -318,6 +318,12 @@ impl PeerClient {
         self.opts.fan_out.is_some()
     }
 
+    /// True with FanOut over SMB: holders are heard on the subnet, and this agent
+    /// is one of them when it serves its share.
+    pub(super) fn hears_holders(&self) -> bool {
+        self.opts.heard_holders.is_some()
+    }
+
     /// True when holders must offer a P2P account to be copied from: this agent
     /// authenticates with their P2P accounts (no machine account, no client
     /// certificate).

@@ -48,7 +48,7 @@ const MAX_HOLDER_FAILURES: u32 = 3;
 const MAX_PARALLEL: usize = 4;
 
 /// At most this many holders followed besides the master.
-const MAX_HOLDERS: usize = 8;
+const MAX_HOLDERS: usize = 16;
 
 /// A round that found nothing to fetch while holders are still catching up waits
 /// this long before asking again (the master's long-poll does not wake for them).
@@ -190,6 +190,17 @@ impl PeerClient {
             // Nothing new to fetch: next time, wait until the master verifies
             // more (or, while holders catch up, a moment).
             after = Some(doc.verified);
+            if pieces.is_empty() && self.hears_holders() {
+                // FanOut over SMB: the other peers see what this one holds in its
+                // have.bin, rewritten at each flush, which a block arriving starts
+                // (every second). With nothing to fetch now, none may arrive for a
+                // while: flush now, so the last blocks it took are offered at once
+                // (otherwise its peers waited for them and took them from the
+                // master after STALE). A no-op when nothing is unflushed.
+                if let Err(e) = transfer::flush(entry).await {
+                    debug!(content = %entry.key(), error = %e, "flush while waiting failed; the next one retries");
+                }
+            }
             if pieces.is_empty() {
                 if (!holders.is_empty() || master_busy) && !entry.is_complete() {
                     let pause = match master.busy_until {
