@@ -92,6 +92,31 @@ fn check_delivered_once(office: &Office, t: &TestDir, nginx: &support::netns::Ns
     );
 }
 
+/// Submit the content on every host, wait for all, check the deliveries and that
+/// every peer took all of it over SMB; returns the master and the peers.
+fn copy_everywhere_over_smb(
+    office: &Office,
+    t: &TestDir,
+    nginx: &support::netns::NsNginx,
+    size: u64,
+) -> (usize, Vec<usize>) {
+    let all: Vec<usize> = (0..office.agents.len()).collect();
+    for &i in &all {
+        office.submit(t, i);
+    }
+    let (m, peers) = roles(office);
+    office.wait_done(&all);
+    check_delivered_once(office, t, nginx, size);
+    for &i in &peers {
+        let job = office.job(i);
+        assert_eq!(
+            job["final_stats"]["bytes_from_peers"]["smb"], size,
+            "host {i}: {job}"
+        );
+    }
+    (m, peers)
+}
+
 #[test]
 fn the_default_0x9_copies_over_smb_and_a_preboot_peer_copies_without_serving() {
     if skip() {
@@ -379,18 +404,8 @@ fn peers_set_for_machine_accounts_log_on_to_the_masters_share_with_them() {
                 extra: &machine,
             },
         );
-        for i in 0..3 {
-            office.submit(&t, i);
-        }
-        let (m, peers) = roles(&office);
-        office.wait_done(&[0, 1, 2]);
-        check_delivered_once(&office, &t, &nginx, size);
+        let (m, peers) = copy_everywhere_over_smb(&office, &t, &nginx, size);
         for &i in &peers {
-            let job = office.job(i);
-            assert_eq!(
-                job["final_stats"]["bytes_from_peers"]["smb"], size,
-                "host {i}: {job}"
-            );
             let log = office.agents[i].log();
             let line = log
                 .lines()
@@ -440,18 +455,8 @@ fn with_fan_out_over_smb_peers_copy_from_each_other_not_only_from_the_master() {
             },
         );
         let all: Vec<usize> = (0..hosts).collect();
-        for &i in &all {
-            office.submit(&t, i);
-        }
-        let (m, peers) = roles(&office);
-        office.wait_done(&all);
-        check_delivered_once(&office, &t, &nginx, size);
+        let (m, peers) = copy_everywhere_over_smb(&office, &t, &nginx, size);
         for &i in &peers {
-            let job = office.job(i);
-            assert_eq!(
-                job["final_stats"]["bytes_from_peers"]["smb"], size,
-                "host {i}: {job}"
-            );
             let log = office.agents[i].log();
             assert!(!log.contains("holder dropped"), "host {i}:\n{log}");
         }
