@@ -169,7 +169,11 @@ pub(super) fn start_subnet(
         tasks: tasks.clone(),
         heard_hosts: smb.as_ref().and_then(|s| s.heard_hosts()),
         heard_holders: heard_holders.clone(),
-        advertise_holding: fan_out && smb.is_some(),
+        advertise_holding: smb.as_ref().filter(|_| fan_out).map(|share| {
+            let status = share.watch();
+            Box::new(move || status.borrow().state == crate::smb::SmbState::Running)
+                as crate::subnet::ServesNow
+        }),
     })
     .map_err(AgentError::Subnet)?;
     listeners.push(format!(

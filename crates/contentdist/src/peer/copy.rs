@@ -13,7 +13,7 @@
 //! master lacks (it comes back once the master repaired it); only a cut at a block
 //! the master still claims counts against [`MAX_BAD`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -44,19 +44,18 @@ pub enum CopyOutcome {
 /// verify, an answer cut short) is no longer copied from, for this copy.
 const MAX_HOLDER_FAILURES: u32 = 3;
 
-/// At most this many transfers at once, one per source (two from the master for
-/// an agent copying alone: see [`ALONE_WIDE_AFTER`]).
+/// At most this many transfers at once, one per source.
 const MAX_PARALLEL: usize = 4;
 
 /// An agent that knew of no other holder for more rounds than this in a row takes
-/// two pieces from the master at once: the next piece's request and first bytes
-/// overlap the end of the current one, instead of waiting each time for a `have`
-/// and a new request (1.0-1.5 ms per 16 MiB piece on loopback: 5-7 % of a lone
-/// copy; BENCHMARKS.md §13), and two cores decrypt and verify. Not from the first
-/// round: peers that start together against a complete master each take their
-/// first piece before they learn of each other, and a wider start would make the
-/// master send each of them twice as much first.
-const ALONE_WIDE_AFTER: u32 = 2;
+/// two pieces from the master per round, one after the other: one `have` and one
+/// plan per 32 MiB instead of per 16 MiB (the pause between pieces was 1.0-1.5 ms
+/// on loopback, 5-7 % of a lone copy; BENCHMARKS.md §13 and §15). Not from the
+/// first round: peers that start together against a complete master each take
+/// their first piece before they learn of each other, and a deeper start would
+/// make the master send each of them twice as much first. (The two pieces at once,
+/// on two connections, were tried: the HTTPS copy got slower, §15.)
+const ALONE_DEEP_AFTER: u32 = 2;
 
 /// At most this many holders followed besides the master.
 const MAX_HOLDERS: usize = 16;
@@ -133,7 +132,7 @@ impl PeerClient {
         let mut holders: Vec<HolderSource> = Vec::new();
         let mut master_only_since = HashMap::new();
         let mut last_follow: Option<std::time::Instant> = None;
-        // Rounds in a row that knew no holder (see `ALONE_WIDE_AFTER`).
+        // Rounds in a row that knew no holder (see `ALONE_DEEP_AFTER`).
         let mut rounds_alone = 0u32;
         let result = loop {
             if entry.is_complete() {
@@ -162,7 +161,7 @@ impl PeerClient {
             }
             // New holders are taken in at once (and asked at once); the ones known
             // are asked again at most every HOLDER_POLL: rounds follow each other
-            // as fast as pieces arrive, and 16 peers asking 8 holders each round
+            // as fast as pieces arrive, and 16 peers asking 16 holders each round
             // would be a flood of small requests.
             let added = self.fan_out() && take_in(&mut holders, &doc, self.needs_account(), m);
             if added || (self.fan_out() && last_follow.is_none_or(|t| t.elapsed() >= HOLDER_POLL)) {
@@ -203,10 +202,10 @@ impl PeerClient {
             // Nothing new to fetch: next time, wait until the master verifies
             // more (or, while holders catch up, a moment).
             after = Some(doc.verified);
-            if pieces.is_empty() && self.hears_holders() {
+            if pieces.is_empty() && self.hears_holders() && master.route.smb.is_some() {
                 // FanOut over SMB: the other peers see what this one holds in its
                 // have.bin, rewritten at each flush, which a block arriving starts
-                // (every second). With nothing to fetch now, none may arrive for a
+                // (every 250 ms). With nothing to fetch now, none may arrive for a
                 // while: flush now, so the last blocks it took are offered at once
                 // (otherwise its peers waited for them and took them from the
                 // master after STALE). A no-op when nothing is unflushed.
@@ -233,14 +232,15 @@ impl PeerClient {
             } else {
                 0
             };
-            let master_width =
-                if rounds_alone > ALONE_WIDE_AFTER || (!self.fan_out() && holders.is_empty()) {
-                    2
-                } else {
-                    1
-                };
+            // Without FanOut, runs from the master go one after the other, as
+            // before.
+            let master_depth = if self.fan_out() && rounds_alone > ALONE_DEEP_AFTER {
+                2
+            } else {
+                1
+            };
             let fetched = tokio::select! {
-                r = self.fetch_pieces(&mut master, &mut holders, (pieces, master_width), entry, from_peers, &mut bad) => r,
+                r = self.fetch_pieces(&mut master, &mut holders, (pieces, master_depth), entry, from_peers, &mut bad) => r,
                 _ = stop.cancelled() => Err(PeerError::Stopped),
             };
             match fetched {
@@ -321,14 +321,15 @@ impl PeerClient {
         }
     }
 
-    /// Fetch `pieces`, at most one transfer per source and [`MAX_PARALLEL`] at
-    /// once. Returns whether anything was asked for again at once (a block that
+    /// Fetch `pieces` (with FanOut one per source, `master_depth` from the
+    /// master, one after the other), at most one transfer per source and
+    /// [`MAX_PARALLEL`] at once. Returns whether anything was asked for again at once (a block that
     /// failed, a piece cut short): the caller then asks `have` without waiting.
     async fn fetch_pieces(
         &self,
         master: &mut MasterSource,
         holders: &mut [HolderSource],
-        (pieces, master_width): (Vec<plan::Piece>, usize),
+        (pieces, master_depth): (Vec<plan::Piece>, usize),
         entry: &Arc<ContentEntry>,
         from_peers: &PeerBytes,
         bad: &mut BadBlocks,
@@ -337,26 +338,25 @@ impl PeerClient {
         // With FanOut, one piece per source per round: the plan is made again
         // after each (new holders, blocks that holders got meanwhile); without it,
         // the master's runs go one after the other, as a single source's would.
-        let width = |src: &plan::Src| match src {
-            plan::Src::Master => master_width,
+        // Pieces taken per source this round (one after the other).
+        let depth = |src: &plan::Src| match src {
+            plan::Src::Master => master_depth,
             plan::Src::Holder(_) => 1,
         };
         for p in pieces {
             let q = queues.entry(p.src).or_default();
-            if !self.fan_out() || q.len() < width(&p.src) {
+            if !self.fan_out() || q.len() < depth(&p.src) {
                 q.push_back(p.run);
             }
         }
-        // Transfers running per source.
-        let mut busy: HashMap<plan::Src, usize> = HashMap::new();
+        let mut busy: HashSet<plan::Src> = HashSet::new();
         let mut running = FuturesUnordered::new();
         let mut again = false;
         let routes: Vec<Option<Route>> = holders.iter().map(|h| h.route.clone()).collect();
         loop {
             // Start what may start.
             for (src, q) in queues.iter_mut() {
-                let running_here = busy.get(src).copied().unwrap_or(0);
-                if running.len() >= MAX_PARALLEL || running_here >= width(src) {
+                if running.len() >= MAX_PARALLEL || busy.contains(src) {
                     continue;
                 }
                 let Some(run) = q.pop_front() else { continue };
@@ -367,7 +367,7 @@ impl PeerClient {
                         None => continue,
                     },
                 };
-                *busy.entry(*src).or_default() += 1;
+                busy.insert(*src);
                 let src = *src;
                 let c = self.counters();
                 let received = [
@@ -384,9 +384,7 @@ impl PeerClient {
             let Some((src, run, route, report)) = running.next().await else {
                 break;
             };
-            if let Some(n) = busy.get_mut(&src) {
-                *n -= 1;
-            }
+            busy.remove(&src);
             // A cache failure (a full disk) ends the copy whatever the source.
             let report = report?;
             if report.end.as_ref().err().and_then(|f| f.status()) == Some(503) {

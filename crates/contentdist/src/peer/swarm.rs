@@ -43,6 +43,9 @@ pub const HOLDER_TTL: Duration = Duration::from_secs(30);
 /// At most this many other holders in one `have` answer.
 pub const MAX_HOLDERS_SENT: usize = 16;
 
+/// At most this many contents with holders remembered at once.
+const MAX_CONTENTS_KEPT: usize = 256;
+
 /// At most this many holders remembered per content (the rest are not tracked
 /// until one leaves): bounds the master's memory whatever the peers send.
 const MAX_HOLDERS_KEPT: usize = 1024;
@@ -133,6 +136,11 @@ impl HolderRegistry {
                 h.values()
                     .any(|(_, seen)| now.duration_since(*seen) < HOLDER_TTL)
             });
+        }
+        if all.len() >= MAX_CONTENTS_KEPT && !all.contains_key(key) {
+            // Bounds what forged descriptions (or holder messages) of made-up
+            // contents can make it keep.
+            return;
         }
         let holders = all.entry(key.clone()).or_default();
         holders.retain(|_, (_, seen)| now.duration_since(*seen) < HOLDER_TTL);

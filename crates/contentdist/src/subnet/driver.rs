@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::holders::HolderAds;
+use super::holders::{HolderAds, ServesNow};
 use super::recv::{self, DropCount};
 use super::{Role, RolePolicy, Shared, SubnetError, SubnetHandle};
 use crate::election::{
@@ -55,10 +55,10 @@ pub struct SubnetOptions {
     /// FanOut over SMB (see `holders.rs`): where the holder messages heard are
     /// noted (`None`: ignored).
     pub heard_holders: Option<HeardHolders>,
-    /// Whether this agent sends holder messages while it follows a master: it
-    /// serves its own SMB share (with `local.p2p_key`'s account) and copies with
-    /// FanOut.
-    pub advertise_holding: bool,
+    /// Whether this agent sends holder messages while it follows a master, when
+    /// the check says its share serves: it runs its own smbd (with
+    /// `local.p2p_key`'s account) and copies with FanOut. `None`: it never does.
+    pub advertise_holding: Option<ServesNow>,
 }
 
 /// How many host names the driver passes on to `heard_hosts`: a subnet's worth,
@@ -178,7 +178,8 @@ pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHa
     };
     let ads = HolderAds::new(
         opts.heard_holders,
-        opts.advertise_holding.then_some(opts.local.p2p_key),
+        opts.advertise_holding
+            .map(|serves| (opts.local.p2p_key, serves)),
     );
     let machine = Elections::new(opts.local, opts.timing);
     let cache_dir = opts.cache_dir;
@@ -347,7 +348,10 @@ impl Driver {
                 key,
                 share_permille,
             } => {
-                let following = matches!(*self.shared.role_sender(key).borrow(), Role::Follow(_));
+                if !self.ads.speaks() {
+                    return None;
+                }
+                let following = self.shared.role_of(key) == Some(true);
                 let now = Instant::now();
                 (key, self.ads.progress(key, *share_permille, following, now))
             }
@@ -447,7 +451,10 @@ impl Driver {
             }
         }
         self.heard.heard(&msg);
-        self.ads.hear(&msg, self.heard.own);
+        if matches!(msg.body, Body::Holder(_)) {
+            let wanted = self.shared.role_of(&msg.key).is_some();
+            self.ads.hear(&msg, self.heard.own, wanted);
+        }
         Some(msg)
     }
 

@@ -40,7 +40,7 @@ fn start_driver(
         tasks: tasks.clone(),
         heard_hosts: None,
         heard_holders: None,
-        advertise_holding: false,
+        advertise_holding: None,
     };
     start_with(opts, socket).unwrap()
 }

@@ -31,33 +31,51 @@ pub const AD_PERIOD: Duration = Duration::from_secs(1);
 /// the jobs an agent runs).
 const MAX_CONTENTS: usize = 256;
 
+/// Whether this agent's share serves now (its smbd is running): a holder whose
+/// smbd is down, not installed or failing says nothing, so that peers do not try
+/// it (each would count three failures, and wait for the chunks it "owns").
+pub type ServesNow = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// What this agent says and hears of holders.
 pub(super) struct HolderAds {
     /// Where holders heard are noted; `None`: nobody here copies with them.
-    pub(super) heard: Option<HeardHolders>,
+    heard: Option<HeardHolders>,
     /// The key of this agent's own P2P account, when it advertises itself (it
-    /// serves its SMB share and copies with FanOut).
-    pub(super) own_key: Option<P2pKey>,
+    /// serves its SMB share and copies with FanOut), and whether its share serves.
+    own: Option<(P2pKey, ServesNow)>,
     /// The last share reported per content in play, and when the last message for
     /// it went (`None`: none yet).
     contents: HashMap<ContentKey, (u16, Option<Instant>)>,
 }
 
 impl HolderAds {
-    pub(super) fn new(heard: Option<HeardHolders>, own_key: Option<P2pKey>) -> HolderAds {
+    pub(super) fn new(heard: Option<HeardHolders>, own: Option<(P2pKey, ServesNow)>) -> HolderAds {
         HolderAds {
             heard,
-            own_key,
+            own,
             contents: HashMap::new(),
         }
     }
 
-    /// Note a holder message from another agent.
-    pub(super) fn hear(&self, msg: &Message, own_node: u64) {
+    /// Whether this agent may say it holds anything (whatever it follows).
+    pub(super) fn speaks(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// The key to say, when this agent's share serves now.
+    fn own_key(&self) -> Option<P2pKey> {
+        let (key, serves) = self.own.as_ref()?;
+        serves().then_some(*key)
+    }
+
+    /// Note a holder message from another agent about a content a job here takes
+    /// part in (`wanted`): the others are not kept, so that made-up contents
+    /// cannot fill the registry.
+    pub(super) fn hear(&self, msg: &Message, own_node: u64, wanted: bool) {
         let (Some(heard), Body::Holder(note)) = (&self.heard, &msg.body) else {
             return;
         };
-        if msg.node_id != own_node {
+        if msg.node_id != own_node && wanted {
             heard.heard(&msg.key, msg.addr, note.share_permille, note.p2p_key.0);
         }
     }
@@ -72,7 +90,7 @@ impl HolderAds {
         following: bool,
         now: Instant,
     ) -> Option<Body> {
-        let own_key = self.own_key?;
+        self.own.as_ref()?;
         if !self.contents.contains_key(key) && self.contents.len() >= MAX_CONTENTS {
             return None;
         }
@@ -82,10 +100,13 @@ impl HolderAds {
         if !(following && due) {
             return None;
         }
-        *last_sent = Some(now);
+        let p2p_key = self.own_key()?;
+        if let Some((_, sent)) = self.contents.get_mut(key) {
+            *sent = Some(now);
+        }
         Some(Body::Holder(HolderNote {
             share_permille: share,
-            p2p_key: own_key,
+            p2p_key,
         }))
     }
 
@@ -105,7 +126,7 @@ impl HolderAds {
         sent?;
         Some(Body::Holder(HolderNote {
             share_permille: crate::election::FULL_SHARE,
-            p2p_key: self.own_key?,
+            p2p_key: self.own_key()?,
         }))
     }
 
@@ -136,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_follower_says_it_holds_at_once_then_at_most_every_period_then_when_complete() {
-        let mut ads = HolderAds::new(None, Some(P2pKey([7; 32])));
+        let mut ads = HolderAds::new(None, Some((P2pKey([7; 32]), Box::new(|| true))));
         let t0 = Instant::now();
         // Wanted, not following yet: nothing said.
         assert_eq!(share_of(ads.progress(&key(), 0, false, t0)), None);
@@ -161,14 +182,27 @@ mod tests {
         let mut ads = HolderAds::new(None, None);
         let t0 = Instant::now();
         assert_eq!(share_of(ads.following(&key(), t0)), None);
-        let mut ads = HolderAds::new(None, Some(P2pKey([7; 32])));
+        let mut ads = HolderAds::new(None, Some((P2pKey([7; 32]), Box::new(|| true))));
         // Never followed (master, or electing): nothing, not even when complete.
         assert_eq!(share_of(ads.progress(&key(), 500, false, t0)), None);
         assert_eq!(share_of(ads.complete(&key())), None);
+        // A share that does not serve now (smbd down): nothing said until it does.
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let serves = std::sync::Arc::clone(&up);
+        let mut ads = HolderAds::new(
+            None,
+            Some((
+                P2pKey([7; 32]),
+                Box::new(move || serves.load(std::sync::atomic::Ordering::Relaxed)),
+            )),
+        );
+        assert_eq!(share_of(ads.following(&key(), t0)), None);
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(share_of(ads.progress(&key(), 40, true, t0)), Some(40));
     }
 
     #[test]
-    fn holders_heard_are_noted_except_this_agents_own() {
+    fn holders_heard_are_noted_except_this_agents_own_and_of_contents_not_wanted() {
         let heard = HeardHolders {
             registry: Arc::new(HolderRegistry::default()),
             me: IpAddr::from([10, 0, 0, 9]),
@@ -185,9 +219,11 @@ mod tests {
             share_permille: 300,
             p2p_key: P2pKey([1; 32]),
         });
-        ads.hear(&msg(1, 1, note.clone()), 9);
-        ads.hear(&msg(9, 9, note), 9);
-        ads.hear(&msg(2, 2, Body::Request), 9);
+        ads.hear(&msg(1, 1, note.clone()), 9, true);
+        ads.hear(&msg(9, 9, note.clone()), 9, true);
+        ads.hear(&msg(2, 2, Body::Request), 9, true);
+        // A content no job here takes part in: not kept.
+        ads.hear(&msg(3, 3, note), 9, false);
         let others = heard.registry.others(&key(), heard.me);
         assert_eq!(others.len(), 1, "{others:?}");
         assert_eq!(others[0].addr, IpAddr::from([10, 0, 0, 1]));

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 pub use driver::{start, start_with, SocketOptions, SubnetOptions, MAX_HEARD_HOSTS};
-pub use holders::AD_PERIOD;
+pub use holders::{ServesNow, AD_PERIOD};
 pub use membership::{AfterFailure, Membership, RolePolicy, Waited};
 
 use crate::election::{ElectionStatus, Event, MasterInfo};
@@ -162,6 +162,15 @@ impl Shared {
             let mut o = self.outcomes.lock().expect("outcomes lock");
             o.last_master.remove(key);
         }
+    }
+
+    /// Whether a job takes part in the election of `key` here (without creating
+    /// its role), and whether this agent follows a master for it.
+    fn role_of(&self, key: &ContentKey) -> Option<bool> {
+        let roles = self.roles.lock().expect("roles lock");
+        roles
+            .get(key)
+            .map(|r| matches!(*r.borrow(), Role::Follow(_)))
     }
 
     /// Contents with a role (tests: the map shrinks on forget).

@@ -29,7 +29,7 @@ fn start_driver(tasks: &Tasks, cache_dir: &std::path::Path) -> SubnetHandle {
         tasks: tasks.clone(),
         heard_hosts: None,
         heard_holders: None,
-        advertise_holding: false,
+        advertise_holding: None,
     })
     .unwrap()
 }
@@ -142,49 +142,62 @@ fn start_holder(
         tasks: tasks.clone(),
         heard_hosts: None,
         heard_holders: Some(heard.clone()),
-        advertise_holding: true,
+        advertise_holding: Some(Box::new(|| true)),
     })
     .unwrap();
     (subnet, heard)
 }
 
 #[tokio::test]
-async fn a_follower_serving_smb_is_heard_as_a_holder_with_its_key_and_a_master_is_not() {
+async fn followers_serving_smb_are_heard_as_holders_with_their_keys_by_agents_that_want_the_content(
+) {
     for site in [None, Some(&b"site secret"[..])] {
         tokio::time::timeout(Duration::from_secs(30), async {
             let tasks = Tasks::new(CancellationToken::new());
             let port = crate::util::free_udp_port().unwrap();
             let (master, master_heard) = start_holder(&tasks, port, 71, site);
-            let (follower, _) = start_holder(&tasks, port, 72, site);
-            let (other, other_heard) = start_holder(&tasks, port, 73, site);
+            let (a, a_heard) = start_holder(&tasks, port, 72, site);
+            let (b, b_heard) = start_holder(&tasks, port, 73, site);
+            let (_idle, idle_heard) = start_holder(&tasks, port, 74, site);
             let key = ContentKey::new("HOLD0001", 1).unwrap();
-            // 71 holds it all: it answers the election and becomes master.
+            // 71 holds it all (no job): it answers the election and becomes master.
             master.complete(&key);
-            let mut role = follower.want(&key, 0);
-            role.wait_for(|r| matches!(r, Role::Follow(m) if m.addr == master.advertised()))
-                .await
-                .unwrap();
-            follower.progress(&key, 250);
             let ip = |l: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, l));
-            for heard in [&master_heard, &other_heard] {
-                wait_until(Duration::from_secs(10), "the holder heard", || async {
-                    !heard.registry.others(&key, heard.me).is_empty()
-                })
+            let mut roles = [a.want(&key, 0), b.want(&key, 0)];
+            for role in &mut roles {
+                role.wait_for(|r| matches!(r, Role::Follow(m) if m.addr == ip(71)))
+                    .await
+                    .unwrap();
+            }
+            a.progress(&key, 250);
+            b.progress(&key, 300);
+            // Each follower hears the other, with its key decrypted.
+            for (heard, other) in [(&a_heard, 73u8), (&b_heard, 72u8)] {
+                wait_until(
+                    Duration::from_secs(10),
+                    "the other holder heard",
+                    || async { !heard.registry.others(&key, heard.me).is_empty() },
+                )
                 .await;
                 let holders = heard.registry.others(&key, heard.me);
                 assert_eq!(holders.len(), 1, "{holders:?}");
-                assert_eq!(holders[0].addr, ip(72));
+                assert_eq!(holders[0].addr, ip(other));
                 let target = holders[0].target(true).unwrap();
-                assert_eq!(target.p2p_key, [72; 32], "the key, decrypted");
+                assert_eq!(target.p2p_key, [other; 32], "the key, decrypted");
             }
-            // The master never says it holds (it is not following), nor does an
-            // agent that wants nothing.
-            assert!(other_heard
+            // An agent that takes no part in the content keeps no holders of it;
+            // the master is never heard as one (it follows no one).
+            assert!(idle_heard.registry.others(&key, idle_heard.me).is_empty());
+            assert!(master_heard
                 .registry
-                .others(&key, other_heard.me)
+                .others(&key, master_heard.me)
                 .iter()
-                .all(|h| h.addr == ip(72)));
-            drop(other);
+                .all(|h| h.addr != ip(71)));
+            assert!(a_heard
+                .registry
+                .others(&key, a_heard.me)
+                .iter()
+                .all(|h| h.addr != ip(71)));
             tasks.shutdown();
             tasks.join(Duration::from_secs(5)).await.unwrap();
         })
