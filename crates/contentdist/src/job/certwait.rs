@@ -93,7 +93,7 @@ pub(super) async fn ensure_client_cert(
     let _gate = if ticket.is_next() {
         ticket.pass().await
     } else {
-        match wait.gate.holder() {
+        match ticket.waits_for() {
             Some(other) => job.live.report_waiting(other),
             None => job.live.report(JobState::Queued, Source::None),
         }

@@ -46,7 +46,8 @@ impl OrderedGate {
         }
     }
 
-    /// The job holding the gate, for the others to say whom they wait for.
+    /// The job holding the gate (tests).
+    #[cfg(test)]
     pub(super) fn holder(&self) -> Option<JobId> {
         self.lock().holder.map(|(id, _)| id)
     }
@@ -93,6 +94,16 @@ impl Ticket {
             }
             notified.await;
         }
+    }
+
+    /// The job this one waits for: the one holding the gate, or, while nobody
+    /// does yet, the first in line when that is another (after a restart every
+    /// job is resumed at once: the one ahead may not have taken the gate yet).
+    pub(super) fn waits_for(&self) -> Option<JobId> {
+        let s = self.gate.lock();
+        s.holder
+            .or_else(|| s.in_line.first().copied().filter(|p| *p != self.place))
+            .map(|(id, _)| id)
     }
 
     /// Whether the gate is free for this job now (without waiting).
@@ -142,6 +153,21 @@ mod tests {
             .expect("the second passes once the first let go")
             .unwrap();
         assert_eq!(gate.holder(), None);
+    }
+
+    #[tokio::test]
+    async fn a_job_in_line_says_whom_it_waits_for_before_and_after_the_first_passes() {
+        let gate = Arc::new(OrderedGate::default());
+        let first = gate.line_up(1);
+        let second = gate.line_up(2);
+        // Nobody holds the gate yet (a restart resumed both): the one ahead.
+        assert_eq!(first.waits_for(), None);
+        assert_eq!(second.waits_for(), Some(1));
+        let held = first.pass().await;
+        assert_eq!(second.waits_for(), Some(1));
+        drop(held);
+        drop(first);
+        assert_eq!(second.waits_for(), None);
     }
 
     #[tokio::test]
