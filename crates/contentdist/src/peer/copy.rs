@@ -83,6 +83,8 @@ struct HolderSource {
 struct MasterSource {
     route: Route,
     busy_until: Option<Instant>,
+    /// Rounds in a row that knew no other holder (see [`ALONE_DEEP_AFTER`]).
+    rounds_alone: u32,
 }
 
 fn busy(until: Option<Instant>, now: Instant) -> bool {
@@ -126,14 +128,13 @@ impl PeerClient {
         let mut master = MasterSource {
             route,
             busy_until: None,
+            rounds_alone: 0,
         };
         let mut bad = BadBlocks::new(MAX_BAD);
         let mut after: Option<usize> = None;
         let mut holders: Vec<HolderSource> = Vec::new();
         let mut master_only_since = HashMap::new();
         let mut last_follow: Option<std::time::Instant> = None;
-        // Rounds in a row that knew no holder (see `ALONE_DEEP_AFTER`).
-        let mut rounds_alone = 0u32;
         let result = loop {
             if entry.is_complete() {
                 break Ok(CopyOutcome::Complete);
@@ -227,20 +228,13 @@ impl PeerClient {
                 }
                 continue;
             }
-            rounds_alone = if holders.is_empty() {
-                rounds_alone + 1
+            master.rounds_alone = if holders.is_empty() {
+                master.rounds_alone + 1
             } else {
                 0
             };
-            // Without FanOut, runs from the master go one after the other, as
-            // before.
-            let master_depth = if self.fan_out() && rounds_alone > ALONE_DEEP_AFTER {
-                2
-            } else {
-                1
-            };
             let fetched = tokio::select! {
-                r = self.fetch_pieces(&mut master, &mut holders, (pieces, master_depth), entry, from_peers, &mut bad) => r,
+                r = self.fetch_pieces(&mut master, &mut holders, pieces, entry, from_peers, &mut bad) => r,
                 _ = stop.cancelled() => Err(PeerError::Stopped),
             };
             match fetched {
@@ -321,24 +315,29 @@ impl PeerClient {
         }
     }
 
-    /// Fetch `pieces` (with FanOut one per source, `master_depth` from the
-    /// master, one after the other), at most one transfer per source and
-    /// [`MAX_PARALLEL`] at once. Returns whether anything was asked for again at once (a block that
+    /// Fetch `pieces`, at most one transfer per source and [`MAX_PARALLEL`] at
+    /// once. Returns whether anything was asked for again at once (a block that
     /// failed, a piece cut short): the caller then asks `have` without waiting.
     async fn fetch_pieces(
         &self,
         master: &mut MasterSource,
         holders: &mut [HolderSource],
-        (pieces, master_depth): (Vec<plan::Piece>, usize),
+        pieces: Vec<plan::Piece>,
         entry: &Arc<ContentEntry>,
         from_peers: &PeerBytes,
         bad: &mut BadBlocks,
     ) -> Result<bool, PeerError> {
         let mut queues: HashMap<plan::Src, std::collections::VecDeque<BlockRun>> = HashMap::new();
-        // With FanOut, one piece per source per round: the plan is made again
-        // after each (new holders, blocks that holders got meanwhile); without it,
-        // the master's runs go one after the other, as a single source's would.
-        // Pieces taken per source this round (one after the other).
+        // With FanOut, one piece per source per round (two from the master for an
+        // agent alone: ALONE_DEEP_AFTER), taken one after the other: the plan is
+        // made again after each (new holders, blocks that holders got meanwhile);
+        // without it, the master's runs go one after the other, as a single
+        // source's would.
+        let master_depth = if master.rounds_alone > ALONE_DEEP_AFTER {
+            2
+        } else {
+            1
+        };
         let depth = |src: &plan::Src| match src {
             plan::Src::Master => master_depth,
             plan::Src::Holder(_) => 1,

@@ -91,6 +91,9 @@ impl HolderAds {
         now: Instant,
     ) -> Option<Body> {
         self.own.as_ref()?;
+        // Looked at before the share is noted (which borrows the map): `None` while
+        // this agent's share does not serve, the share noted all the same.
+        let serving_key = self.own_key();
         if !self.contents.contains_key(key) && self.contents.len() >= MAX_CONTENTS {
             return None;
         }
@@ -100,10 +103,8 @@ impl HolderAds {
         if !(following && due) {
             return None;
         }
-        let p2p_key = self.own_key()?;
-        if let Some((_, sent)) = self.contents.get_mut(key) {
-            *sent = Some(now);
-        }
+        let p2p_key = serving_key?;
+        *last_sent = Some(now);
         Some(Body::Holder(HolderNote {
             share_permille: share,
             p2p_key,
