@@ -441,7 +441,8 @@ fn with_fan_out_over_smb_peers_copy_from_each_other_not_only_from_the_master() {
         let t = TestDir::new();
         // The defaults (P2PEnabled 0x9, SpecialNetShare 0x2070: FanOut) and a site
         // key, so the holders' P2P keys travel encrypted. 5 hosts, 40 Mbit/s WAN,
-        // 24 MiB: the master needs ~5 s, and its peers follow it.
+        // 24 MiB: the master needs ~5 s, and its peers follow it. The fifth host
+        // starts when the others are done.
         let site = |_: usize| "SiteKey = \"the site election key, 16+\"".to_string();
         let hosts = 5;
         let (office, nginx, size) = Office::start(
@@ -455,14 +456,17 @@ fn with_fan_out_over_smb_peers_copy_from_each_other_not_only_from_the_master() {
             },
         );
         let all: Vec<usize> = (0..hosts).collect();
-        let (m, peers) = copy_everywhere_over_smb(&office, &t, &nginx, size);
-        for &i in &peers {
-            let log = office.agents[i].log();
-            assert!(!log.contains("holder dropped"), "host {i}:\n{log}");
+        let late = hosts - 1;
+        let first: Vec<usize> = (0..late).collect();
+        for &i in &first {
+            office.submit(&t, i);
         }
+        let (m, _) = roles(&office);
+        office.wait_done(&first);
+        let peers: Vec<usize> = first.iter().copied().filter(|&i| i != m).collect();
         // Every copy was served once, by the master or a peer; the peers served
         // some of them: the master's share was not the only source.
-        let copies = (hosts as u64 - 1) * size;
+        let copies = peers.len() as u64 * size;
         let mut served = 0;
         assert!(
             wait_until(Duration::from_secs(15), || {
@@ -486,5 +490,30 @@ fn with_fan_out_over_smb_peers_copy_from_each_other_not_only_from_the_master() {
             by_master + by_peers < copies + 2 * MIB,
             "{by_master} + {by_peers}"
         );
+        // The late host heard none of the holders while they copied, and they are
+        // silent now: it learns of them by asking, and copies from them too.
+        office.submit(&t, late);
+        office.wait_done(&[late]);
+        check_delivered_once(&office, &t, &nginx, size);
+        let job = office.job(late);
+        assert_eq!(job["final_stats"]["bytes_from_peers"]["smb"], size, "{job}");
+        let copies = copies + size;
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                served = served_smb(&office, &all);
+                served >= copies
+            }),
+            "the smbds served {served} bytes for {copies}"
+        );
+        let late_by_peers = served_smb(&office, &peers) - by_peers;
+        println!("the late copy: {late_by_peers} bytes from the peers' smbds");
+        assert!(
+            late_by_peers >= size / 4,
+            "the late host took {late_by_peers} bytes from the finished peers"
+        );
+        for &i in &all {
+            let log = office.agents[i].log();
+            assert!(!log.contains("holder dropped"), "host {i}:\n{log}");
+        }
     });
 }

@@ -1,4 +1,4 @@
-//! Election messages and their binary format (version 5).
+//! Election messages and their binary format (version 6).
 //!
 //! The original product's packet format is not public; this one is ours. All
 //! integers are big-endian.
@@ -6,10 +6,11 @@
 //! ```text
 //! offset size  field
 //! 0      4     magic "CDEL"
-//! 4      1     protocol version (5; versions 1 (no stamp), 2 (no master
-//!              names), 3 (no sender's host name) and 4 (no holder) are refused)
+//! 4      1     protocol version (6; versions 1 (no stamp), 2 (no master
+//!              names), 3 (no sender's host name), 4 (no holder) and 5 (no
+//!              holder query) are refused)
 //! 5      1     kind: 1 request, 2 candidate, 3 master, 4 heartbeat, 5 done, 6 resign,
-//!              7 holder
+//!              7 holder, 8 holder query
 //! 6      1     flags: 0x01 = authenticated (site key); other bits must be 0
 //! 7      8     sender node id
 //! 15     1     address family (4 or 6), then 4 or 16 address bytes
@@ -28,6 +29,7 @@
 //!                done, resign: term u64
 //!                holder:    share u16 (<= 1000), [nonce 16 bytes, authenticated
 //!                           only], p2p key 32 bytes
+//!                holder query: share u16 (<= 1000)
 //!              rank = flags u8 (0x01 preboot), share u16 (<= 1000), weight u8 (<= 99),
 //!                     free bytes u64; its node id is the sender's
 //!              name = a DNS name (see [`is_valid_master_name`]): letters, digits,
@@ -57,7 +59,10 @@
 //! says with it that its own share holds some of the content, and with which P2P
 //! key its account logs on (encrypted like a master's), so that the other peers
 //! copy from it too (see [`crate::subnet`]'s holder ads). Over HTTP the master
-//! passes holders on instead; SMB has no such channel.
+//! passes holders on instead; SMB has no such channel. A holder query asks the
+//! holders of a content that hold more than a share to say so with a holder
+//! message: a peer that starts copying after the others finished (and fell
+//! silent) learns of them that way, and keeps them in mind by asking again.
 //!
 //! Decoding is total: any byte string gives a [`Message`] or a [`WireError`], never
 //! a panic (a proptest and a cargo-fuzz target check it).
@@ -76,7 +81,7 @@ use crate::manifest::ContentKey;
 /// The first four bytes of every election message.
 pub const MAGIC: [u8; 4] = *b"CDEL";
 /// The protocol version this module speaks.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// The longest content id a message may carry.
 pub const MAX_ID_LEN: usize = 64;
 /// How many names a master announcement may carry (host name, FQDN, a few aliases).
@@ -158,6 +163,12 @@ pub enum Body {
     /// "I hold some of this content, in my own SMB share" (FanOut over SMB): not
     /// part of the election; see [`HolderNote`].
     Holder(HolderNote),
+    /// "Who holds more than this share of the content?" (FanOut over SMB): holders
+    /// with more answer with a [`Body::Holder`] message. Not part of the election.
+    WhoHolds {
+        /// The asker's own share, in permille (0..=1000).
+        above_permille: u16,
+    },
     /// "I am no longer master": followers elect again at once.
     Resign {
         /// The term that ends.
@@ -254,6 +265,7 @@ fn kind_of(body: &Body) -> u8 {
         Body::Done { .. } => 5,
         Body::Resign { .. } => 6,
         Body::Holder(_) => 7,
+        Body::WhoHolds { .. } => 8,
     }
 }
 
@@ -313,15 +325,10 @@ pub fn encode(msg: &Message, auth: Option<(&SiteKey, Stamp)>) -> Result<Vec<u8>,
         }
         Body::Done { term } | Body::Resign { term } => out.extend_from_slice(&term.to_be_bytes()),
         Body::Holder(h) => {
-            if h.share_permille > FULL_SHARE {
-                return Err(WireError::BadField {
-                    field: "share",
-                    value: h.share_permille.into(),
-                });
-            }
-            out.extend_from_slice(&h.share_permille.to_be_bytes());
+            put_share(&mut out, h.share_permille)?;
             put_p2p_key(&mut out, &h.p2p_key, key);
         }
+        Body::WhoHolds { above_permille } => put_share(&mut out, *above_permille)?,
     }
     match &msg.host {
         None => out.push(0),
@@ -351,6 +358,18 @@ fn put_p2p_key(out: &mut Vec<u8>, p2p_key: &P2pKey, key: Option<&SiteKey>) {
         out.extend_from_slice(&nonce);
     }
     out.extend_from_slice(&p2p);
+}
+
+/// A share in permille (a holder's, or a holder query's), at most [`FULL_SHARE`].
+fn put_share(out: &mut Vec<u8>, share: u16) -> Result<(), WireError> {
+    if share > FULL_SHARE {
+        return Err(WireError::BadField {
+            field: "share",
+            value: share.into(),
+        });
+    }
+    out.extend_from_slice(&share.to_be_bytes());
+    Ok(())
 }
 
 fn put_rank(out: &mut Vec<u8>, rank: &Rank, sender: u64) -> Result<(), WireError> {
@@ -422,7 +441,7 @@ pub fn decode_stamped(
         return Err(WireError::UnsupportedVersion(version));
     }
     let kind = r.u8("kind")?;
-    if !(1..=7).contains(&kind) {
+    if !(1..=8).contains(&kind) {
         return Err(WireError::UnknownKind(kind));
     }
     let flags = r.u8("flags")?;
@@ -534,19 +553,13 @@ pub fn decode_stamped(
         5 => Body::Done {
             term: r.u64("term")?,
         },
-        7 => {
-            let share_permille = r.u16("share")?;
-            if share_permille > FULL_SHARE {
-                return Err(WireError::BadField {
-                    field: "share",
-                    value: share_permille.into(),
-                });
-            }
-            Body::Holder(HolderNote {
-                share_permille,
-                p2p_key: r.p2p_key(key)?,
-            })
-        }
+        7 => Body::Holder(HolderNote {
+            share_permille: r.share()?,
+            p2p_key: r.p2p_key(key)?,
+        }),
+        8 => Body::WhoHolds {
+            above_permille: r.share()?,
+        },
         _ => Body::Resign {
             term: r.u64("term")?,
         },
@@ -618,6 +631,18 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.array(field)?))
+    }
+
+    /// A share in permille, at most [`FULL_SHARE`].
+    fn share(&mut self) -> Result<u16, WireError> {
+        let share = self.u16("share")?;
+        if share > FULL_SHARE {
+            return Err(WireError::BadField {
+                field: "share",
+                value: share.into(),
+            });
+        }
+        Ok(share)
     }
 
     /// A P2P key, preceded by its nonce and decrypted with `key` when there is one.

@@ -83,6 +83,10 @@ fn every_kind() -> Vec<Message> {
             share_permille: 1000,
             p2p_key: P2pKey([0xA5; 32]),
         })),
+        msg(Body::WhoHolds { above_permille: 0 }),
+        msg(Body::WhoHolds {
+            above_permille: 1000,
+        }),
     ]
 }
 
@@ -109,6 +113,26 @@ fn p2p_key_is_in_clear_without_site_key_and_hidden_with_it() {
     assert!(!a.windows(32).any(|w| w == [0xA5; 32]));
     // A fresh nonce per message: the same key never gives the same ciphertext.
     assert_ne!(a, b);
+}
+
+#[test]
+fn a_holder_querys_share_is_bounded() {
+    let ask = |above_permille| msg(Body::WhoHolds { above_permille });
+    let over = WireError::BadField {
+        field: "share",
+        value: 1001,
+    };
+    assert_eq!(encode(&ask(1001), None), Err(over.clone()));
+    let mut t = encode(&ask(300), None).unwrap();
+    // The share follows the id (8) and version (4); set it to 1001 on the wire.
+    t[21 + 8 + 4..21 + 8 + 4 + 2].copy_from_slice(&1001u16.to_be_bytes());
+    assert_eq!(decode(&t, None), Err(over));
+    // Nothing after the share but the host name: cut short in it.
+    let clear = encode(&ask(300), None).unwrap();
+    assert_eq!(
+        decode(&clear[..21 + 8 + 4 + 1], None),
+        Err(WireError::TooShort { field: "share" })
+    );
 }
 
 #[test]
@@ -207,14 +231,15 @@ fn malformed_messages_get_the_error_that_names_the_problem() {
     );
     assert_eq!(with(0, b'X'), Err(WireError::BadMagic));
     // Versions 1 (no stamp), 2 (no master names), 3 (no sender's host name), 4 (no
-    // holder) and versions from the future are refused alike.
+    // holder), 5 (no holder query) and versions from the future are refused alike.
     assert_eq!(with(4, 1), Err(WireError::UnsupportedVersion(1)));
     assert_eq!(with(4, 2), Err(WireError::UnsupportedVersion(2)));
     assert_eq!(with(4, 3), Err(WireError::UnsupportedVersion(3)));
     assert_eq!(with(4, 4), Err(WireError::UnsupportedVersion(4)));
-    assert_eq!(with(4, 6), Err(WireError::UnsupportedVersion(6)));
+    assert_eq!(with(4, 5), Err(WireError::UnsupportedVersion(5)));
+    assert_eq!(with(4, 7), Err(WireError::UnsupportedVersion(7)));
     assert_eq!(with(5, 0), Err(WireError::UnknownKind(0)));
-    assert_eq!(with(5, 8), Err(WireError::UnknownKind(8)));
+    assert_eq!(with(5, 9), Err(WireError::UnknownKind(9)));
     assert_eq!(with(6, 0x80), Err(WireError::UnknownFlags(0x80)));
     assert_eq!(with(15, 5), Err(WireError::BadAddressFamily(5)));
     // Address 10.1.2.3 is bytes 16..20; the id length is byte 20, the id starts at 21.
@@ -513,6 +538,7 @@ fn arb_body(node_id: u64) -> impl Strategy<Value = Body> {
             share_permille: share,
             p2p_key: P2pKey(key),
         })),
+        (0..=1000u16).prop_map(|above_permille| Body::WhoHolds { above_permille }),
     ]
 }
 

@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::holders::{HolderAds, ServesNow};
+use super::holders::{HolderAds, ServesNow, AD_PERIOD};
 use super::recv::{self, DropCount};
 use super::{Role, RolePolicy, Shared, SubnetError, SubnetHandle};
 use crate::election::{
@@ -198,6 +198,7 @@ pub fn start_with(opts: SubnetOptions, socket: SocketOptions) -> Result<SubnetHa
             drops: DropCount::default(),
             heard,
             ads,
+            to_say: Vec::new(),
         })
     });
     Ok(handle)
@@ -220,8 +221,10 @@ struct Driver {
     drops: DropCount,
     /// Host names heard, passed on once each.
     heard: HeardHosts,
-    /// Holder messages (FanOut over SMB), heard and sent.
+    /// Holder messages and queries (FanOut over SMB), heard and sent.
     ads: HolderAds,
+    /// Answers to holder queries read, sent once the queue is drained.
+    to_say: Vec<(ContentKey, Body)>,
 }
 
 /// The host names passed on to [`SubnetOptions::heard_hosts`].
@@ -258,6 +261,9 @@ async fn run(mut d: Driver) {
     let mut buf = vec![0u8; 2048];
     let mut measure = tokio::time::interval(FREE_SPACE_PERIOD);
     measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Holder queries (FanOut over SMB) are looked at this often.
+    let mut asks = tokio::time::interval(AD_PERIOD);
+    asks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = d.machine.next_deadline();
         let sleep = async {
@@ -286,6 +292,10 @@ async fn run(mut d: Driver) {
                 d.measure_free_space();
                 continue;
             }
+            _ = asks.tick() => {
+                d.ask_who_holds().await;
+                continue;
+            }
             _ = sleep => Event::Tick,
         };
         if matches!(event, Event::Want { .. }) {
@@ -311,6 +321,9 @@ async fn run(mut d: Driver) {
         d.handle(after).await;
         if let Some(body) = holding {
             d.say_holding(body).await;
+        }
+        for answer in std::mem::take(&mut d.to_say) {
+            d.say_holding(answer).await;
         }
         if let Some(key) = forgotten {
             d.shared.drop_role(&key);
@@ -348,7 +361,7 @@ impl Driver {
                 key,
                 share_permille,
             } => {
-                if !self.ads.speaks() {
+                if !self.ads.in_play() {
                     return None;
                 }
                 let following = self.shared.role_of(key) == Some(true);
@@ -365,7 +378,19 @@ impl Driver {
         Some((key.clone(), body?))
     }
 
-    /// Broadcast a holder message about `key`.
+    /// FanOut over SMB: answer the holder queries owed, and ask, about every
+    /// content copied here and not asked about for a while, who holds more of it.
+    async fn ask_who_holds(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let due = self
+            .ads
+            .due(Instant::now(), |key| shared.role_of(key) == Some(true));
+        for ask in due {
+            self.say_holding(ask).await;
+        }
+    }
+
+    /// Broadcast a holder message or query about `key`.
     async fn say_holding(&mut self, (key, body): (ContentKey, Body)) {
         let local = self.machine.local();
         let msg = Message {
@@ -451,9 +476,22 @@ impl Driver {
             }
         }
         self.heard.heard(&msg);
-        if matches!(msg.body, Body::Holder(_)) {
-            let wanted = self.shared.role_of(&msg.key).is_some();
-            self.ads.hear(&msg, self.heard.own, wanted);
+        match msg.body {
+            Body::Holder(_) => {
+                let wanted = self.shared.role_of(&msg.key).is_some();
+                self.ads.hear(&msg, self.heard.own, wanted);
+            }
+            Body::WhoHolds { above_permille } if msg.node_id != self.heard.own => {
+                // Answered unless a job here is master or electing for it.
+                let may = self.shared.role_of(&msg.key) != Some(false);
+                if let Some(note) = self
+                    .ads
+                    .answer(&msg.key, above_permille, may, Instant::now())
+                {
+                    self.to_say.push((msg.key.clone(), note));
+                }
+            }
+            _ => {}
         }
         Some(msg)
     }
@@ -488,7 +526,7 @@ impl Driver {
             }
             Action::FollowMaster { key, master } => {
                 tracing::info!(content = %key, master = %master.addr, share = master.share_permille, "following master");
-                if let Some(body) = self.ads.following(&key, Instant::now()) {
+                for body in self.ads.following(&key, Instant::now()) {
                     self.say_holding((key.clone(), body)).await;
                 }
                 let addr = Some(master.addr);

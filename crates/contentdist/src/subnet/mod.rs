@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 pub use driver::{start, start_with, SocketOptions, SubnetOptions, MAX_HEARD_HOSTS};
-pub use holders::{ServesNow, AD_PERIOD};
+pub use holders::{ServesNow, AD_PERIOD, ASK_PERIOD};
 pub use membership::{AfterFailure, Membership, RolePolicy, Waited};
 
 use crate::election::{ElectionStatus, Event, MasterInfo};

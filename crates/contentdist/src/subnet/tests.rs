@@ -205,3 +205,55 @@ async fn followers_serving_smb_are_heard_as_holders_with_their_keys_by_agents_th
         .expect("within 30 s");
     }
 }
+
+#[tokio::test]
+async fn a_peer_that_starts_after_the_others_finished_learns_of_them_by_asking() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let tasks = Tasks::new(CancellationToken::new());
+        let port = crate::util::free_udp_port().unwrap();
+        let site = Some(&b"site secret"[..]);
+        let (master, _) = start_holder(&tasks, port, 81, site);
+        let (a, _) = start_holder(&tasks, port, 82, site);
+        // 84 copies along with 82: it tells when 82's last message went.
+        let (witness, witness_heard) = start_holder(&tasks, port, 84, site);
+        let key = ContentKey::new("LATE0001", 1).unwrap();
+        master.complete(&key);
+        let ip = |l: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, l));
+        let mut roles = [a.want(&key, 0), witness.want(&key, 0)];
+        for role in &mut roles {
+            role.wait_for(|r| matches!(r, Role::Follow(m) if m.addr == ip(81)))
+                .await
+                .unwrap();
+        }
+        a.progress(&key, 1000);
+        a.complete(&key);
+        drop(roles);
+        wait_until(Duration::from_secs(10), "82's last message", || async {
+            let all = witness_heard.registry.others(&key, witness_heard.me);
+            all.iter()
+                .any(|h| h.addr == ip(82) && h.ad.verified == 1000)
+        })
+        .await;
+        // 83 starts now: it heard nothing of 82 while it took no part, and 82,
+        // complete, says nothing more unless asked.
+        let (b, b_heard) = start_holder(&tasks, port, 83, site);
+        let mut role = b.want(&key, 0);
+        role.wait_for(|r| matches!(r, Role::Follow(m) if m.addr == ip(81)))
+            .await
+            .unwrap();
+        wait_until(Duration::from_secs(10), "82 answers 83's query", || async {
+            !b_heard.registry.others(&key, b_heard.me).is_empty()
+        })
+        .await;
+        let holders = b_heard.registry.others(&key, b_heard.me);
+        // The master does not answer (its peers copy from it anyway).
+        assert_eq!(holders.len(), 1, "{holders:?}");
+        assert_eq!(holders[0].addr, ip(82));
+        assert_eq!(holders[0].ad.verified, 1000, "all of it");
+        assert_eq!(holders[0].target(true).unwrap().p2p_key, [82; 32]);
+        tasks.shutdown();
+        tasks.join(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("within 30 s");
+}
