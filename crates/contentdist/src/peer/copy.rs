@@ -257,6 +257,9 @@ impl PeerClient {
         match result {
             Ok(outcome) => {
                 flushed?;
+                if self.fan_out() && master.route.smb.is_none() {
+                    self.say_complete(&master.route, entry, stop).await;
+                }
                 Ok(outcome)
             }
             Err(e) => {
@@ -265,6 +268,23 @@ impl PeerClient {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// FanOut over HTTP(S): tell the master once more, now that this agent holds
+    /// all. It asks no more, and the master keeps a complete holder for
+    /// [`COMPLETE_HOLDER_TTL`](super::swarm::COMPLETE_HOLDER_TTL) (one still
+    /// copying, 30 s), so that peers starting later copy from it too. Best effort:
+    /// the copy is done whatever the master says.
+    async fn say_complete(&self, route: &Route, entry: &ContentEntry, stop: &CancellationToken) {
+        let all = entry.manifest().block_count();
+        tokio::select! {
+            r = self.have_as(route, None, Some(all)) => {
+                if let Err(e) = r {
+                    debug!(content = %entry.key(), error = %e, "telling the master this copy is complete failed");
+                }
+            }
+            _ = stop.cancelled() => {}
         }
     }
 

@@ -120,7 +120,14 @@ impl PeerService {
                         .get(super::swarm::HOLDER_HEADER)
                         .and_then(|v| super::swarm::HolderAd::parse(v.as_bytes()))
                         .map(|ad| {
-                            inner.holders.note(entry.key(), info.remote.ip(), ad);
+                            // One that holds all asks no more: kept longer, for
+                            // the peers that start later.
+                            let kept = if ad.verified >= entry.manifest().block_count() {
+                                super::swarm::COMPLETE_HOLDER_TTL
+                            } else {
+                                super::swarm::HOLDER_TTL
+                            };
+                            inner.holders.note(entry.key(), info.remote.ip(), ad, kept);
                             info.remote.ip()
                         });
                     self.have(&entry, after, wait, asker).await

@@ -369,6 +369,17 @@ impl PeerServer {
         self.service.counters()
     }
 
+    /// FanOut: what `addr` last said it holds of `key` (blocks), and how long it is
+    /// remembered from now (tests).
+    #[cfg(test)]
+    pub(super) fn holder(
+        &self,
+        key: &ContentKey,
+        addr: std::net::IpAddr,
+    ) -> Option<(usize, std::time::Duration)> {
+        self.service.inner.holders.kept(key, addr)
+    }
+
     /// Wait until the server has stopped (after its shutdown token was cancelled)
     /// and every connection has ended.
     pub async fn join(self) {

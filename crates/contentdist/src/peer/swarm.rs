@@ -40,6 +40,13 @@ pub const HOLDER_HEADER: &str = "x-contentdist-holder";
 /// every long-poll, 5 s by default).
 pub const HOLDER_TTL: Duration = Duration::from_secs(30);
 
+/// How long a master remembers a holder that said it holds all of the content
+/// (a peer says so once more when its copy completes, then asks no more): a peer
+/// that starts later still learns of it. The master's own default time of serving
+/// on after its download (10 minutes). A holder gone meanwhile costs its askers
+/// time only: they drop it after a few failures.
+pub const COMPLETE_HOLDER_TTL: Duration = Duration::from_secs(600);
+
 /// At most this many other holders in one `have` answer.
 pub const MAX_HOLDERS_SENT: usize = 16;
 
@@ -114,7 +121,7 @@ impl HolderAd {
     }
 }
 
-/// The holders of one content: what each said last, and when.
+/// The holders of one content: what each said last, and until when it is kept.
 type Holders = HashMap<IpAddr, (HolderAd, Instant)>;
 
 /// What is known of the holders of each content: by a master, from the peers'
@@ -125,17 +132,15 @@ pub struct HolderRegistry {
 }
 
 impl HolderRegistry {
-    /// `addr` described itself as `ad` for `key`.
-    pub fn note(&self, key: &ContentKey, addr: IpAddr, ad: HolderAd) {
+    /// `addr` described itself as `ad` for `key`: kept for `kept` ([`HOLDER_TTL`],
+    /// or [`COMPLETE_HOLDER_TTL`] for a holder that holds all) unless it says more.
+    pub fn note(&self, key: &ContentKey, addr: IpAddr, ad: HolderAd, kept: Duration) {
         let now = Instant::now();
         let mut all = self.by_content.lock().expect("holders lock");
         if all.len() > 64 {
             // Contents nobody asked about for a while: forgotten, so the map stays
             // as large as the contents being copied now.
-            all.retain(|_, h| {
-                h.values()
-                    .any(|(_, seen)| now.duration_since(*seen) < HOLDER_TTL)
-            });
+            all.retain(|_, h| h.values().any(|(_, until)| now < *until));
         }
         if all.len() >= MAX_CONTENTS_KEPT && !all.contains_key(key) {
             // Bounds what forged descriptions (or holder messages) of made-up
@@ -143,9 +148,9 @@ impl HolderRegistry {
             return;
         }
         let holders = all.entry(key.clone()).or_default();
-        holders.retain(|_, (_, seen)| now.duration_since(*seen) < HOLDER_TTL);
+        holders.retain(|_, (_, until)| now < *until);
         if holders.len() < MAX_HOLDERS_KEPT || holders.contains_key(&addr) {
-            holders.insert(addr, (ad, now));
+            holders.insert(addr, (ad, now + kept));
         }
     }
 
@@ -163,10 +168,10 @@ impl HolderRegistry {
         };
         let mut list: Vec<Holder> = holders
             .iter()
-            .filter(|(addr, (ad, seen))| {
+            .filter(|(addr, (ad, until))| {
                 // Holders with nothing yet are named too: they are copying, and
                 // the chunks of the master's are shared out among all of them.
-                **addr != asker && ad.protocols != 0 && now.duration_since(*seen) < HOLDER_TTL
+                **addr != asker && ad.protocols != 0 && now < *until
             })
             .map(|(addr, (ad, _))| Holder {
                 addr: *addr,
@@ -198,6 +203,15 @@ impl HolderRegistry {
             );
         }
         list
+    }
+
+    /// What `addr` last said it holds of `key`, and how long it is kept from now
+    /// (tests).
+    #[cfg(test)]
+    pub(super) fn kept(&self, key: &ContentKey, addr: IpAddr) -> Option<(usize, Duration)> {
+        let all = self.by_content.lock().expect("holders lock");
+        let (ad, until) = all.get(key)?.get(&addr)?;
+        Some((ad.verified, until.saturating_duration_since(Instant::now())))
     }
 
     /// How many holders of `key` are remembered (tests).
@@ -246,37 +260,43 @@ mod tests {
         let key = ContentKey::new("PKG1".to_string(), 1).unwrap();
         let r = HolderRegistry::default();
         let ip = |i: u8| IpAddr::from([10, 0, 0, i]);
-        r.note(&key, ip(1), ad(5));
+        r.note(&key, ip(1), ad(5), HOLDER_TTL);
         let mut preboot = ad(0);
         preboot.protocols = 0;
-        r.note(&key, ip(2), preboot);
-        r.note(&key, ip(3), ad(9));
-        r.note(&key, ip(4), ad(0));
+        r.note(&key, ip(2), preboot, HOLDER_TTL);
+        r.note(&key, ip(3), ad(9), HOLDER_TTL);
+        r.note(&key, ip(4), ad(0), HOLDER_TTL);
         let others = r.others(&key, ip(1));
         assert_eq!(
             others.iter().map(|h| h.addr).collect::<Vec<_>>(),
             vec![ip(3), ip(4)]
         );
         for i in 10..100 {
-            r.note(&key, ip(i), ad(usize::from(i)));
+            r.note(&key, ip(i), ad(usize::from(i)), HOLDER_TTL);
         }
         let others = r.others(&key, ip(1));
         assert_eq!(others.len(), MAX_HOLDERS_SENT);
         // The best holders first.
         assert_eq!(others[0].addr, ip(99));
         // A later description replaces the earlier one.
-        r.note(&key, ip(3), ad(1));
+        r.note(&key, ip(3), ad(1), HOLDER_TTL);
         assert_eq!(r.len(&key), 94);
         let other_askers: Vec<_> = r.others(&key, ip(50)).into_iter().map(|h| h.addr).collect();
         assert_ne!(
             other_askers,
             others.iter().map(|h| h.addr).collect::<Vec<_>>()
         );
+        // Each is kept for the time it was noted for.
+        r.note(&key, ip(200), ad(1), Duration::ZERO);
+        assert!(r.others(&key, ip(1)).iter().all(|h| h.addr != ip(200)));
+        assert!(r.kept(&key, ip(3)).unwrap().1 <= HOLDER_TTL);
+        r.note(&key, ip(3), ad(1), COMPLETE_HOLDER_TTL);
+        assert!(r.kept(&key, ip(3)).unwrap().1 > HOLDER_TTL);
         // Equal holders come in an order of each asker's own: followed 8 at a time,
         // every holder is among someone's 8.
         let r = HolderRegistry::default();
         for i in 1..=15 {
-            r.note(&key, ip(i), ad(0));
+            r.note(&key, ip(i), ad(0), HOLDER_TTL);
         }
         let firsts: std::collections::HashSet<IpAddr> = (1..=15)
             .flat_map(|asker| r.others(&key, ip(asker))[..8].to_vec())
@@ -312,7 +332,9 @@ impl HeardHolders {
             // Only ranks holders of one content against each other: a share does.
             verified: usize::from(share_permille),
         };
-        self.registry.note(key, addr, ad);
+        // Refreshed by the holder's answers to this agent's queries, every
+        // `ASK_PERIOD` while it copies: the short time is enough.
+        self.registry.note(key, addr, ad, HOLDER_TTL);
     }
 }
 

@@ -123,6 +123,61 @@ async fn peers_take_blocks_from_each_other_and_spare_the_master() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_completes_says_so_and_the_master_names_it_to_later_peers_for_long() {
+    bounded(async {
+        let c = Arc::new(content(256));
+        let master = Agent::start(30);
+        let key = master.node.entry(&c).key().clone();
+        c.fill(&master.node.entry(&c), 0..c.manifest.block_count());
+        let target = target_at(master.server.local_addr());
+        let first = Agent::start(31);
+        let entry = first.node.entry(&c);
+        first
+            .client
+            .copy(
+                &entry,
+                &target,
+                http_only(),
+                &PeerBytes::default(),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        // Its last word to the master: it holds all, and asks no more, so it is
+        // kept for 10 minutes, not 30 s.
+        let ip = |h: u8| std::net::IpAddr::from([127, 0, 0, h]);
+        let (verified, kept) = master.server.holder(&key, ip(31)).unwrap();
+        assert_eq!(verified, c.manifest.block_count());
+        assert!(kept > crate::peer::swarm::HOLDER_TTL, "kept {kept:?}");
+        // A peer that starts later copies from it too.
+        let late = Agent::start(32);
+        let entry = late.node.entry(&c);
+        late.client
+            .copy(
+                &entry,
+                &target,
+                http_only(),
+                &PeerBytes::default(),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert!(entry.is_complete());
+        let total = c.manifest.total_size();
+        assert!(
+            first.served() >= total / 4,
+            "the finished peer served {} of {total}",
+            first.served()
+        );
+        // The late peer said so too.
+        let (verified, kept) = master.server.holder(&key, ip(32)).unwrap();
+        assert_eq!(verified, c.manifest.block_count());
+        assert!(kept > crate::peer::swarm::HOLDER_TTL);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_goes_away_costs_only_time() {
     bounded(async {
         let c = Arc::new(content(256));
