@@ -48,14 +48,19 @@ const MAX_HOLDER_FAILURES: u32 = 3;
 const MAX_PARALLEL: usize = 4;
 
 /// An agent that knew of no other holder for more rounds than this in a row takes
-/// two pieces from the master per round, one after the other: one `have` and one
-/// plan per 32 MiB instead of per 16 MiB (the pause between pieces was 1.0-1.5 ms
-/// on loopback, 5-7 % of a lone copy; BENCHMARKS.md §13 and §15). Not from the
-/// first round: peers that start together against a complete master each take
-/// their first piece before they learn of each other, and a deeper start would
-/// make the master send each of them twice as much first. (The two pieces at once,
-/// on two connections, were tried: the HTTPS copy got slower, §15.)
+/// more than one piece from the master per round, in one request: two, then four,
+/// then [`ALONE_MAX_DEPTH`] (one `have`, one plan and one request per 128 MiB
+/// instead of per 16 MiB: the pause between pieces was 1.0-1.5 ms on loopback, 5-7 %
+/// of a lone copy; BENCHMARKS.md §13, §15 and §16). Not from the first round: peers
+/// that start together against a complete master each take their first piece
+/// before they learn of each other, and a deeper start would make the master send
+/// each of them more first. A holder heard of ends it (the next round plans
+/// pieces of 16 MiB again). (Two pieces at once, on two connections, were tried:
+/// the HTTPS copy got slower, §15.)
 const ALONE_DEEP_AFTER: u32 = 2;
+
+/// At most this many pieces of the master's in one request (128 MiB).
+const ALONE_MAX_DEPTH: usize = 8;
 
 /// At most this many holders followed besides the master.
 const MAX_HOLDERS: usize = 16;
@@ -353,19 +358,34 @@ impl PeerClient {
         // made again after each (new holders, blocks that holders got meanwhile);
         // without it, the master's runs go one after the other, as a single
         // source's would.
-        let master_depth = if master.rounds_alone > ALONE_DEEP_AFTER {
-            2
-        } else {
-            1
+        let master_depth = match master.rounds_alone.checked_sub(ALONE_DEEP_AFTER) {
+            None | Some(0) => 1,
+            Some(deep) => (1usize << deep.min(8)).min(ALONE_MAX_DEPTH),
         };
         let depth = |src: &plan::Src| match src {
             plan::Src::Master => master_depth,
             plan::Src::Holder(_) => 1,
         };
+        let mut taken: HashMap<plan::Src, usize> = HashMap::new();
         for p in pieces {
+            let n = taken.entry(p.src).or_default();
+            if self.fan_out() && *n >= depth(&p.src) {
+                continue;
+            }
+            *n += 1;
             let q = queues.entry(p.src).or_default();
-            if !self.fan_out() || q.len() < depth(&p.src) {
-                q.push_back(p.run);
+            match q.back_mut() {
+                // The master's pieces of a lone agent: one request for all of a
+                // stretch (see ALONE_DEEP_AFTER).
+                Some(last)
+                    if master_depth > 1
+                        && p.src == plan::Src::Master
+                        && last.file == p.run.file
+                        && last.last + 1 == p.run.first =>
+                {
+                    last.last = p.run.last;
+                }
+                _ => q.push_back(p.run),
             }
         }
         let mut busy: HashSet<plan::Src> = HashSet::new();

@@ -291,3 +291,42 @@ async fn a_busy_master_is_not_a_failure_and_the_holders_serve_meanwhile() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_alone_asks_the_master_for_longer_stretches_round_after_round() {
+    bounded(async {
+        // 40 pieces of 128 blocks for a lone agent.
+        let pieces = 40;
+        let c = Arc::new(content(pieces * 128));
+        let master = Agent::start(40);
+        c.fill(&master.node.entry(&c), 0..c.manifest.block_count());
+        let target = target_at(master.server.local_addr());
+        let alone = Agent::start(41);
+        let entry = alone.node.entry(&c);
+        alone
+            .client
+            .copy(
+                &entry,
+                &target,
+                http_only(),
+                &PeerBytes::default(),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(entry.data_dir().join("image.bin")).unwrap(),
+            c.files[0].1
+        );
+        // Three rounds of one piece, then 2, 4 and 8 pieces per request: 9 rounds
+        // (a `have` and a request each) and the last word, where one piece a round
+        // made 40 rounds and two 22.
+        let requests = master.server.counters().snapshot().requests;
+        assert!(requests <= 24, "{requests} requests to the master");
+        // Nothing twice: beyond the content, only the manifest and the `have`
+        // answers (far less than a piece).
+        let extra = master.served() - c.manifest.total_size();
+        assert!(extra < 64 * 1024, "{extra} bytes served beyond the content");
+    })
+    .await
+}
