@@ -16,10 +16,16 @@ use crate::format;
 use crate::progress::Progress;
 use crate::settings::SettingsArgs;
 
-/// How often the job is polled while waiting: `get` returns at most this long after
-/// the content was delivered (200 ms before, a sixth of a 1 GiB peer copy's time on
-/// loopback). A poll is one small request on the control socket.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long one request for the job waits for its state to change: the agent
+/// answers as soon as it does (so `get` returns within a millisecond or two of the
+/// delivery; polling every 50 ms, as before, added 25 ms on average, 2-3 % of a
+/// 1 GiB peer copy on loopback), else after this long, for the progress shown.
+const WAIT_FOR_CHANGE: Duration = Duration::from_millis(250);
+
+/// Requests for the job go out at most this often, whatever the agent does (one
+/// that answers at once, or a job whose state changes quickly, is not asked in a
+/// tight loop).
+const MIN_ASK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long polling rides out an agent that does not answer (a restart, a stall)
 /// before giving up with exit status 4.
@@ -187,20 +193,27 @@ async fn follow(
     Ok(Exit::for_job(&job))
 }
 
-/// Poll the job until it is final.
+/// Follow the job until it is final.
 async fn wait(
     client: &ControlClient,
     mut job: JobInfo,
     progress: &mut Progress,
 ) -> Result<JobInfo, ClientError> {
     let mut unreachable_since: Option<Instant> = None;
+    let mut asked: Option<Instant> = None;
     loop {
         progress.update(&job);
         if job.state.is_final() {
             return Ok(job);
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
-        match client.get(job.id).await {
+        if let Some(asked) = asked {
+            tokio::time::sleep_until((asked + MIN_ASK_INTERVAL).into()).await;
+        }
+        asked = Some(Instant::now());
+        match client
+            .get_when_changed(job.id, job.state, WAIT_FOR_CHANGE)
+            .await
+        {
             Ok(latest) => {
                 job = latest;
                 unreachable_since = None;

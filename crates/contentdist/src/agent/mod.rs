@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Cache, CacheEntryInfo, CacheError, CleanPolicy, CleanReport};
@@ -16,6 +17,7 @@ use crate::control::{AgentAddrs, AgentStatus, ControlServer, ControlSocketError,
 use crate::election::ElectionStatus;
 use crate::job::{
     CertWait, ControlError, JobControl, JobId, JobInfo, JobManager, JobManagerOptions, JobRequest,
+    JobState,
 };
 use crate::origin::{OriginClient, OriginOptions};
 use crate::peer::PeerServer;
@@ -431,6 +433,9 @@ impl JobControl for AgentView {
     }
     fn get(&self, id: JobId) -> Result<JobInfo, ControlError> {
         self.jobs.get(id)
+    }
+    fn left(&self, id: JobId, seen: JobState) -> BoxFuture<'static, ()> {
+        self.jobs.left(id, seen)
     }
     fn pause(&self, id: JobId) -> Result<JobInfo, ControlError> {
         self.jobs.pause(id)

@@ -14,7 +14,7 @@ use tracing::debug;
 
 use crate::cache::{CacheEntryInfo, CleanReport};
 use crate::codes::Code;
-use crate::job::{ControlError, JobId, JobInfo, JobRequest};
+use crate::job::{ControlError, JobId, JobInfo, JobRequest, JobState};
 
 /// How long a request may take before the agent is reported as not answering.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -128,6 +128,19 @@ impl ControlClient {
     /// One job (`GET /v1/jobs/{id}`).
     pub async fn get(&self, id: JobId) -> Result<JobInfo, ClientError> {
         self.get_json(&format!("/v1/jobs/{id}")).await
+    }
+
+    /// One job, once its state is no longer `seen` or after `within` (at most 2 s)
+    /// if it stays (`GET /v1/jobs/{id}?state=S&wait_ms=N`).
+    pub async fn get_when_changed(
+        &self,
+        id: JobId,
+        seen: JobState,
+        within: Duration,
+    ) -> Result<JobInfo, ClientError> {
+        let (state, ms) = (seen.as_str(), within.as_millis());
+        self.get_json(&format!("/v1/jobs/{id}?state={state}&wait_ms={ms}"))
+            .await
     }
 
     /// Pause a job (`POST /v1/jobs/{id}/pause`).

@@ -20,11 +20,15 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::MAX_REQUEST_BODY;
 use crate::codes::Code;
-use crate::job::{ControlError, JobControl, JobId, JobRequest};
+use crate::job::{ControlError, JobControl, JobId, JobRequest, JobState};
 use crate::util::http_server::{accept_loop, serve_http1, AcceptOptions};
 
 /// How long [`serve`] lets open connections finish their request once shutdown is asked.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest a `GET /v1/jobs/{id}?wait_ms=` waits: short, since an agent that
+/// stops lets open requests finish for [`SHUTDOWN_GRACE`] only.
+const MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// The socket's permissions: owner and group may submit jobs, nobody else.
 const SOCKET_MODE: u32 = 0o660;
@@ -331,7 +335,19 @@ async fn dispatch(
             answer
         }
         (["jobs"], &Method::GET) => run(handler, ok, |h| Ok(h.list())).await,
-        (["jobs", id], &Method::GET) => with_job(handler, parse_id(id)?, |h, id| h.get(id)).await,
+        (["jobs", id], &Method::GET) => {
+            let id = parse_id(id)?;
+            if let Some((seen, within)) = parse_wait(req.uri().query())? {
+                let left = {
+                    let handler = Arc::clone(&handler);
+                    tokio::task::spawn_blocking(move || handler.left(id, seen)).await
+                };
+                if let Ok(left) = left {
+                    let _ = tokio::time::timeout(within, left).await;
+                }
+            }
+            with_job(handler, id, |h, id| h.get(id)).await
+        }
         (["jobs", id, action @ ("pause" | "resume" | "cancel")], &Method::POST) => {
             let id = parse_id(id)?;
             let answer = match *action {
@@ -486,6 +502,39 @@ fn request_refusal(e: ControlError) -> Refusal {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, e)
+}
+
+/// `GET /v1/jobs/{id}?state=S&wait_ms=N`: answer once the job's state is no longer
+/// `S`, or after N ms (at most [`MAX_WAIT`]) if it stays. Without a query, at once.
+fn parse_wait(query: Option<&str>) -> Result<Option<(JobState, Duration)>, Refusal> {
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    let (mut state, mut wait) = (None, None);
+    for pair in query.split('&') {
+        let bad = |why: &str| refusal(StatusCode::BAD_REQUEST, format!("'{pair}' {why}"));
+        match pair.split_once('=') {
+            Some(("state", s)) => {
+                let parsed = serde_json::from_value(serde_json::Value::String(s.into()));
+                state =
+                    Some(parsed.map_err(|_| bad("is not a job state (e.g. state=downloading)"))?);
+            }
+            Some(("wait_ms", n)) => {
+                let ms: u64 = n
+                    .parse()
+                    .map_err(|_| bad("is not a number of milliseconds"))?;
+                wait = Some(Duration::from_millis(ms).min(MAX_WAIT));
+            }
+            _ => return Err(bad("is not a query this route takes (state, wait_ms)")),
+        }
+    }
+    match (state, wait) {
+        (Some(state), Some(wait)) => Ok(Some((state, wait))),
+        _ => Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "a wait needs both state and wait_ms".into(),
+        )),
+    }
 }
 
 fn parse_id(text: &str) -> Result<JobId, Refusal> {

@@ -3,8 +3,11 @@
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -25,7 +28,11 @@ async fn within<F: Future>(f: F) -> F::Output {
 /// conflicts are refused with BAD_REQUEST.
 #[derive(Default)]
 struct FakeJobs {
-    jobs: Mutex<Vec<JobInfo>>,
+    jobs: Arc<Mutex<Vec<JobInfo>>>,
+    /// Woken at every change of a job's state.
+    changed: Arc<tokio::sync::Notify>,
+    /// Requests waiting in `left` now.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl FakeJobs {
@@ -47,6 +54,7 @@ impl FakeJobs {
             ));
         }
         job.state = to;
+        self.changed.notify_waiters();
         Ok(job.clone())
     }
 }
@@ -89,6 +97,32 @@ impl JobControl for FakeJobs {
         let job = jobs.iter().find(|j| j.id == id);
         job.cloned()
             .ok_or_else(|| ControlError::new(Code::BAD_REQUEST, format!("no job {id}")))
+    }
+
+    fn left(&self, id: JobId, seen: JobState) -> BoxFuture<'static, ()> {
+        let (jobs, changed, waiting) = (
+            Arc::clone(&self.jobs),
+            Arc::clone(&self.changed),
+            Arc::clone(&self.waiting),
+        );
+        async move {
+            let state = || {
+                let jobs = jobs.lock().unwrap();
+                jobs.iter().find(|j| j.id == id).map(|j| j.state)
+            };
+            waiting.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let notified = changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if state() != Some(seen) {
+                    break;
+                }
+                notified.await;
+            }
+            waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        .boxed()
     }
 
     fn pause(&self, id: JobId) -> Result<JobInfo, ControlError> {
@@ -140,6 +174,8 @@ impl JobControl for FakeJobs {
 struct Served {
     _dir: tempfile::TempDir,
     path: PathBuf,
+    /// The fake's count of waiting requests.
+    waiting: Arc<AtomicUsize>,
     token: CancellationToken,
     server: ControlServer,
 }
@@ -149,11 +185,13 @@ impl Served {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/control.sock");
         let token = CancellationToken::new();
-        let server =
-            ControlServer::start(&path, Arc::new(FakeJobs::default()), token.clone()).unwrap();
+        let jobs = FakeJobs::default();
+        let waiting = Arc::clone(&jobs.waiting);
+        let server = ControlServer::start(&path, Arc::new(jobs), token.clone()).unwrap();
         Served {
             _dir: dir,
             path,
+            waiting,
             token,
             server,
         }
@@ -229,6 +267,82 @@ async fn every_route_round_trips_through_a_real_socket() {
         );
     })
     .await;
+    within(served.stop()).await;
+}
+
+#[tokio::test]
+async fn a_wait_for_a_change_is_answered_when_the_state_changes_or_after_its_time() {
+    let served = Served::start();
+    let client = served.client();
+    within(async {
+        let job = client.submit(&request("PKG00001")).await.unwrap();
+        // A wait on a state the job has left: answered at once.
+        let started = Instant::now();
+        let now = client
+            .get_when_changed(job.id, JobState::Downloading, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(now.state, JobState::Queued);
+        assert!(started.elapsed() < Duration::from_millis(1500));
+        // The state stays: answered after the time asked for, as it is.
+        let started = Instant::now();
+        let now = client
+            .get_when_changed(job.id, JobState::Queued, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(now.state, JobState::Queued);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // It changes while the request waits: answered then, not after 2 s.
+        let waiter = {
+            let client = served.client();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let now = client
+                    .get_when_changed(job.id, JobState::Queued, Duration::from_secs(2))
+                    .await
+                    .unwrap();
+                (now.state, started.elapsed())
+            })
+        };
+        while served.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        client.cancel(job.id).await.unwrap();
+        let (state, took) = waiter.await.unwrap();
+        assert_eq!(state, JobState::Cancelled);
+        assert!(
+            took < Duration::from_millis(1500),
+            "answered after {took:?}"
+        );
+    })
+    .await;
+    within(served.stop()).await;
+}
+
+#[tokio::test]
+async fn a_bad_wait_query_is_400_naming_it() {
+    let served = Served::start();
+    within(served.client().submit(&request("PKG00001")))
+        .await
+        .unwrap();
+    for (query, named) in [
+        (
+            "state=sleeping&wait_ms=5",
+            "'state=sleeping' is not a job state",
+        ),
+        (
+            "state=queued&wait_ms=soon",
+            "'wait_ms=soon' is not a number",
+        ),
+        ("state=queued", "needs both state and wait_ms"),
+        ("since=3", "'since=3' is not a query this route takes"),
+    ] {
+        let uri = format!("/v1/jobs/1?{query}");
+        let (status, err) = within(raw(&served.path, "GET", &uri, b"")).await;
+        assert_eq!(status, 400, "{query}");
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains(named), "{query}: {message}");
+    }
     within(served.stop()).await;
 }
 

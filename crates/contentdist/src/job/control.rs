@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobId, JobInfo, JobRequest};
+use futures_util::future::{BoxFuture, FutureExt};
+
+use super::{JobId, JobInfo, JobRequest, JobState};
 use crate::cache::{CacheEntryInfo, CleanReport};
 use crate::codes::Code;
 
@@ -35,6 +37,12 @@ pub trait JobControl: Send + Sync {
     fn list(&self) -> Vec<JobInfo>;
     /// One job.
     fn get(&self, id: JobId) -> Result<JobInfo, ControlError>;
+    /// Ends once job `id`'s state is no longer `seen`. The default ends at once
+    /// (the caller then asks again after its own pause).
+    fn left(&self, id: JobId, seen: JobState) -> BoxFuture<'static, ()> {
+        let _ = (id, seen);
+        std::future::ready(()).boxed()
+    }
     /// Pause a running or queued job.
     fn pause(&self, id: JobId) -> Result<JobInfo, ControlError>;
     /// Resume a paused job.

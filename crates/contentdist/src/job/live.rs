@@ -29,6 +29,8 @@ pub(super) struct Live {
     started: Mutex<Option<Instant>>,
     /// The deadline of the client-certificate wait, kept across runs.
     cert_deadline: Mutex<Option<u64>>,
+    /// Woken at every change of `state` (callers waiting for the job to end).
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +57,7 @@ impl Live {
             entry: Mutex::new(None),
             elapsed_before_ms: AtomicU64::new(elapsed_ms),
             started: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -65,8 +68,26 @@ impl Live {
         if !allowed(now.state) {
             return false;
         }
+        let moved = now.state != next.state;
         *now = next;
+        if moved {
+            self.changed.notify_waiters();
+        }
         true
+    }
+
+    /// Ends once the job's state is no longer `seen` (at once if it already is not).
+    pub async fn left(&self, seen: JobState) {
+        loop {
+            // Registered before the state is read, so a change in between wakes it.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.now().state != seen {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// A run starts: unless the job was paused or cancelled meanwhile (then false),

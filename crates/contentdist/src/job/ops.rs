@@ -2,6 +2,9 @@
 //! pause, resume, cancel, and the cache's list and clean-up.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures_util::future::{BoxFuture, FutureExt};
 
 use super::manager::{slot_from, JobManager, Slot};
 use super::{ControlError, JobId, JobInfo, JobRequest, JobState, Source};
@@ -86,6 +89,15 @@ impl JobManager {
     /// One job.
     pub fn get(&self, id: JobId) -> Result<JobInfo, ControlError> {
         self.with_slot(id, |s| Ok(s.snapshot()))
+    }
+
+    /// Ends once job `id`'s state is no longer `seen` (at once for an unknown job):
+    /// what a caller following a job waits on instead of asking again and again.
+    pub fn left(&self, id: JobId, seen: JobState) -> BoxFuture<'static, ()> {
+        match self.with_slot(id, |s| Ok(Arc::clone(&s.live))) {
+            Ok(live) => async move { live.left(seen).await }.boxed(),
+            Err(_) => std::future::ready(()).boxed(),
+        }
     }
 
     /// Pause a running or queued job.

@@ -198,3 +198,30 @@ async fn every_job_end_is_recorded_once_and_kept_across_a_restart() {
     tasks.shutdown();
     tasks.join(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_waiting_for_a_change_hears_of_each_until_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = TestOrigin::start(dir.path(), "JOBS0001", 1 << 20, None);
+    let tasks = Tasks::new(CancellationToken::new());
+    let jobs = manager(dir.path(), &origin.url(), &tasks);
+    let job = jobs.submit(request(dir.path(), "dest")).unwrap();
+    let mut now = job;
+    // No polling: each wait ends only when the state moves on.
+    while !now.state.is_final() {
+        tokio::time::timeout(Duration::from_secs(30), jobs.left(now.id, now.state))
+            .await
+            .unwrap_or_else(|_| panic!("the job stayed {} for 30 s", now.state));
+        now = jobs.get(now.id).unwrap();
+    }
+    // Woken by the end, the caller reads the finished record.
+    assert_eq!((now.state, now.code), (JobState::Done, 0), "{now:?}");
+    // 1 MiB and the 10-byte small.txt.
+    assert_eq!(
+        (now.bytes_verified, now.bytes_total),
+        ((1 << 20) + 10, (1 << 20) + 10)
+    );
+    assert!(now.final_stats.is_some());
+    tasks.shutdown();
+    tasks.join(Duration::from_secs(10)).await.unwrap();
+}
