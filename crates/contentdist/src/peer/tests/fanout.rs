@@ -61,6 +61,20 @@ impl Agent {
     fn served(&self) -> u64 {
         self.server.counters().snapshot().bytes_served
     }
+
+    /// Copy all of `c` from the master at `target` over HTTP; the entry filled.
+    async fn copy_all(
+        &self,
+        c: &Content,
+        target: &MasterTarget,
+    ) -> Arc<crate::cache::ContentEntry> {
+        let entry = self.node.entry(c);
+        let got = PeerBytes::default();
+        let stop = CancellationToken::new();
+        let copied = self.client.copy(&entry, target, http_only(), &got, &stop);
+        copied.await.unwrap();
+        entry
+    }
 }
 
 /// A content of `blocks` blocks in one file.
@@ -131,18 +145,7 @@ async fn a_peer_that_completes_says_so_and_the_master_names_it_to_later_peers_fo
         c.fill(&master.node.entry(&c), 0..c.manifest.block_count());
         let target = target_at(master.server.local_addr());
         let first = Agent::start(31);
-        let entry = first.node.entry(&c);
-        first
-            .client
-            .copy(
-                &entry,
-                &target,
-                http_only(),
-                &PeerBytes::default(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap();
+        first.copy_all(&c, &target).await;
         // Its last word to the master: it holds all, and asks no more, so it is
         // kept for 10 minutes, not 30 s.
         let ip = |h: u8| std::net::IpAddr::from([127, 0, 0, h]);
@@ -151,17 +154,7 @@ async fn a_peer_that_completes_says_so_and_the_master_names_it_to_later_peers_fo
         assert!(kept > crate::peer::swarm::HOLDER_TTL, "kept {kept:?}");
         // A peer that starts later copies from it too.
         let late = Agent::start(32);
-        let entry = late.node.entry(&c);
-        late.client
-            .copy(
-                &entry,
-                &target,
-                http_only(),
-                &PeerBytes::default(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap();
+        let entry = late.copy_all(&c, &target).await;
         assert!(entry.is_complete());
         let total = c.manifest.total_size();
         assert!(
@@ -186,32 +179,12 @@ async fn a_holder_that_goes_away_costs_only_time() {
         let target = target_at(master.server.local_addr());
         // A first peer copies everything, then its server stops.
         let gone = Agent::start(21);
-        let entry = gone.node.entry(&c);
-        gone.client
-            .copy(
-                &entry,
-                &target,
-                http_only(),
-                &PeerBytes::default(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap();
+        gone.copy_all(&c, &target).await;
         // The master still names it as a holder (for 30 s); the second peer copies
         // anyway.
         drop(gone);
         let late = Agent::start(22);
-        let entry = late.node.entry(&c);
-        late.client
-            .copy(
-                &entry,
-                &target,
-                http_only(),
-                &PeerBytes::default(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap();
+        let entry = late.copy_all(&c, &target).await;
         assert!(entry.is_complete());
     })
     .await
@@ -302,18 +275,7 @@ async fn a_peer_alone_asks_the_master_for_longer_stretches_round_after_round() {
         c.fill(&master.node.entry(&c), 0..c.manifest.block_count());
         let target = target_at(master.server.local_addr());
         let alone = Agent::start(41);
-        let entry = alone.node.entry(&c);
-        alone
-            .client
-            .copy(
-                &entry,
-                &target,
-                http_only(),
-                &PeerBytes::default(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap();
+        let entry = alone.copy_all(&c, &target).await;
         assert_eq!(
             std::fs::read(entry.data_dir().join("image.bin")).unwrap(),
             c.files[0].1
