@@ -353,14 +353,16 @@ impl PeerClient {
         bad: &mut BadBlocks,
     ) -> Result<bool, PeerError> {
         let mut queues: HashMap<plan::Src, std::collections::VecDeque<BlockRun>> = HashMap::new();
-        // With FanOut, one piece per source per round (two from the master for an
-        // agent alone: ALONE_DEEP_AFTER), taken one after the other: the plan is
-        // made again after each (new holders, blocks that holders got meanwhile);
-        // without it, the master's runs go one after the other, as a single
-        // source's would.
+        // With FanOut, one piece per source per round (up to ALONE_MAX_DEPTH from
+        // the master, in one request, for an agent alone: ALONE_DEEP_AFTER), taken
+        // one after the other: the plan is made again after each (new holders,
+        // blocks that holders got meanwhile); without it, the master's runs go one
+        // after the other, one request each, as a single source's would.
         let master_depth = match master.rounds_alone.checked_sub(ALONE_DEEP_AFTER) {
-            None | Some(0) => 1,
-            Some(deep) => (1usize << deep.min(8)).min(ALONE_MAX_DEPTH),
+            Some(deep) if deep > 0 && self.fan_out() => {
+                (1usize << deep.min(8)).min(ALONE_MAX_DEPTH)
+            }
+            _ => 1,
         };
         let depth = |src: &plan::Src| match src {
             plan::Src::Master => master_depth,
