@@ -362,14 +362,19 @@ fn put_p2p_key(out: &mut Vec<u8>, p2p_key: &P2pKey, key: Option<&SiteKey>) {
 
 /// A share in permille (a holder's, or a holder query's), at most [`FULL_SHARE`].
 fn put_share(out: &mut Vec<u8>, share: u16) -> Result<(), WireError> {
+    out.extend_from_slice(&valid_share(share)?.to_be_bytes());
+    Ok(())
+}
+
+/// `share` when it is at most [`FULL_SHARE`] (encoding and decoding alike).
+fn valid_share(share: u16) -> Result<u16, WireError> {
     if share > FULL_SHARE {
         return Err(WireError::BadField {
             field: "share",
             value: share.into(),
         });
     }
-    out.extend_from_slice(&share.to_be_bytes());
-    Ok(())
+    Ok(share)
 }
 
 fn put_rank(out: &mut Vec<u8>, rank: &Rank, sender: u64) -> Result<(), WireError> {
@@ -379,12 +384,7 @@ fn put_rank(out: &mut Vec<u8>, rank: &Rank, sender: u64) -> Result<(), WireError
             sender,
         });
     }
-    if rank.share_permille > FULL_SHARE {
-        return Err(WireError::BadField {
-            field: "share",
-            value: rank.share_permille.into(),
-        });
-    }
+    valid_share(rank.share_permille)?;
     if rank.weight > MAX_WEIGHT {
         return Err(WireError::BadField {
             field: "weight",
@@ -635,14 +635,7 @@ impl<'a> Reader<'a> {
 
     /// A share in permille, at most [`FULL_SHARE`].
     fn share(&mut self) -> Result<u16, WireError> {
-        let share = self.u16("share")?;
-        if share > FULL_SHARE {
-            return Err(WireError::BadField {
-                field: "share",
-                value: share.into(),
-            });
-        }
-        Ok(share)
+        valid_share(self.u16("share")?)
     }
 
     /// A P2P key, preceded by its nonce and decrypted with `key` when there is one.
@@ -688,13 +681,7 @@ impl<'a> Reader<'a> {
                 value: flags.into(),
             });
         }
-        let share = self.u16("share")?;
-        if share > FULL_SHARE {
-            return Err(WireError::BadField {
-                field: "share",
-                value: share.into(),
-            });
-        }
+        let share = self.share()?;
         let weight = self.u8("weight")?;
         if weight > MAX_WEIGHT {
             return Err(WireError::BadField {

@@ -53,6 +53,14 @@ const MAX_CONTENTS: usize = 256;
 /// it (each would count three failures, and wait for the chunks it "owns").
 pub type ServesNow = Box<dyn Fn() -> bool + Send + Sync>;
 
+/// The holder message saying `share`, logging on with `p2p_key`.
+fn holder_note(share: u16, p2p_key: P2pKey) -> Body {
+    Body::Holder(HolderNote {
+        share_permille: share,
+        p2p_key,
+    })
+}
+
 /// What this agent knows of its own part in one content.
 #[derive(Debug)]
 struct Tracked {
@@ -120,10 +128,7 @@ impl HolderAds {
 
     /// A holder message saying `share`, when this agent's share serves now.
     fn note(&self, share: u16) -> Option<Body> {
-        Some(Body::Holder(HolderNote {
-            share_permille: share,
-            p2p_key: self.own_key()?,
-        }))
+        Some(holder_note(share, self.own_key()?))
     }
 
     /// Note a holder message from another agent about a content a job here takes
@@ -218,10 +223,9 @@ impl HolderAds {
         if !may_answer {
             return None;
         }
-        let share = self.contents.get(key)?.share;
-        let note = self.note(share)?;
+        let p2p_key = self.own_key()?;
         let t = self.contents.get_mut(key)?;
-        if share <= above {
+        if t.share <= above {
             return None;
         }
         if t.answered
@@ -232,7 +236,7 @@ impl HolderAds {
         }
         t.answered = Some(now);
         t.owed = false;
-        Some(note)
+        Some(holder_note(t.share, p2p_key))
     }
 
     /// What is due at `now`: the answers owed whose period is over, and the
@@ -253,13 +257,7 @@ impl HolderAds {
             if let (true, true, Some(p2p_key)) = (t.owed, answer_due, own_key) {
                 t.owed = false;
                 t.answered = Some(now);
-                out.push((
-                    key.clone(),
-                    Body::Holder(HolderNote {
-                        share_permille: t.share,
-                        p2p_key,
-                    }),
-                ));
+                out.push((key.clone(), holder_note(t.share, p2p_key)));
             }
             let ask_due = t
                 .asked
