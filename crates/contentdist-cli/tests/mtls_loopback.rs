@@ -373,6 +373,62 @@ fn peers_prove_themselves_with_their_client_certificates_and_one_waits_until_it_
 }
 
 #[test]
+fn a_peer_refused_at_the_handshake_names_the_certificate_it_offered_and_gets_nothing() {
+    with_timeout(Duration::from_secs(120), || {
+        let t = TestDir::new();
+        publish(&t, 2 * MIB);
+        let nginx = slow_origin(&t, 64 * MIB);
+        let pki = Pki::create();
+        let stranger_ca = Pki::create_with(PkiOptions {
+            ca_name: "Another Branch CA".into(),
+            ..PkiOptions::default()
+        });
+        enrolled(&t, &pki, 0);
+        // Agent 1 trusts the branch CA but holds a client certificate of another
+        // one: usable by its own rules, refused by the master's.
+        trust(&pki, &store(&t, 1));
+        let stranger = stranger_ca.client_cert("dp01.branch.example");
+        install(&stranger, &store(&t, 1), "client");
+        let settings = [
+            agent(&t, 0, &format!("{MTLS}\nP2PElectionWeight = 99")),
+            agent(&t, 1, MTLS),
+        ];
+        let refs: Vec<&str> = settings.iter().map(String::as_str).collect();
+        let net = Subnet::start(&t, &nginx.url(), &refs);
+        let r = net.agents[0].get("OSD00001", 1, &t.join("dest0"), &[]);
+        assert_eq!(r.status, 0, "{r:?}\n{}", net.agents[0].log());
+        let served = counter(&net, 0, "bytes_served");
+
+        let thumbprint = sha1_thumbprint(&stranger.cert);
+        let id = submit(&net, 1, &t.join("dest1"));
+        let refused = |l: &&str| {
+            l.contains("peer copy over HTTPS failed")
+                && l.contains(&format!("client_certificate={thumbprint}"))
+                && l.contains("code=0x2F8F")
+        };
+        assert!(
+            wait_until(Duration::from_secs(30), || net.agents[1]
+                .log()
+                .lines()
+                .any(|l| refused(&l))),
+            "no line naming the offered certificate {thumbprint} with 0x2F8F:\n{}\njob: {:#}",
+            excerpt(&net.agents[1].log(), 40),
+            job(&net, 1, id)
+        );
+        let log = net.agents[0].log();
+        assert!(
+            lines_with(&log, &thumbprint)
+                .iter()
+                .any(|l| l.contains("peer's client certificate refused at the TLS handshake")),
+            "the master names no refused {thumbprint}:\n{}",
+            lines_with(&log, "refused").join("\n")
+        );
+        assert_eq!(counter(&net, 0, "bytes_served"), served);
+        assert_eq!(job(&net, 1, id)["bytes_from_peers"], 0);
+    });
+}
+
+#[test]
 fn preboot_agents_fail_at_once_without_a_certificate_and_copy_with_the_boot_image_one() {
     with_timeout(Duration::from_secs(120), || {
         let t = TestDir::new();
@@ -465,6 +521,17 @@ fn a_job_without_a_certificate_holds_the_others_keeps_its_deadline_across_a_rest
         assert!(net.agents[0]
             .log()
             .contains("no valid client certificate: the job waits for one"));
+        // `status` says so too, with the deadline.
+        assert_eq!(
+            net.status(0)["certificate_waits"],
+            serde_json::json!([{
+                "job": first,
+                "content": "OSD00001/1",
+                "state": "waiting_for_certificate",
+                "until": contentdist::certstore::utc(until as i64),
+                "until_unix": until,
+            }])
+        );
 
         // A second job is held behind the waiting one.
         let second = submit(&net, 0, &t.join("second"));
@@ -569,6 +636,10 @@ fn a_job_without_a_certificate_holds_the_others_keeps_its_deadline_across_a_rest
             .expect("a deadline")
             .saturating_sub(now_unix());
         assert!((50..=61).contains(&left), "{j:#}");
+        // The failed job left `status`'s list; the waiting one is in it.
+        let waits = net.status(0)["certificate_waits"].clone();
+        assert_eq!(waits.as_array().map(Vec::len), Some(1), "{waits:#}");
+        assert_eq!(waits[0]["job"], second, "{waits:#}");
         let id = second.to_string();
         let out = net.agents[0].cli(&["jobs", "cancel", &id]);
         assert!(out.status.success(), "{out:?}");
@@ -580,6 +651,13 @@ fn a_job_without_a_certificate_holds_the_others_keeps_its_deadline_across_a_rest
         );
         let j = job(&net, 0, second);
         assert_eq!(j["bytes_from_origin"], 0, "{j:#}");
+        let waits = net.status(0)["certificate_waits"].clone();
+        if waits != serde_json::json!([]) {
+            note(
+                &mut problems,
+                format!("`status` still lists a certificate wait after the cancel: {waits:#}"),
+            );
+        }
         if j.get("cert_wait_until_unix").is_some() {
             note(
                 &mut problems,

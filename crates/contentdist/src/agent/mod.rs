@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::{Cache, CacheEntryInfo, CacheError, CleanPolicy, CleanReport};
 use crate::codes::Code;
 use crate::config::Config;
-use crate::control::{AgentAddrs, AgentStatus, ControlServer, ControlSocketError, ElectionReport};
+use crate::control::{
+    AgentAddrs, AgentStatus, CertWaitReport, ControlServer, ControlSocketError, ElectionReport,
+};
 use crate::election::ElectionStatus;
 use crate::job::{
     CertWait, ControlError, JobControl, JobId, JobInfo, JobManager, JobManagerOptions, JobRequest,
@@ -417,6 +419,12 @@ impl AgentView {
             peer_server: self.peer_counters.as_ref().map(|c| c.snapshot()),
             https_certificate: self.server_certs.as_ref().map(|c| c.state()),
             client_certificate: Some(self.client_certs.state()),
+            certificate_waits: self
+                .jobs
+                .list()
+                .iter()
+                .filter_map(CertWaitReport::of)
+                .collect(),
             metrics: self.metrics.get().filter(|m| !m.is_empty()).cloned(),
             firewall: Some(self.firewall.status()),
             smb: self.smb.as_ref().map(crate::smb::SmbShare::status),

@@ -33,7 +33,9 @@ mod tests;
 
 pub use client::{ClientError, ControlClient};
 pub use server::{bind, serve, ControlServer, ControlSocketError};
-pub use status::{AgentAddrs, AgentStatus, ElectionReport, ElectionRole, P2pAccount};
+pub use status::{
+    AgentAddrs, AgentStatus, CertWaitReport, ElectionReport, ElectionRole, P2pAccount,
+};
 
 /// The largest request body the server reads; a job request is a few hundred bytes.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;

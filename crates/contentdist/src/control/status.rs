@@ -75,6 +75,11 @@ pub struct AgentStatus {
     /// `P2PSslSettings` 0x2, and to an HTTPS origin that asks), or why it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<crate::certstore::ClientCertState>,
+    /// Jobs waiting for a client certificate (`P2PSslSettings` 0x2, 0x209A), a
+    /// paused wait included, each with its deadline: while one waits, no other job
+    /// runs, so an administrator looking at `status` sees why.
+    #[serde(default)]
+    pub certificate_waits: Vec<CertWaitReport>,
     /// Where the metrics are served (`http://ADDRESS/metrics`), or why not
     /// (`unavailable: ...`); absent when `MetricsAddress` is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +93,36 @@ pub struct AgentStatus {
     /// signing, restarts and last failure; absent when it does not serve SMB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smb: Option<crate::smb::SmbStatus>,
+}
+
+/// A job waiting for a client certificate, as the status shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertWaitReport {
+    /// The job's number (`contentdist jobs`).
+    pub job: crate::job::JobId,
+    /// `ID/VERSION`.
+    pub content: String,
+    /// `waiting_for_certificate`, or `paused` (a pause does not stop the wait).
+    pub state: String,
+    /// When the job fails with 0x209A unless a certificate appears, in UTC.
+    pub until: String,
+    /// The same, Unix seconds (wall clock).
+    pub until_unix: u64,
+}
+
+impl CertWaitReport {
+    /// The report of `job`, when it waits for a certificate (a final job does not,
+    /// whatever deadline it kept).
+    pub fn of(job: &crate::job::JobInfo) -> Option<CertWaitReport> {
+        let until_unix = job.cert_wait_until_unix.filter(|_| !job.state.is_final())?;
+        Some(CertWaitReport {
+            job: job.id,
+            content: format!("{}/{}", job.request.content_id, job.request.version),
+            state: job.state.to_string(),
+            until: crate::certstore::utc(i64::try_from(until_unix).unwrap_or(i64::MAX)),
+            until_unix,
+        })
+    }
 }
 
 /// Where this agent stands in one content's election.

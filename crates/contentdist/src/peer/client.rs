@@ -480,9 +480,15 @@ impl PeerClient {
             let offered = offered.as_deref().unwrap_or("-");
             match order.get(i + 1) {
                 Some(next) => warn!(master = %target.addr, code = %e.code(), error = %e,
-                    client_certificate = offered, "peer copy over {proto} failed; trying {next}"),
+                    client_certificate = %offered, "peer copy over {proto} failed; trying {next}"),
                 None if i > 0 => warn!(master = %target.addr, code = %e.code(), error = %e,
-                    client_certificate = offered, "peer copy over {proto} failed too; no protocol left"),
+                    client_certificate = %offered, "peer copy over {proto} failed too; no protocol left"),
+                // The only protocol: the job's failure says the rest, but not which
+                // certificate the master refused.
+                None if offered != "-" => {
+                    warn!(master = %target.addr, code = %e.code(), error = %e,
+                    client_certificate = %offered, "peer copy over {proto} failed")
+                }
                 None => {}
             }
             failed = Some(e);
