@@ -148,6 +148,27 @@ fn certs_names_the_chosen_server_certificate_and_why_each_other_was_not() {
     });
     let client_only = pki.client_cert("dp01");
     let other_host = pki.server_cert("dp02", &["DNS:dp02"]);
+    let early = pki.issue(&CertSpec {
+        name: "dp01".into(),
+        sans: vec!["DNS:dp01".into(), "DNS:dp01.branch.example".into()],
+        extended_key_usage: vec!["serverAuth".into()],
+        not_before: Some("20990101000000Z".into()),
+        not_after: Some("21000101000000Z".into()),
+        ..CertSpec::default()
+    });
+    // Both names, like a-both, from another CA and valid longer: chosen on the
+    // tie-break (the longest validity) unless CertIssuer names the test CA.
+    let other_ca = Pki::create_with(PkiOptions {
+        ca_name: "Other Corp CA".into(),
+        ..PkiOptions::default()
+    });
+    let foreign = other_ca.issue(&CertSpec {
+        name: "dp01".into(),
+        sans: vec!["DNS:dp01".into(), "DNS:dp01.branch.example".into()],
+        extended_key_usage: vec!["serverAuth".into()],
+        days: 3000,
+        ..CertSpec::default()
+    });
     for (files, name) in [
         (&both, "a-both"),
         (&host, "b-host"),
@@ -155,21 +176,33 @@ fn certs_names_the_chosen_server_certificate_and_why_each_other_was_not() {
         (&expired, "d-expired"),
         (&client_only, "e-client"),
         (&other_host, "f-other"),
+        (&early, "h-early"),
+        (&foreign, "i-foreign"),
     ] {
         install(files, &my, name);
     }
     std::fs::write(my.join("g-broken.pem"), "not a certificate").unwrap();
+    let settings = format!(
+        "CertStoreDir = \"{}\"\nHostName = \"dp01\"\nFqdn = \"dp01.branch.example\"\nP2PSslSettings = 0x1\n",
+        t.join("store").display()
+    );
+    // Any issuer: a-both and i-foreign tie on names; the longer validity wins.
+    let any_issuer = t.write("any.toml", &settings);
+    let r = certs_json(&any_issuer);
+    assert_eq!(r["server_choice"], sha1_thumbprint(&foreign.cert), "{r:#}");
+    assert!(verdict(&r, "a-both.pem", "server_authentication")
+        .contains("ranks higher (names, then validity)"));
+    assert!(verdict(&r, "h-early.pem", "server_authentication").contains("not valid yet"));
     let config = t.write(
         "c.toml",
-        format!(
-            "CertStoreDir = \"{}\"\nHostName = \"dp01\"\nFqdn = \"dp01.branch.example\"\nP2PSslSettings = 0x1\n",
-            t.join("store").display()
-        ),
+        format!("{settings}CertIssuer = \"contentdist test\"\n"),
     );
     let r = certs_json(&config);
     assert_eq!(r["server_choice"], sha1_thumbprint(&both.cert), "{r:#}");
     let verdict = |file: &str| verdict(&r, file, "server_authentication");
     assert_eq!(verdict("a-both.pem"), "chosen");
+    assert_eq!(verdict("i-foreign.pem"), "issuer not in CertIssuer");
+    assert!(verdict("h-early.pem").contains("not valid yet"));
     assert!(verdict("b-host.pem").contains("ranks higher"));
     assert!(verdict("c-fqdn.pem").contains("ranks higher"));
     assert!(verdict("d-expired.pem").contains("expired"));

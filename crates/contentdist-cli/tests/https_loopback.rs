@@ -198,6 +198,65 @@ fn a_certificate_dropped_into_my_is_bound_without_a_restart_and_curl_and_openssl
             text.contains("TLSv1.3") || text.contains("TLSv1.2"),
             "{text}"
         );
+        // TLS 1.2 and 1.3 only, AEAD ciphers only: the agent refuses TLS 1.1 and a
+        // CBC suite (openssl's own minimums lowered, so that the refusal is the
+        // agent's, not openssl's).
+        let s_client = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(["s_client", "-connect", &addr])
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), all)
+        };
+        let (ok, text) = s_client(&["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]);
+        // "SSL alert number": the agent's alert (rustls answers handshake_failure).
+        assert!(
+            !ok && text.contains("SSL alert number") && text.contains("Cipher is (NONE)"),
+            "TLS 1.1: {text}"
+        );
+        let (ok, text) = s_client(&["-tls1_2", "-cipher", "AES256-SHA256:@SECLEVEL=0"]);
+        assert!(
+            !ok && text.contains("SSL alert number") && text.contains("Cipher is (NONE)"),
+            "CBC: {text}"
+        );
+        let (ok, text) = s_client(&["-tls1_2"]);
+        assert!(ok && text.contains("GCM"), "TLS 1.2 with AEAD: {text}");
+
+        // A file that is no certificate is logged once, with its name and the
+        // reason, and changes nothing.
+        std::fs::write(t.join("store0/my/junk.pem"), "not a certificate").unwrap();
+        let skipped = || {
+            net.agents[0]
+                .log()
+                .lines()
+                .filter(|l| l.contains("certificate store: file skipped") && l.contains("junk.pem"))
+                .count()
+        };
+        assert!(wait_until(Duration::from_secs(20), || skipped() == 1));
+        // Two more looks at the store (every 5 s): still one line.
+        std::thread::sleep(Duration::from_secs(11));
+        assert_eq!(skipped(), 1, "{}", net.agents[0].log());
+        let s = net.status(0);
+        assert_eq!(
+            s["https_certificate"]["thumbprint"],
+            sha1_thumbprint(&good.cert),
+            "{s:#}"
+        );
+        // The start-up log names every URL listened on.
+        let log = net.agents[0].log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("peer-copy URL")
+                    && l.contains(&format!("https://{addr}/content/"))),
+            "{log}"
+        );
     });
 }
 
