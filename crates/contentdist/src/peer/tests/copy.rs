@@ -167,6 +167,54 @@ async fn a_master_that_shuts_down_mid_copy_is_reported_lost_quickly() {
     .await
 }
 
+/// The page's 0x4CF: no route to the master. In a network namespace of its own
+/// (root only), where not even loopback is up, every connect fails with
+/// ENETUNREACH and no packet leaves.
+#[test]
+fn a_master_on_an_unreachable_network_is_reported_lost_with_0x4cf() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: needs root (a network namespace of its own)");
+        return;
+    }
+    let err = std::thread::spawn(|| {
+        // SAFETY: unshare affects only this thread, which owns nothing shared yet.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(bounded(async {
+            let c = Content::standard();
+            let peer = Node::new();
+            let target = MasterTarget {
+                cert_fingerprint: None,
+                names: Vec::new(),
+                addr: "10.77.0.1".parse().unwrap(),
+                http_port: 5080,
+                https_port: 5443,
+                protocols: http_only(),
+                p2p_key: KEY,
+            };
+            client()
+                .copy(
+                    &peer.entry(&c),
+                    &target,
+                    http_only(),
+                    &PeerBytes::default(),
+                    &CancellationToken::new(),
+                )
+                .await
+                .unwrap_err()
+        }))
+    })
+    .join()
+    .unwrap();
+    assert!(err.is_master_lost(), "{err}");
+    assert_eq!(err.code(), Code::NETWORK_UNREACHABLE, "{err}");
+}
+
 #[tokio::test]
 async fn no_master_listening_is_reported_lost_with_cannot_connect() {
     bounded(async {
