@@ -211,3 +211,61 @@ fn a_self_signed_master_must_present_the_certificate_it_announced() {
     let err = try_connect(Arc::clone(&other.key), MasterCheck::Pinned(pin)).unwrap_err();
     assert!(err.contains("another self-signed certificate"), "{err}");
 }
+
+/// The page: a certificate that expires is no longer used. The store refresh
+/// chooses again at every look (not only when files change), so the next
+/// certificate is presented from the first look after the expiry, and none when
+/// none is left.
+#[test]
+fn an_expiring_pki_certificate_is_replaced_from_the_first_look_after_its_end() {
+    let ca = TestCa::new("Branch CA");
+    let store = tempfile::tempdir().unwrap();
+    // Both names and 10 days left: chosen first. Host name only, 40 days: next.
+    ca.install(
+        store.path(),
+        "a-both.pem",
+        &["dp01", "dp01.branch.example"],
+        (-1, 10),
+    );
+    ca.install(store.path(), "b-host.pem", &["dp01"], (-1, 40));
+    let handle = Arc::new(CertStore::new(store.path()));
+    handle.refresh();
+    let certs = ServerCerts::new(ServerCertOptions {
+        store: handle,
+        pki: true,
+        identity: id("dp01"),
+        issuers: IssuerFilter::default(),
+        self_signed_dir: store.path().join("self"),
+    });
+    let now = crate::cache::now_unix() as i64;
+    let bound = |certs: &ServerCerts| match certs.state() {
+        ServerCertState::Bound(b) => (b.file, b.thumbprint),
+        other => panic!("nothing bound: {other:?}"),
+    };
+    let presented = |certs: &ServerCerts| {
+        let key = certs.resolver().current().expect("a certificate presented");
+        thumbprint(key.cert[0].as_ref())
+    };
+    assert!(certs.refresh(now));
+    let (file, first) = bound(&certs);
+    assert!(file.ends_with("a-both.pem"), "{file:?}");
+    assert_eq!(presented(&certs), first);
+    assert!(!certs.refresh(now + 9 * DAY), "nothing changed yet");
+    assert!(certs.refresh(now + 11 * DAY));
+    let (file, second) = bound(&certs);
+    assert!(file.ends_with("b-host.pem"), "{file:?}");
+    assert_eq!(presented(&certs), second);
+    assert!(certs.refresh(now + 41 * DAY));
+    match certs.state() {
+        ServerCertState::Unavailable { rejected, .. } => {
+            assert_eq!(rejected.len(), 2, "{rejected:?}");
+            assert!(
+                rejected.iter().all(|r| r.reason.contains("expired")),
+                "{rejected:?}"
+            );
+        }
+        other => panic!("still bound: {other:?}"),
+    }
+    assert!(certs.resolver().current().is_none());
+    assert!(!*certs.usable().borrow());
+}
