@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::nginx::{ClientAuth, Nginx, NginxOptions, TlsFiles};
-use support::pki::{sha1_thumbprint, CertFiles, Pki, PkiOptions};
+use support::pki::{sha1_thumbprint, CertFiles, CertSpec, Pki, PkiOptions};
 use support::subnet::{
     agent, curl, install, listener, publish, slow_origin, store, trust, Subnet, MIB,
 };
@@ -701,12 +701,30 @@ fn an_origin_that_requires_client_certificates_serves_the_agent_that_has_one() {
             &store(&t, 2),
             "client",
         );
+        // Agent 3 holds both kinds: the other CA's, valid longer (chosen by the
+        // rules alone), and one of the origin's CA that CertSubject names: the page's
+        // "CertSubject picks a different one" for the site systems.
+        let longer = other.issue(&CertSpec {
+            name: "dp03.branch.example".into(),
+            extended_key_usage: vec!["clientAuth".into()],
+            days: 3000,
+            ..CertSpec::default()
+        });
+        let sites = pki.issue(&CertSpec {
+            name: "dp03-sites.branch.example".into(),
+            extended_key_usage: vec!["clientAuth".into()],
+            days: 100,
+            ..CertSpec::default()
+        });
+        install(&longer, &store(&t, 3), "longer");
+        install(&sites, &store(&t, 3), "sites");
         let ca = pki.ca_cert();
         let extra = format!("P2PEnabled = 0\nOriginCaFile = \"{}\"", ca.display());
         let settings = [
             agent(&t, 0, &extra),
             agent(&t, 1, &extra),
             agent(&t, 2, &extra),
+            agent(&t, 3, &format!("{extra}\nCertSubject = \"dp03-sites\"")),
         ];
         let refs: Vec<&str> = settings.iter().map(String::as_str).collect();
         let net = Subnet::start(&t, &nginx.url(), &refs);
@@ -753,5 +771,16 @@ fn an_origin_that_requires_client_certificates_serves_the_agent_that_has_one() {
         );
         assert!(message.contains("client certificate"), "{r:?}");
         assert_eq!(r.json["bytes_from_origin"], 0, "{r:?}");
+
+        // CertSubject steers agent 3 to the certificate the origin trusts.
+        let r = net.agents[3].get("OSD00001", 1, &t.join("dest3"), &[]);
+        assert_eq!(r.status, 0, "{r:?}\n{}", net.agents[3].log());
+        assert_trees_equal(t.join("src"), t.join("dest3"));
+        let s = net.status(3);
+        assert_eq!(
+            s["client_certificate"]["thumbprint"],
+            sha1_thumbprint(&sites.cert),
+            "{s:#}"
+        );
     });
 }
