@@ -22,16 +22,19 @@ use crate::peer::{MasterTarget, PeerError};
 use crate::subnet::{share_permille, AfterFailure, Membership, Role, Waited};
 
 /// On a subnet, a job for content this agent holds nothing of joins the content's
-/// election as it starts, and fetches the manifest while the election window runs,
-/// instead of after it. Why: with every agent of an office fetching the manifest
-/// first and joining after, the master was elected 1.5 s after its job arrived
-/// (0.6 s alone; BENCHMARKS.md §8), which delayed the whole office. The election
-/// ranks a holder of nothing like any other, so nothing is lost by joining before
-/// the manifest is in. (Waiting for the role before fetching it was tried too: the
-/// master then fetched alone, but the others fetched theirs behind its download
-/// and started copying late, which made losing the master cost more WAN bytes.)
+/// election as it starts, before it has the manifest. Why: with every agent of an
+/// office fetching the manifest first and joining after, the master was elected
+/// 1.5 s after its job arrived (0.6 s alone; BENCHMARKS.md §8), which delayed the
+/// whole office. The election ranks a holder of nothing like any other, so nothing
+/// is lost by joining before the manifest is in. While the window runs the job
+/// fetches only the content hash from the origin; once its role is known the master
+/// fetches the manifest from the origin and a follower from its master, checked
+/// against that hash (`super::manifest`): one manifest over the WAN per subnet.
+/// (Followers once fetched their manifests from the origin after the window, behind
+/// the master's download, and started copying late; from the master over the LAN
+/// they do not wait on the WAN.)
 /// `None`: not on a subnet, the content is in the cache already, or this agent
-/// cannot be master (preboot): the manifest comes first, as always.
+/// cannot be master (preboot): the manifest comes first, from the origin.
 pub(super) fn join_before_manifest(
     ctx: &JobContext,
     key: &ContentKey,

@@ -14,6 +14,7 @@ mod fill;
 mod gate;
 mod live;
 mod manager;
+mod manifest;
 mod ops;
 mod persist;
 mod run;

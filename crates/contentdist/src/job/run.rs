@@ -152,8 +152,15 @@ async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
     };
     *lock.holder.lock().expect("holder lock") = Some(job.id);
     let _release = ReleaseHolder(&lock.holder);
-    let early = super::fill::join_before_manifest(ctx, &key)?;
-    let found = find_or_create_entry(ctx, &key, req.content_hash.as_deref(), req.priority).await;
+    let mut early = super::fill::join_before_manifest(ctx, &key)?;
+    let found = find_or_create_entry(
+        ctx,
+        &key,
+        req.content_hash.as_deref(),
+        req.priority,
+        early.as_mut(),
+    )
+    .await;
     let entry = match found {
         Ok(e) => e,
         Err(e) => {
@@ -223,6 +230,7 @@ async fn find_or_create_entry(
     key: &ContentKey,
     expect_hash: Option<&str>,
     priority: u8,
+    member: Option<&mut crate::subnet::Membership>,
 ) -> Result<Arc<ContentEntry>, JobError> {
     let cache = &ctx.cache;
     if let Some(e) = cache.get(key)? {
@@ -233,10 +241,7 @@ async fn find_or_create_entry(
             return Ok(e);
         }
     }
-    let origin = origin(ctx)?;
-    let manifest = origin
-        .fetch_manifest(key.id(), key.version(), expect_hash)
-        .await?;
+    let manifest = super::manifest::manifest_for(ctx, key, expect_hash, member).await?;
     let needed = manifest.total_size();
     let policy = *ctx.clean_policy.lock().expect("clean policy lock");
     if let Err(e) = cache.clean(policy, needed) {

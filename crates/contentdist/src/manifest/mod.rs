@@ -65,6 +65,11 @@ pub use validate::{validate_content_id, validate_path};
 
 /// Name of the manifest file inside a published version directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// Name of the file beside the manifest that holds its content hash (64 hex digits and
+/// a newline): what a peer fetches from the origin to check a manifest it takes from
+/// its master over the LAN, so that the manifest crosses the WAN once per subnet while
+/// the origin stays the authority on what is published.
+pub const CONTENT_HASH_FILE: &str = "content-hash";
 /// Directory holding the published files: `ORIGIN_ROOT/ID/VERSION/content/<path>`.
 pub const CONTENT_DIR: &str = "content";
 /// The only manifest format this agent reads and writes.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::codes::Code;
-use crate::manifest::{Manifest, ManifestError, CONTENT_DIR, MANIFEST_FILE};
+use crate::manifest::{Manifest, ManifestError, CONTENT_DIR, CONTENT_HASH_FILE, MANIFEST_FILE};
 use crate::transfer::{
     check_status, http_client, stall_guard, tls_config, ClientOptions, ClientSetupError,
     ContentUrls, HttpFailure, Remote, Roots,
@@ -286,6 +286,31 @@ impl OriginClient {
         Ok(manifest)
     }
 
+    /// The content hash the origin publishes beside the manifest of `id`/`version`
+    /// ([`CONTENT_HASH_FILE`]), to check a manifest taken from a master with.
+    /// `Ok(None)` when the origin has none (404: published by an older `contentdist
+    /// publish`, or by hand); one attempt, no retries: the caller falls back to the
+    /// manifest from the origin on any error.
+    pub async fn fetch_content_hash(
+        &self,
+        id: &str,
+        version: u32,
+    ) -> Result<Option<String>, OriginError> {
+        let url = self.urls(id, version).url(&[CONTENT_HASH_FILE]);
+        let resp = self
+            .stall_guard(&url, self.http.get(url.clone()).send())
+            .await?;
+        tracing::debug!(remote = "origin", url = %url, status = resp.status().as_u16(), "content hash request answered");
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        check_status(Remote::Origin, &url, resp.status())?;
+        let bytes = self.stall_guard(&url, resp.bytes()).await?;
+        parse_content_hash(&bytes).map(Some).ok_or_else(|| {
+            OriginError::ManifestMismatch(format!("{url}: not a content hash (64 hex digits)"))
+        })
+    }
+
     /// Await a reqwest step, abandoning it when nothing happens for the stall timeout.
     async fn stall_guard<T>(
         &self,
@@ -297,5 +322,37 @@ impl OriginClient {
 
     fn backoff(&self, attempt: u32) -> Duration {
         self.opts.backoff * 2u32.pow(attempt.min(4))
+    }
+}
+
+/// A content hash file's text: 64 hex digits, surrounding white space allowed.
+fn parse_content_hash(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| text.to_string())
+}
+
+#[cfg(test)]
+mod content_hash_tests {
+    use super::parse_content_hash;
+
+    #[test]
+    fn a_content_hash_file_is_64_hex_digits_and_nothing_else() {
+        let h = "ab".repeat(32);
+        assert_eq!(
+            parse_content_hash(format!("{h}\n").as_bytes()),
+            Some(h.clone())
+        );
+        assert_eq!(
+            parse_content_hash(format!("  {h}\r\n").as_bytes()),
+            Some(h.clone())
+        );
+        assert_eq!(parse_content_hash(h[..63].as_bytes()), None);
+        assert_eq!(parse_content_hash(format!("{h}0").as_bytes()), None);
+        assert_eq!(
+            parse_content_hash(format!("{}zz", &h[..62]).as_bytes()),
+            None
+        );
+        assert_eq!(parse_content_hash(b"<html>not found</html>"), None);
+        assert_eq!(parse_content_hash(&[0xff; 64]), None);
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! OUT_ROOT/ID/VERSION/manifest.json       the manifest (see `crate::manifest`)
+//! OUT_ROOT/ID/VERSION/content-hash        its content hash, hex (peers check a
+//!                                         manifest taken from their master with it)
 //! OUT_ROOT/ID/VERSION/content/<path>      every file of SOURCE, same relative path
 //! ```
 //!
@@ -44,8 +46,8 @@ use std::time::{Duration, Instant};
 
 use crate::codes::Code;
 use crate::manifest::{
-    validate_content_id, FileEntry, Manifest, ManifestError, CONTENT_DIR, DEFAULT_BLOCK_SIZE,
-    MANIFEST_FILE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
+    validate_content_id, FileEntry, Manifest, ManifestError, CONTENT_DIR, CONTENT_HASH_FILE,
+    DEFAULT_BLOCK_SIZE, MANIFEST_FILE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
 };
 
 /// Size of the one read buffer used to copy every file (1 MiB).
@@ -274,6 +276,10 @@ pub fn publish(opts: &PublishOptions) -> Result<PublishReport, PublishError> {
         entries,
     )
     .map_err(|source| PublishError::Manifest { source })?;
+    install::write_synced(
+        &tmp.path().join(CONTENT_HASH_FILE),
+        format!("{}\n", manifest.content_hash).as_bytes(),
+    )?;
     install::write_synced(&tmp.path().join(MANIFEST_FILE), &manifest.to_json())?;
     install::sync_dir(tmp.path())?;
 
