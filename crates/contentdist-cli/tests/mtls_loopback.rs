@@ -102,6 +102,14 @@ fn note(problems: &mut Vec<String>, problem: String) {
     problems.push(problem);
 }
 
+/// A CA the branch does not trust.
+fn another_ca() -> Pki {
+    Pki::create_with(PkiOptions {
+        ca_name: "Another Branch CA".into(),
+        ..PkiOptions::default()
+    })
+}
+
 /// The lines of `log` that contain `needle`.
 fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(needle)).collect()
@@ -114,10 +122,7 @@ fn a_master_refuses_every_unfit_client_certificate_at_the_handshake_and_serves_a
         publish(&t, 2 * MIB);
         let nginx = slow_origin(&t, 64 * MIB);
         let pki = Pki::create();
-        let stranger_ca = Pki::create_with(PkiOptions {
-            ca_name: "Another Branch CA".into(),
-            ..PkiOptions::default()
-        });
+        let stranger_ca = another_ca();
         // The master needs a client certificate of its own for its own job, and
         // serves HTTP too (machine accounts; the P2P account does not exist).
         enrolled(&t, &pki, 0);
@@ -379,10 +384,7 @@ fn a_peer_refused_at_the_handshake_names_the_certificate_it_offered_and_gets_not
         publish(&t, 2 * MIB);
         let nginx = slow_origin(&t, 64 * MIB);
         let pki = Pki::create();
-        let stranger_ca = Pki::create_with(PkiOptions {
-            ca_name: "Another Branch CA".into(),
-            ..PkiOptions::default()
-        });
+        let stranger_ca = another_ca();
         enrolled(&t, &pki, 0);
         // Agent 1 trusts the branch CA but holds a client certificate of another
         // one: usable by its own rules, refused by the master's.

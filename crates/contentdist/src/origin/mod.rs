@@ -346,7 +346,7 @@ mod content_hash_tests {
             parse_content_hash(format!("  {h}\r\n").as_bytes()),
             Some(h.clone())
         );
-        assert_eq!(parse_content_hash(h[..63].as_bytes()), None);
+        assert_eq!(parse_content_hash(&h.as_bytes()[..63]), None);
         assert_eq!(parse_content_hash(format!("{h}0").as_bytes()), None);
         assert_eq!(
             parse_content_hash(format!("{}zz", &h[..62]).as_bytes()),

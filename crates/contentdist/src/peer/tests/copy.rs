@@ -167,6 +167,32 @@ async fn a_master_that_shuts_down_mid_copy_is_reported_lost_quickly() {
     .await
 }
 
+/// A fresh peer's copy from a "master" at `addr`:`port` where nothing answers: its
+/// error.
+async fn copy_from_nowhere(addr: &str, port: u16) -> PeerError {
+    let c = Content::standard();
+    let peer = Node::new();
+    let target = MasterTarget {
+        cert_fingerprint: None,
+        names: Vec::new(),
+        addr: addr.parse().unwrap(),
+        http_port: port,
+        https_port: port,
+        protocols: http_only(),
+        p2p_key: KEY,
+    };
+    client()
+        .copy(
+            &peer.entry(&c),
+            &target,
+            http_only(),
+            &PeerBytes::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err()
+}
+
 /// The page's 0x4CF: no route to the master. In a network namespace of its own
 /// (root only), where not even loopback is up, every connect fails with
 /// ENETUNREACH and no packet leaves.
@@ -185,29 +211,7 @@ fn a_master_on_an_unreachable_network_is_reported_lost_with_0x4cf() {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(bounded(async {
-            let c = Content::standard();
-            let peer = Node::new();
-            let target = MasterTarget {
-                cert_fingerprint: None,
-                names: Vec::new(),
-                addr: "10.77.0.1".parse().unwrap(),
-                http_port: 5080,
-                https_port: 5443,
-                protocols: http_only(),
-                p2p_key: KEY,
-            };
-            client()
-                .copy(
-                    &peer.entry(&c),
-                    &target,
-                    http_only(),
-                    &PeerBytes::default(),
-                    &CancellationToken::new(),
-                )
-                .await
-                .unwrap_err()
-        }))
+        rt.block_on(bounded(copy_from_nowhere("10.77.0.1", 5080)))
     })
     .join()
     .unwrap();
@@ -219,27 +223,7 @@ fn a_master_on_an_unreachable_network_is_reported_lost_with_0x4cf() {
 async fn no_master_listening_is_reported_lost_with_cannot_connect() {
     bounded(async {
         let port = crate::util::free_tcp_port().unwrap();
-        let c = Content::standard();
-        let peer = Node::new();
-        let target = MasterTarget {
-            cert_fingerprint: None,
-            names: Vec::new(),
-            addr: "127.0.0.1".parse().unwrap(),
-            http_port: port,
-            https_port: port,
-            protocols: http_only(),
-            p2p_key: KEY,
-        };
-        let err = client()
-            .copy(
-                &peer.entry(&c),
-                &target,
-                http_only(),
-                &PeerBytes::default(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
+        let err = copy_from_nowhere("127.0.0.1", port).await;
         assert!(err.is_master_lost());
         assert_eq!(err.code(), Code::CANNOT_CONNECT);
     })
