@@ -102,7 +102,9 @@ pub struct CertWaitReport {
     pub job: crate::job::JobId,
     /// `ID/VERSION`.
     pub content: String,
-    /// `waiting_for_certificate`, or `paused` (a pause does not stop the wait).
+    /// The job's state: `waiting_for_certificate`; `paused` (a pause does not stop
+    /// the wait); or, after a restart, `queued` until the job's turn at the
+    /// certificate gate comes (its deadline runs meanwhile).
     pub state: String,
     /// When the job fails with 0x209A unless a certificate appears, in UTC.
     pub until: String,

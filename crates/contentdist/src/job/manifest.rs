@@ -25,12 +25,16 @@ use super::run::{origin, JobError};
 /// itself: the election window (0.5 s) and then some.
 const ROLE_WAIT: Duration = Duration::from_secs(3);
 /// A master elected a moment ago may not hold the manifest yet (it fetches it from
-/// the origin once elected): asked again this often...
-const MASTER_POLL: Duration = Duration::from_millis(25);
-/// ...for at most this long.
-const MASTER_WAIT: Duration = Duration::from_secs(2);
+/// the origin once elected): asked again after this, doubling...
+const MASTER_POLL_FIRST: Duration = Duration::from_millis(25);
+/// ...up to this (a poll is a `have` and a manifest request, or an SMB log-on)...
+const MASTER_POLL_MAX: Duration = Duration::from_millis(200);
+/// ...for as long as it stays this job's master, and at most this long (a large
+/// manifest over a slow WAN takes seconds to reach the master).
+const MASTER_WAIT: Duration = Duration::from_secs(60);
 
-/// The manifest of `key`, checked against `expect_hash` when given.
+/// The manifest of `key`, checked against `expect_hash` when given. Not
+/// cancellation-aware itself: the caller races it against the job's stop.
 pub(super) async fn manifest_for(
     ctx: &JobContext,
     key: &ContentKey,
@@ -47,9 +51,40 @@ pub(super) async fn manifest_for(
         .await?)
 }
 
+/// The content hash a follower checks its master's manifest with: the job's, else
+/// the origin's; `None` when there is none (the origin's file is missing or
+/// unreadable), and the manifest then comes from the origin.
+async fn content_hash(
+    ctx: &JobContext,
+    key: &ContentKey,
+    expect_hash: Option<&str>,
+) -> Option<String> {
+    if let Some(h) = expect_hash {
+        return Some(h.to_string());
+    }
+    match origin(ctx)
+        .ok()?
+        .fetch_content_hash(key.id(), key.version())
+        .await
+    {
+        Ok(Some(h)) => Some(h),
+        Ok(None) => {
+            tracing::debug!("the origin publishes no content hash for this version: the manifest comes from the origin");
+            None
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "no content hash from the origin: the manifest comes from the origin");
+            None
+        }
+    }
+}
+
 /// The manifest from the master this job follows, checked against the content hash
-/// the job or the origin gives; `None` when this job is master, has no hash to check
-/// with, or the master does not give a manifest that passes.
+/// the job or the origin gives; `None` when this job is master, when there is no
+/// hash to check with, when no role is decided within [`ROLE_WAIT`], or when the
+/// master gives no manifest that passes while it stays master. A master does not
+/// wait for the hash, and without one nobody waits for the role: both fetch from
+/// the origin at once, during the election window for the second.
 async fn from_master(
     ctx: &JobContext,
     peers: &PeerSetup,
@@ -57,41 +92,35 @@ async fn from_master(
     key: &ContentKey,
     expect_hash: Option<&str>,
 ) -> Option<Manifest> {
-    let hash = async {
-        if let Some(h) = expect_hash {
-            return Some(h.to_string());
+    let hash_answer = content_hash(ctx, key, expect_hash);
+    tokio::pin!(hash_answer);
+    let mut hash = None;
+    let deadline = tokio::time::Instant::now() + ROLE_WAIT;
+    let master = loop {
+        match member.role() {
+            Role::Master => return None,
+            Role::Follow(m) => break m,
+            Role::Electing => {}
         }
-        match origin(ctx)
-            .ok()?
-            .fetch_content_hash(key.id(), key.version())
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "no content hash from the origin: the manifest comes from the origin");
-                None
-            }
+        tokio::select! {
+            h = &mut hash_answer, if hash.is_none() => hash = Some(h?),
+            _ = member.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => return None,
         }
     };
-    let role = tokio::time::timeout(ROLE_WAIT, async {
-        loop {
-            match member.role() {
-                Role::Electing => member.changed().await,
-                role => return role,
-            }
-        }
-    });
-    let (hash, role) = tokio::join!(hash, role);
-    let (Some(hash), Ok(Role::Follow(master))) = (hash, role) else {
-        return None;
+    let hash = match hash {
+        Some(h) => h,
+        None => hash_answer.await?,
     };
+    let from = expect_hash.map_or("the origin", |_| "the job");
     let target = MasterTarget::from_master(&master);
     let started = tokio::time::Instant::now();
+    let mut pause = MASTER_POLL_FIRST;
     loop {
-        let answer = peers
-            .client
-            .fetch_manifest(&target, peers.protocols, key.id(), key.version())
-            .await;
+        let answer = tokio::select! {
+            a = peers.client.fetch_manifest(&target, peers.protocols, key.id(), key.version()) => a,
+            () = other_master(member, master.addr) => return None,
+        };
         let e = match answer {
             Ok(m) => match m.check_is(key.id(), key.version(), Some(&hash)) {
                 Ok(()) => {
@@ -99,8 +128,8 @@ async fn from_master(
                     return Some(m);
                 }
                 Err(e) => {
-                    tracing::warn!(master = %master.addr, error = %e,
-                        "the master's manifest is not the one the origin publishes: the manifest comes from the origin");
+                    tracing::warn!(master = %master.addr, error = %e, hash_from = from,
+                        "the master's manifest does not have the expected content hash: the manifest comes from the origin");
                     return None;
                 }
             },
@@ -112,6 +141,21 @@ async fn from_master(
                 "no manifest from the master: the manifest comes from the origin");
             return None;
         }
-        tokio::time::sleep(MASTER_POLL).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = other_master(member, master.addr) => return None,
+        }
+        pause = (pause * 2).min(MASTER_POLL_MAX);
+    }
+}
+
+/// Returns when the election no longer has this job follow the master at `addr`
+/// (another master, this agent, or none): its manifest then comes from the origin.
+async fn other_master(member: &mut Membership, addr: std::net::IpAddr) {
+    loop {
+        member.changed().await;
+        if !matches!(member.role(), Role::Follow(m) if m.addr == addr) {
+            return;
+        }
     }
 }

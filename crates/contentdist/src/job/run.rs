@@ -153,14 +153,18 @@ async fn run(ctx: &JobContext, job: &JobRun) -> Result<Outcome, JobError> {
     *lock.holder.lock().expect("holder lock") = Some(job.id);
     let _release = ReleaseHolder(&lock.holder);
     let mut early = super::fill::join_before_manifest(ctx, &key)?;
-    let found = find_or_create_entry(
-        ctx,
-        &key,
-        req.content_hash.as_deref(),
-        req.priority,
-        early.as_mut(),
-    )
-    .await;
+    // The manifest may wait for the election and the master (`super::manifest`): a
+    // pause or a cancel ends that wait at once.
+    let found = tokio::select! {
+        f = find_or_create_entry(
+            ctx,
+            &key,
+            req.content_hash.as_deref(),
+            req.priority,
+            early.as_mut(),
+        ) => f,
+        _ = stop.cancelled() => return Ok(Outcome::Stopped),
+    };
     let entry = match found {
         Ok(e) => e,
         Err(e) => {

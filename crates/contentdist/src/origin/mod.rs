@@ -307,7 +307,12 @@ impl OriginClient {
         check_status(Remote::Origin, &url, resp.status())?;
         let bytes = self.stall_guard(&url, resp.bytes()).await?;
         parse_content_hash(&bytes).map(Some).ok_or_else(|| {
-            OriginError::ManifestMismatch(format!("{url}: not a content hash (64 hex digits)"))
+            HttpFailure::bad_response(
+                Remote::Origin,
+                &url,
+                "not a content hash (64 hex digits)".into(),
+            )
+            .into()
         })
     }
 

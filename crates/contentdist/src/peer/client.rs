@@ -483,9 +483,15 @@ impl PeerClient {
                     client_certificate = %offered, "peer copy over {proto} failed; trying {next}"),
                 None if i > 0 => warn!(master = %target.addr, code = %e.code(), error = %e,
                     client_certificate = %offered, "peer copy over {proto} failed too; no protocol left"),
-                // The only protocol: the job's failure says the rest, but not which
-                // certificate the master refused.
-                None if offered != "-" => {
+                // The only protocol, refused over its certificates: the job's
+                // failure says the rest, but not which certificate the master refused.
+                None if offered != "-"
+                    && matches!(
+                        e.code(),
+                        crate::codes::Code::SECURE_FAILURE
+                            | crate::codes::Code::CLIENT_CERT_MISSING
+                    ) =>
+                {
                     warn!(master = %target.addr, code = %e.code(), error = %e,
                     client_certificate = %offered, "peer copy over {proto} failed")
                 }
