@@ -99,6 +99,20 @@ fn a_preboot_agent_never_becomes_master_and_copies_from_peers() {
         assert_eq!(pre["bytes_from_origin"], 0, "{pre}");
         assert_eq!(pre["bytes_from_peers"].as_u64().unwrap(), size, "{pre}");
         assert_ne!(net.master(), Some(0));
+        // Its manifest came from the master too: the origin served one.
+        assert!(
+            net.agents[0]
+                .log()
+                .contains("manifest taken from the master, content hash checked"),
+            "{}",
+            net.agents[0].log()
+        );
+        let manifests = nginx
+            .access_log()
+            .iter()
+            .filter(|e| e.path.ends_with("/manifest.json"))
+            .count();
+        assert_eq!(manifests, 1);
         // It serves nobody: no peer-copy listener at all.
         let listeners = net.status(0)["listeners"].to_string();
         assert!(!listeners.contains("http://"), "{listeners}");

@@ -33,8 +33,11 @@ use crate::subnet::{share_permille, AfterFailure, Membership, Role, Waited};
 /// (Followers once fetched their manifests from the origin after the window, behind
 /// the master's download, and started copying late; from the master over the LAN
 /// they do not wait on the WAN.)
-/// `None`: not on a subnet, the content is in the cache already, or this agent
-/// cannot be master (preboot): the manifest comes first, from the origin.
+/// Agents that cannot be master (preboot, weight 0) join early too: they follow a
+/// master and take its manifest like any follower, and without one their fallback
+/// to the origin still comes `fallback_after` after they joined.
+/// `None`: not on a subnet, or the content is in the cache already: the manifest
+/// comes first, from the cache or the origin.
 pub(super) fn join_before_manifest(
     ctx: &JobContext,
     key: &ContentKey,
@@ -42,7 +45,7 @@ pub(super) fn join_before_manifest(
     let Some(peers) = &ctx.peers else {
         return Ok(None);
     };
-    if !peers.subnet.policy().can_be_master || ctx.cache.get(key)?.is_some() {
+    if ctx.cache.get(key)?.is_some() {
         return Ok(None);
     }
     Ok(Some(peers.subnet.join(key, 0)))

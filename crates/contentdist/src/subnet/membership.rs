@@ -70,6 +70,11 @@ pub struct Membership {
     key: ContentKey,
     role: watch::Receiver<Role>,
     failures: u32,
+    /// When this job joined: the first wait for a master counts from here, so that a
+    /// job that waited for its role before it had the manifest (`job::manifest`)
+    /// does not wait the fallback delay on top. Later waits (after a master was
+    /// lost) count from when they start.
+    joined: Option<tokio::time::Instant>,
 }
 
 impl SubnetHandle {
@@ -80,6 +85,7 @@ impl SubnetHandle {
             key: key.clone(),
             role: self.want(key, share_permille),
             failures: 0,
+            joined: Some(tokio::time::Instant::now()),
         }
     }
 }
@@ -107,11 +113,12 @@ impl Membership {
     /// the fallback delay.
     pub async fn wait_electing(&mut self) -> Waited {
         let policy = self.subnet.policy().clone();
+        let from = self.joined.take().unwrap_or_else(tokio::time::Instant::now);
         let fallback = async {
             if policy.can_be_master {
                 std::future::pending::<()>().await
             } else {
-                tokio::time::sleep(policy.fallback_after).await
+                tokio::time::sleep_until(from + policy.fallback_after).await
             }
         };
         tokio::select! {

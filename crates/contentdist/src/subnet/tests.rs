@@ -257,3 +257,48 @@ async fn a_peer_that_starts_after_the_others_finished_learns_of_them_by_asking()
     .await
     .expect("within 30 s");
 }
+
+/// An agent that cannot be master falls back to the origin `fallback_after` after
+/// its job joined, even when the job first spent time waiting for its role (for the
+/// manifest); a later wait, after a master was lost, gets the whole delay again.
+#[tokio::test]
+async fn the_first_fallback_counts_from_the_join_and_later_ones_from_their_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = Tasks::new(CancellationToken::new());
+    let port = crate::util::free_udp_port().unwrap();
+    let subnet = start(SubnetOptions {
+        local: LocalInfo {
+            node_id: 9,
+            addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 71)),
+            preboot: true,
+            ..LocalInfo::default()
+        },
+        timing: Timing::default(),
+        port,
+        broadcast: IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255)),
+        site_key: None,
+        policy: RolePolicy {
+            can_be_master: false,
+            fallback_after: Duration::from_millis(800),
+            ..RolePolicy::default()
+        },
+        cache_dir: Some(dir.path().to_path_buf()),
+        tasks: tasks.clone(),
+        heard_hosts: None,
+        heard_holders: None,
+        advertise_holding: None,
+    })
+    .unwrap();
+    let key = ContentKey::new("FALL0001", 1).unwrap();
+    let mut member = subnet.join(&key, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = tokio::time::Instant::now();
+    assert_eq!(member.wait_electing().await, Waited::FallBack);
+    let first = t.elapsed();
+    assert!(first < Duration::from_millis(600), "{first:?}");
+    let t = tokio::time::Instant::now();
+    assert_eq!(member.wait_electing().await, Waited::FallBack);
+    let second = t.elapsed();
+    assert!(second >= Duration::from_millis(790), "{second:?}");
+    tasks.shutdown();
+}
