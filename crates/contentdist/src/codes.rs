@@ -170,7 +170,7 @@ pub static CATALOGUE: &[CodeInfo] = &[
     entry!(
         CLIENT_CERT_MISSING,
         "No valid client-authentication certificate (P2PSslSettings 0x2): none in the store, or each one expired, not yet valid, not for client authentication, self-signed or not from CertIssuer; or an HTTPS origin asked for a client certificate and the agent had none. In preboot the job fails at once; otherwise it failed after waiting P2PClientCertWaitPeriodMins.",
-        "Enrol a PKI client-authentication certificate into CertStoreDir/my/ (self-signed ones are refused; contentdist certs says why each certificate is not usable), or set BootImageCertFile in preboot; check CertIssuer/CertSubject. A waiting job goes on as soon as one is there (store refresh, or every P2PClientCertRetryMins)."
+        "Enrol a PKI client-authentication certificate into CertStoreDir/my/ (self-signed ones are refused; contentdist certs says why each certificate is not usable), or set BootImageCertFile in preboot; check CertIssuer/CertSubject. A waiting job (contentdist jobs, or certificate_waits in contentdist status, with its deadline) goes on as soon as one is there (store refresh, or every P2PClientCertRetryMins)."
     ),
     entry!(
         TIMEOUT,
