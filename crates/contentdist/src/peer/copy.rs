@@ -69,6 +69,29 @@ const MAX_HOLDERS: usize = 16;
 /// this long before asking again (the master's long-poll does not wake for them).
 const HOLDER_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// The end of a copy: once this agent lacks at most [`TAIL_BLOCKS`], holders are
+/// asked again, and a round that found nothing to fetch waits, only this long. At
+/// the end of an office's copy the last blocks reach the master, then their chunk's
+/// owner, a few milliseconds apart; waiting [`HOLDER_POLL`] to hear of each step was
+/// most of the 16-host office's 0.3 s from the master's last block to the last
+/// peer's (BENCHMARKS.md §19). An agent is in that state only for its last chunks,
+/// so the faster asking costs the subnet little.
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// See [`TAIL_POLL`]: two owners' chunks.
+const TAIL_BLOCKS: usize = 2 * plan::PIECE_BLOCKS;
+
+/// How long a round that found nothing to fetch waits, and how often holders are
+/// asked again, for an agent that lacks `missing` blocks: [`TAIL_POLL`] at the end
+/// of a copy, else [`HOLDER_POLL`].
+fn holder_poll(missing: usize) -> std::time::Duration {
+    if missing <= TAIL_BLOCKS {
+        TAIL_POLL
+    } else {
+        HOLDER_POLL
+    }
+}
+
 /// A source that answered "busy" (503, its `MaxServingConnections` reached) is
 /// not asked for blocks again for this long; its blocks are taken from others
 /// meanwhile. Not a failure: a busy holder is never dropped for it.
@@ -170,7 +193,8 @@ impl PeerClient {
             // as fast as pieces arrive, and 16 peers asking 16 holders each round
             // would be a flood of small requests.
             let added = self.fan_out() && take_in(&mut holders, &doc, self.needs_account(), m);
-            if added || (self.fan_out() && last_follow.is_none_or(|t| t.elapsed() >= HOLDER_POLL)) {
+            let poll = holder_poll(m.block_count().saturating_sub(entry.verified_blocks()));
+            if added || (self.fan_out() && last_follow.is_none_or(|t| t.elapsed() >= poll)) {
                 self.follow_holders(&mut holders, local, entry, stop).await;
                 last_follow = Some(std::time::Instant::now());
             }
@@ -223,7 +247,7 @@ impl PeerClient {
                 if (!holders.is_empty() || master_busy) && !entry.is_complete() {
                     let pause = match master.busy_until {
                         Some(t) if master_busy => t.saturating_duration_since(now),
-                        _ => HOLDER_POLL,
+                        _ => poll,
                     };
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -574,4 +598,21 @@ fn take_in(
         }
     }
     added
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    #[test]
+    fn holders_are_asked_often_only_at_the_end_of_a_copy() {
+        // More than two chunks to go: the usual pace, so that an office of agents
+        // does not flood each other with small requests.
+        assert_eq!(holder_poll(TAIL_BLOCKS + 1), HOLDER_POLL);
+        assert_eq!(holder_poll(100_000), HOLDER_POLL);
+        // The last two chunks: asked often.
+        assert_eq!(holder_poll(TAIL_BLOCKS), TAIL_POLL);
+        assert_eq!(holder_poll(1), TAIL_POLL);
+        assert!(TAIL_POLL * 4 <= HOLDER_POLL);
+    }
 }
