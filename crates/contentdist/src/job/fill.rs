@@ -18,7 +18,7 @@ use super::{JobState, Source};
 use crate::cache::ContentEntry;
 use crate::manifest::ContentKey;
 use crate::origin::DownloadCounters;
-use crate::peer::{MasterTarget, PeerError};
+use crate::peer::MasterTarget;
 use crate::subnet::{share_permille, AfterFailure, Membership, Role, Waited};
 
 /// On a subnet, a job for content this agent holds nothing of joins the content's
@@ -52,11 +52,12 @@ pub(super) fn join_before_manifest(
 }
 
 /// A master that does not hold the content yet (404) is asked again this often...
-const NOT_YET_POLL: std::time::Duration = std::time::Duration::from_millis(200);
-/// ...for at most this long after the copy began; then its 404 fails the job as
-/// any other answer would (a master that never gets the content leaves its
-/// election when its own job fails, so this is only a bound).
-const NOT_YET_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const NOT_YET_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// ...for at most this long after the copy (or the manifest request,
+/// `super::manifest`) began; then its 404 fails the job as any other answer would
+/// (a master that never gets the content leaves its election when its own job
+/// fails, so this is only a bound).
+pub(super) const NOT_YET_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Fill `entry` with every block, in the election `early` joined if it did.
 pub(super) async fn fill(
@@ -145,9 +146,7 @@ async fn follow_roles(
                     // The master was elected before it fetched the manifest
                     // (see `join_before_manifest`) and does not hold the content
                     // yet: ask again in a moment, for as long as it stays master.
-                    Err(PeerError::Http(f))
-                        if f.status() == Some(404) && not_yet.elapsed() < NOT_YET_FOR =>
-                    {
+                    Err(e) if e.is_not_held() && not_yet.elapsed() < NOT_YET_FOR => {
                         tokio::select! {
                             _ = tokio::time::sleep(NOT_YET_POLL) => {}
                             _ = member.changed() => {}

@@ -19,19 +19,18 @@ use crate::peer::MasterTarget;
 use crate::subnet::{Membership, Role};
 
 use super::context::{JobContext, PeerSetup};
+use super::fill::{NOT_YET_FOR, NOT_YET_POLL};
 use super::run::{origin, JobError};
 
 /// How long a job waits for its role before it fetches the manifest from the origin
 /// itself: the election window (0.5 s) and then some.
 const ROLE_WAIT: Duration = Duration::from_secs(3);
 /// A master elected a moment ago may not hold the manifest yet (it fetches it from
-/// the origin once elected): asked again after this, doubling...
-const MASTER_POLL_FIRST: Duration = Duration::from_millis(25);
-/// ...up to this (a poll is a `have` and a manifest request, or an SMB log-on)...
-const MASTER_POLL_MAX: Duration = Duration::from_millis(200);
-/// ...for as long as it stays this job's master, and at most this long (a large
+/// the origin once elected): asked again after this, doubling up to the copy's
+/// [`NOT_YET_POLL`] (a poll is a `have` and a manifest request, or an SMB log-on),
+/// for as long as it stays this job's master and at most [`NOT_YET_FOR`] (a large
 /// manifest over a slow WAN takes seconds to reach the master).
-const MASTER_WAIT: Duration = Duration::from_secs(60);
+const MASTER_POLL_FIRST: Duration = Duration::from_millis(25);
 
 /// The manifest of `key`, checked against `expect_hash` when given. Not
 /// cancellation-aware itself: the caller races it against the job's stop.
@@ -135,8 +134,7 @@ async fn from_master(
             },
             Err(e) => e,
         };
-        let not_yet = matches!(&e, crate::peer::PeerError::Http(f) if f.status() == Some(404));
-        if !not_yet || started.elapsed() >= MASTER_WAIT {
+        if !e.is_not_held() || started.elapsed() >= NOT_YET_FOR {
             tracing::info!(master = %master.addr, code = %e.code(), error = %e,
                 "no manifest from the master: the manifest comes from the origin");
             return None;
@@ -145,7 +143,7 @@ async fn from_master(
             () = tokio::time::sleep(pause) => {}
             () = other_master(member, master.addr) => return None,
         }
-        pause = (pause * 2).min(MASTER_POLL_MAX);
+        pause = (pause * 2).min(NOT_YET_POLL);
     }
 }
 

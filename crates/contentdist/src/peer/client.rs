@@ -466,9 +466,7 @@ impl PeerClient {
                 }
                 // The protocol works; the master does not hold the content (yet):
                 // another protocol would say the same.
-                Err(PeerError::Http(f)) if f.status() == Some(404) => {
-                    return Err(PeerError::Http(f));
-                }
+                Err(e) if e.is_not_held() => return Err(e),
                 Err(e) => e,
             };
             // Name the certificate this agent offered: the master's log names it

@@ -358,7 +358,7 @@ impl PeerClient {
                     h.route = Some(route);
                     h.bitmap = bitmap;
                 }
-                Err(PeerError::Http(f)) if f.status() == Some(404) => {}
+                Err(e) if e.is_not_held() => {}
                 Err(e) => note_failure(h, entry, &e.to_string()),
             }
         }

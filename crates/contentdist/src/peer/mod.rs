@@ -256,4 +256,10 @@ impl PeerError {
     pub fn is_master_lost(&self) -> bool {
         matches!(self, PeerError::Http(f) if f.is_unreachable())
     }
+
+    /// True when the peer answered 404: it does not hold the content (yet), for
+    /// example a master elected before it had the manifest.
+    pub fn is_not_held(&self) -> bool {
+        matches!(self, PeerError::Http(f) if f.status() == Some(404))
+    }
 }
