@@ -117,21 +117,19 @@ async fn from_master(
     let mut pause = MASTER_POLL_FIRST;
     loop {
         let answer = tokio::select! {
-            a = peers.client.fetch_manifest(&target, peers.protocols, key.id(), key.version()) => a,
+            a = peers.client.fetch_manifest(&target, peers.protocols, key.id(), key.version(), Some(&hash)) => a,
             () = other_master(member, master.addr) => return None,
         };
         let e = match answer {
-            Ok(m) => match m.check_is(key.id(), key.version(), Some(&hash)) {
-                Ok(()) => {
-                    tracing::debug!(master = %master.addr, "manifest taken from the master, content hash checked");
-                    return Some(m);
-                }
-                Err(e) => {
-                    tracing::warn!(master = %master.addr, error = %e, hash_from = from,
-                        "the master's manifest does not have the expected content hash: the manifest comes from the origin");
-                    return None;
-                }
-            },
+            Ok(m) => {
+                tracing::debug!(master = %master.addr, "manifest taken from the master, content hash checked");
+                return Some(m);
+            }
+            Err(e @ crate::peer::PeerError::ManifestMismatch(_)) => {
+                tracing::warn!(master = %master.addr, error = %e, hash_from = from,
+                    "the master's manifest does not have the expected content hash: the manifest comes from the origin");
+                return None;
+            }
             Err(e) => e,
         };
         if !e.is_not_held() || started.elapsed() >= NOT_YET_FOR {

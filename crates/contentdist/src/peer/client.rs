@@ -535,20 +535,26 @@ impl PeerClient {
         })
     }
 
-    /// The master's manifest of `id`/`version`, checked to be for that id and version
-    /// (over the first protocol that works, and trusting the master: callers must check it against the content
-    /// hash when they have one).
+    /// The master's manifest of `id`/`version` (over the first protocol that works),
+    /// checked to be for that id and version and, with `expect_hash`, to have that
+    /// content hash ([`PeerError::ManifestMismatch`] otherwise). Without a hash the
+    /// master is trusted: callers check against the content hash when they have one,
+    /// as the origin's `fetch_manifest` does.
     pub async fn fetch_manifest(
         &self,
         target: &MasterTarget,
         local: Protocols,
         id: &str,
         version: u32,
+        expect_hash: Option<&str>,
     ) -> Result<Manifest, PeerError> {
         let route = self.open(target, local, id, version).await?;
         if let Some(smb) = &route.smb {
-            // Read and checked at log-on.
-            return Ok(smb.manifest().clone());
+            // Read (and parsed) at log-on.
+            let m = smb.manifest().clone();
+            m.check_is(id, version, expect_hash)
+                .map_err(|e| PeerError::ManifestMismatch(format!("smb://{}: {e}", smb.addr())))?;
+            return Ok(m);
         }
         let url = route.urls.url(&[MANIFEST_FILE]);
         let failed = |e: reqwest::Error| classify(Remote::Master, &url, &e);
@@ -567,7 +573,7 @@ impl PeerClient {
             url: url.to_string(),
             source,
         })?;
-        m.check_is(id, version, None)
+        m.check_is(id, version, expect_hash)
             .map_err(|e| PeerError::ManifestMismatch(format!("{url}: {e}")))?;
         Ok(m)
     }

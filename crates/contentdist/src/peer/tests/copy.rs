@@ -329,12 +329,25 @@ async fn wrong_key_is_refused_and_other_content_is_a_mismatch() {
 
         // The manifest itself comes from the master as published.
         let got = client()
-            .fetch_manifest(&m.target(), http_only(), "PKG1", 3)
+            .fetch_manifest(&m.target(), http_only(), "PKG1", 3, None)
             .await
             .unwrap();
         assert_eq!(got, c.manifest);
+        // With the content hash it is checked against: this one, or refused.
+        let hash = c.manifest.content_hash.clone();
+        let checked = client()
+            .fetch_manifest(&m.target(), http_only(), "PKG1", 3, Some(&hash))
+            .await
+            .unwrap();
+        assert_eq!(checked, c.manifest);
+        let other = "0f".repeat(32);
         let err = client()
-            .fetch_manifest(&m.target(), http_only(), "PKG2", 3)
+            .fetch_manifest(&m.target(), http_only(), "PKG1", 3, Some(&other))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PeerError::ManifestMismatch(_)), "{err}");
+        let err = client()
+            .fetch_manifest(&m.target(), http_only(), "PKG2", 3, None)
             .await
             .unwrap_err();
         assert!(
