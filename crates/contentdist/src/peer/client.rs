@@ -475,6 +475,11 @@ impl PeerClient {
                 (Protocol::Https, Some(t)) => t.offered(),
                 _ => None,
             };
+            let certificate_refused = offered.is_some()
+                && matches!(
+                    e.code(),
+                    crate::codes::Code::SECURE_FAILURE | crate::codes::Code::CLIENT_CERT_MISSING
+                );
             let offered = offered.as_deref().unwrap_or("-");
             match order.get(i + 1) {
                 Some(next) => warn!(master = %target.addr, code = %e.code(), error = %e,
@@ -483,13 +488,7 @@ impl PeerClient {
                     client_certificate = %offered, "peer copy over {proto} failed too; no protocol left"),
                 // The only protocol, refused over its certificates: the job's
                 // failure says the rest, but not which certificate the master refused.
-                None if offered != "-"
-                    && matches!(
-                        e.code(),
-                        crate::codes::Code::SECURE_FAILURE
-                            | crate::codes::Code::CLIENT_CERT_MISSING
-                    ) =>
-                {
+                None if certificate_refused => {
                     warn!(master = %target.addr, code = %e.code(), error = %e,
                     client_certificate = %offered, "peer copy over {proto} failed")
                 }

@@ -167,11 +167,23 @@ async fn a_master_that_shuts_down_mid_copy_is_reported_lost_quickly() {
     .await
 }
 
+/// The error of a copy of `entry` from `target` over HTTP that is expected to fail.
+async fn failed_copy(entry: &Arc<ContentEntry>, target: &MasterTarget) -> PeerError {
+    client()
+        .copy(
+            entry,
+            target,
+            http_only(),
+            &PeerBytes::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err()
+}
+
 /// A fresh peer's copy from a "master" at `addr`:`port` where nothing answers: its
 /// error.
 async fn copy_from_nowhere(addr: &str, port: u16) -> PeerError {
-    let c = Content::standard();
-    let peer = Node::new();
     let target = MasterTarget {
         cert_fingerprint: None,
         names: Vec::new(),
@@ -181,16 +193,7 @@ async fn copy_from_nowhere(addr: &str, port: u16) -> PeerError {
         protocols: http_only(),
         p2p_key: KEY,
     };
-    client()
-        .copy(
-            &peer.entry(&c),
-            &target,
-            http_only(),
-            &PeerBytes::default(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err()
+    failed_copy(&Node::new().entry(&Content::standard()), &target).await
 }
 
 /// The page's 0x4CF: no route to the master. In a network namespace of its own
@@ -294,16 +297,7 @@ async fn wrong_key_is_refused_and_other_content_is_a_mismatch() {
         let peer = Node::new();
         let mut target = m.target();
         target.p2p_key = [1; 32];
-        let err = client()
-            .copy(
-                &peer.entry(&c),
-                &target,
-                http_only(),
-                &PeerBytes::default(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
+        let err = failed_copy(&peer.entry(&c), &target).await;
         assert!(
             matches!(&err, PeerError::Http(f) if f.status() == Some(403)),
             "{err}"
@@ -315,16 +309,7 @@ async fn wrong_key_is_refused_and_other_content_is_a_mismatch() {
         // Same id and version, other bytes: another content hash.
         let other = Content::new(&[("a.bin", 2 * BS)]);
         let peer2 = Node::new();
-        let err = client()
-            .copy(
-                &peer2.entry(&other),
-                &m.target(),
-                http_only(),
-                &PeerBytes::default(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
+        let err = failed_copy(&peer2.entry(&other), &m.target()).await;
         assert_eq!(err.code(), Code::MANIFEST_MISMATCH, "{err}");
 
         // The manifest itself comes from the master as published.
