@@ -260,6 +260,10 @@ fn render(r: &LabReport) -> String {
         },
         r.most_masters_at_once
     ));
+    out.push_str(&format!(
+        "head starts: {} (ended without a mastership: {})\n",
+        r.head_starts, r.head_starts_ended
+    ));
     out
 }
 

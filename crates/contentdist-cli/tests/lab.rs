@@ -45,6 +45,12 @@ fn the_lab_crosses_the_wan_once_and_beats_its_baseline() {
         // Counted from the agents' own election actions, not from who downloaded.
         assert_eq!(r["masters_elected"], 1, "{r}");
         assert_eq!(r["most_masters_at_once"], 1, "{r}");
+        // Head starts that did not become the mastership ended.
+        let (starts, ended) = (&r["head_starts"], &r["head_starts_ended"]);
+        assert!(
+            starts.as_u64().unwrap() <= ended.as_u64().unwrap() + 1,
+            "{r}"
+        );
         let content = r["content_bytes"].as_u64().unwrap();
         let wan = r["wan_bytes"].as_u64().unwrap();
         // The content once, plus one manifest per agent.

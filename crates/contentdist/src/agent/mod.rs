@@ -266,6 +266,15 @@ impl AgentHandle {
             .unwrap_or_default()
     }
 
+    /// Head starts this agent took, and how many ended without a mastership
+    /// (`(0, 0)` without peer copy).
+    pub fn head_starts(&self) -> (u64, u64) {
+        self.view
+            .subnet
+            .as_ref()
+            .map_or((0, 0), |s| s.head_starts())
+    }
+
     /// What the agent listens on, as `contentdist status` shows it.
     pub fn listeners(&self) -> &[String] {
         &self.view.listeners

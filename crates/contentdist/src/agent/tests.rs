@@ -156,6 +156,17 @@ async fn agents_in_one_process_stop_with_no_task_left() {
         assert_eq!(value(text, "contentdist_master_changes_total"), 0.0);
         assert_eq!(value(text, "contentdist_wan_throttled_seconds_total"), 0.0);
     }
+    // The first agent, alone, began its download before its window ended and went
+    // on as master. The others found it: any head start of theirs ended.
+    let kept = r#"contentdist_head_starts_total{result="kept"}"#;
+    let ended = r#"contentdist_head_starts_total{result="ended"}"#;
+    assert_eq!(
+        (value(&scraped[0], kept), value(&scraped[0], ended)),
+        (1.0, 0.0)
+    );
+    for text in &scraped[1..] {
+        assert_eq!(value(text, kept), 0.0, "{text}");
+    }
     // Each job's FinalStats record: where its bytes came from, and from whom.
     for (i, a) in agents.iter().enumerate() {
         let job = &a.jobs().list()[0];
@@ -236,6 +247,16 @@ async fn the_status_page_shows_a_finished_job_its_election_and_its_bytes() {
             let jobs = agent.jobs().list();
             assert!(jobs.iter().all(|j| j.state != JobState::Failed), "{jobs:?}");
             jobs.iter().all(|j| j.state == JobState::Done)
+        })
+        .await;
+        // With the head start, 3 MiB from a local origin can be in before the
+        // election window ends, which makes the agent master.
+        wait_until(Duration::from_secs(10), "the agent master", || async {
+            agent
+                .status()
+                .elections
+                .iter()
+                .any(|e| e.state == ElectionRole::Master)
         })
         .await;
         let job = agent.jobs().list().remove(0);

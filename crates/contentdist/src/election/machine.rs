@@ -42,6 +42,9 @@ impl Elections {
         ] {
             *d = (*d).max(Duration::from_millis(1));
         }
+        if let Some(q) = &mut timing.head_start_quiet {
+            *q = (*q).max(Duration::from_millis(1));
+        }
         Elections {
             local,
             timing,

@@ -75,6 +75,8 @@ mod claim_tests;
 #[cfg(test)]
 mod flood_tests;
 #[cfg(test)]
+mod head_start_tests;
+#[cfg(test)]
 mod lag_tests;
 #[cfg(test)]
 mod random_tests;

@@ -340,9 +340,10 @@ fn own_messages_and_unknown_content_are_ignored() {
     assert!(el.handle(t0, req(7)).is_empty());
     // The same request from another node gets our candidate.
     assert_eq!(el.handle(t0, req(8)).len(), 1);
+    // The first timer: the head start's quiet time, inside the window.
     assert_eq!(
         el.next_deadline(),
-        Some(t0 + Timing::default().election_window)
+        Timing::default().head_start_quiet.map(|q| t0 + q)
     );
 }
 
@@ -428,6 +429,7 @@ fn zero_timers_do_not_spin() {
         master_timeout: Duration::ZERO,
         reelect_interval: Duration::ZERO,
         request_retry: Duration::ZERO,
+        head_start_quiet: Some(Duration::ZERO),
     };
     let mut net = Net::with_timing(&[spec(50), spec(40)], 13, zero);
     net.want(0, 0);

@@ -27,6 +27,11 @@ pub struct Timing {
     pub reelect_interval: Duration,
     /// How often an agent that found no eligible master asks again (10 s).
     pub request_retry: Duration,
+    /// A running election that has heard no new claim for this long (and started
+    /// at least this long ago) lets the best candidate so far start its origin
+    /// download before the window ends: a head start (`slot/head_start.rs`).
+    /// `None`: the winner starts at the window's end. 50 ms.
+    pub head_start_quiet: Option<Duration>,
 }
 
 impl Default for Timing {
@@ -37,6 +42,7 @@ impl Default for Timing {
             master_timeout: Duration::from_millis(3500),
             reelect_interval: Duration::from_secs(300),
             request_retry: Duration::from_secs(10),
+            head_start_quiet: Some(Duration::from_millis(50)),
         }
     }
 }
@@ -181,6 +187,21 @@ pub enum Action {
     /// This agent is no longer master (a better master took over, or it resigned):
     /// stop downloading from the origin as master. A `FollowMaster` may follow.
     StopMaster {
+        /// The content.
+        key: ContentKey,
+    },
+    /// The election still runs, but this agent's claim is the best heard and the
+    /// subnet has been quiet for `Timing::head_start_quiet`: start the origin
+    /// download now. A `BecomeMaster` follows if it wins (keep downloading), a
+    /// `HeadStartEnded` if not.
+    HeadStart {
+        /// The content.
+        key: ContentKey,
+    },
+    /// The head start ended without a mastership (a better candidate or a live
+    /// master, or the job left): stop the origin download, keep what was verified.
+    /// A `FollowMaster` may follow.
+    HeadStartEnded {
         /// The content.
         key: ContentKey,
     },

@@ -103,6 +103,10 @@ pub struct LabReport {
     pub most_masters_at_once: usize,
     /// Every agent that was master at some point, with how many times.
     pub masters: Vec<(IpAddr, usize)>,
+    /// Origin downloads begun before the election window ended (head starts)...
+    pub head_starts: u64,
+    /// ...and those of them that ended without a mastership.
+    pub head_starts_ended: u64,
 }
 
 /// Masterships seen in the lab: (agent, since, until) in lab time.
@@ -439,6 +443,10 @@ pub async fn run(
         }
     }
     let agents: Vec<_> = agents.into_iter().flatten().collect();
+    let (head_starts, head_starts_ended) = agents
+        .iter()
+        .map(|a| a.head_starts())
+        .fold((0, 0), |(s, e), (a, b)| (s + a, e + b));
     for a in &agents {
         a.shutdown();
     }
@@ -459,6 +467,8 @@ pub async fn run(
         masters_elected: spans.len(),
         most_masters_at_once: most_at_once(&spans),
         masters,
+        head_starts,
+        head_starts_ended,
     })
 }
 

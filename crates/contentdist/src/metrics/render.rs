@@ -218,6 +218,18 @@ impl Collector for SampleCollector {
         )?;
         family(
             &mut enc,
+            "contentdist_head_starts",
+            "Origin downloads this agent began as the best candidate so far, before the election window ended, by result: kept (they went on, as master or still electing) or ended (a better candidate or a master answered; their blocks stay in the cache)",
+            vec![
+                (
+                    vec![("result", "kept")],
+                    counter(s.head_starts.0.saturating_sub(s.head_starts.1)),
+                ),
+                (vec![("result", "ended")], counter(s.head_starts.1)),
+            ],
+        )?;
+        family(
+            &mut enc,
             "contentdist_election_datagrams_dropped",
             "Election datagrams refused (undecodable, wrong site key, replayed) or lost (the socket's queue was full), by reason",
             by_reason(&s.datagrams_dropped),

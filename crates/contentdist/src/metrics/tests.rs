@@ -24,6 +24,7 @@ fn sample() -> Sample {
         masterships: 4,
         elections_lost: 9,
         master_changes: 2,
+        head_starts: (5, 1),
         datagrams_dropped: vec![("undecodable", 6), ("overflowed", 0)],
         refusals: vec![("bad_credentials", 7), ("busy", 8)],
         serving_now: 2,
@@ -76,6 +77,8 @@ fn every_number_of_the_sample_is_a_series_with_bounded_labels() {
         (r#"contentdist_election_results_total{result="won"}"#, 4.0),
         (r#"contentdist_election_results_total{result="lost"}"#, 9.0),
         ("contentdist_master_changes_total", 2.0),
+        (r#"contentdist_head_starts_total{result="kept"}"#, 4.0),
+        (r#"contentdist_head_starts_total{result="ended"}"#, 1.0),
         ("contentdist_wan_throttled_seconds_total", 12.5),
         (
             r#"contentdist_election_datagrams_dropped_total{reason="undecodable"}"#,

@@ -517,12 +517,30 @@ impl Driver {
                     .lock()
                     .expect("masterships lock")
                     .begin(&key, std::time::Instant::now());
-                let before = self.shared.role_sender(&key).send_replace(Role::Master);
+                let before = self.shared.set_role(&key, Role::Master);
                 self.shared
                     .outcomes
                     .lock()
                     .expect("outcomes lock")
                     .elected(&key, None, &before);
+            }
+            Action::HeadStart { key } => {
+                tracing::info!(content = %key, "best candidate so far: downloading from the origin before the election window ends (head start)");
+                self.shared
+                    .outcomes
+                    .lock()
+                    .expect("outcomes lock")
+                    .head_starts += 1;
+                self.shared.set_role(&key, Role::Master);
+            }
+            Action::HeadStartEnded { key } => {
+                tracing::info!(content = %key, "head start ended: a better candidate or a master answered");
+                self.shared
+                    .outcomes
+                    .lock()
+                    .expect("outcomes lock")
+                    .head_starts_ended += 1;
+                self.shared.set_role(&key, Role::Electing);
             }
             Action::FollowMaster { key, master } => {
                 tracing::info!(content = %key, master = %master.addr, share = master.share_permille, "following master");

@@ -78,6 +78,10 @@ pub(crate) struct Outcomes {
     master_changes: u64,
     /// The last master of each content in play: `None` for this agent.
     last_master: HashMap<ContentKey, Option<std::net::IpAddr>>,
+    /// Head starts taken (the origin download begun before the window's end)...
+    head_starts: u64,
+    /// ...and of those, the ones that ended without a mastership.
+    head_starts_ended: u64,
 }
 
 impl Outcomes {
@@ -150,6 +154,18 @@ impl Shared {
             .entry(key.clone())
             .or_insert_with(|| watch::channel(Role::Electing).0)
             .clone()
+    }
+
+    /// Set the role of `key` and return the one before. Watchers wake only when it
+    /// changes: `BecomeMaster` after a head start must not restart the download
+    /// that is under way.
+    fn set_role(&self, key: &ContentKey, role: Role) -> Role {
+        let mut before = None;
+        self.role_sender(key).send_if_modified(|r| {
+            before = Some(std::mem::replace(r, role));
+            before.as_ref() != Some(r)
+        });
+        before.expect("send_if_modified runs the closure")
     }
 
     /// Drop the role of a content this agent no longer takes part in, unless a job
@@ -314,6 +330,14 @@ impl SubnetHandle {
             .lock()
             .expect("outcomes lock")
             .master_changes
+    }
+
+    /// Head starts this agent took (its origin download begun before the election
+    /// window ended), and how many of them ended without a mastership: the only
+    /// way an election can cost WAN bytes twice (`election::slot::head_start`).
+    pub fn head_starts(&self) -> (u64, u64) {
+        let o = self.shared.outcomes.lock().expect("outcomes lock");
+        (o.head_starts, o.head_starts_ended)
     }
 
     /// This agent's recent masterships (the last 64), oldest first, as the

@@ -3,6 +3,7 @@
 //! The states and their invariants are described in `STATE.md`; the reactions to
 //! messages are in `receive.rs`, the limit on answers to requests in `throttle.rs`.
 
+mod head_start;
 mod receive;
 mod throttle;
 
@@ -22,8 +23,15 @@ enum Phase {
     /// Holding the content (not wanted), no election. While a master is alive
     /// (`Slot::master_heard`), requests from others are its to answer.
     Idle,
-    /// Collecting candidates heard since `started - window` until `deadline`.
-    Electing { started: Instant, deadline: Instant },
+    /// Collecting candidates heard since `started - window` until `deadline`. At
+    /// `quiet_until` (pushed back by every claim heard) the best candidate so far
+    /// may take a head start (`head_start.rs`); `None` once looked at, or with head
+    /// starts off.
+    Electing {
+        started: Instant,
+        deadline: Instant,
+        quiet_until: Option<Instant>,
+    },
     /// Another candidate won; waiting for its announcement until `deadline`.
     Awaiting { winner: u64, deadline: Instant },
     /// No eligible candidate at all (we are preboot or weight 0): ask again at `retry_at`.
@@ -56,6 +64,7 @@ struct Followed {
 /// A timer that is due.
 enum Due {
     Decide(Instant),
+    HeadStart,
     Restart,
     Lost,
     ReelectEnd(Instant),
@@ -86,6 +95,9 @@ pub(super) struct Slot {
     last_request: Option<Instant>,
     /// Answers to others' requests (announcement or claim), rate-limited.
     answers: Throttle,
+    /// This agent downloads from the origin ahead of the window's end
+    /// (`Action::HeadStart` sent, neither `BecomeMaster` nor `HeadStartEnded` yet).
+    head_start: bool,
 }
 
 impl Slot {
@@ -102,6 +114,7 @@ impl Slot {
             claimed: None,
             last_request: None,
             answers: Throttle::default(),
+            head_start: false,
         }
     }
 
@@ -210,11 +223,7 @@ impl Slot {
 
     fn start_election(&mut self, cx: &mut Ctx<'_>) {
         self.send_request(cx);
-        self.send_candidate(cx);
-        self.phase = Phase::Electing {
-            started: cx.now,
-            deadline: cx.after(cx.timing.election_window),
-        };
+        self.join_election(cx);
     }
 
     /// Someone else asked: answer and pick the winner ourselves at the window's end.
@@ -223,6 +232,7 @@ impl Slot {
         self.phase = Phase::Electing {
             started: cx.now,
             deadline: cx.after(cx.timing.election_window),
+            quiet_until: cx.timing.head_start_quiet.map(|q| cx.after(q)),
         };
     }
 
@@ -245,9 +255,15 @@ impl Slot {
     fn decide(&mut self, cx: &mut Ctx<'_>, started: Instant) {
         let window = cx.timing.election_window;
         let since = started.checked_sub(window).unwrap_or(started);
+        // A head start's re-claim that the answer limit held back goes out first:
+        // the others judge us by it (`head_start.rs`).
+        if self.head_start && self.answers.due().is_some() {
+            self.send_candidate(cx);
+        }
         if let Some(m) = self.live_master(cx) {
             // A master lives (we heard its heartbeat, but its answer to our
             // request was lost): it wins, whatever the claims say.
+            self.end_head_start(cx);
             self.phase = if self.wanted {
                 self.ask_master(cx);
                 Phase::Awaiting {
@@ -266,8 +282,11 @@ impl Slot {
         // until `master_timeout` ran out (4.5 s instead of 0.5 s in the lab).
         let me = self.claimed.unwrap_or_else(|| self.rank(cx.local));
         let best = max(me.can_be_master().then_some(me), self.best_candidate(since));
+        if best.is_some_and(|r| r.node_id == cx.local.node_id) {
+            return self.become_master(cx);
+        }
+        self.end_head_start(cx);
         self.phase = match best {
-            Some(r) if r.node_id == cx.local.node_id => return self.become_master(cx),
             Some(r) if self.wanted => Phase::Awaiting {
                 winner: r.node_id,
                 deadline: cx.after(cx.timing.master_timeout),
@@ -280,6 +299,8 @@ impl Slot {
     }
 
     fn become_master(&mut self, cx: &mut Ctx<'_>) {
+        // A head start goes on as the master's download.
+        self.head_start = false;
         self.term += 1;
         self.phase = Phase::Master(Mastership {
             term: self.term,
@@ -327,6 +348,7 @@ impl Slot {
     }
 
     fn follow(&mut self, cx: &mut Ctx<'_>, info: MasterInfo, rank: Rank) {
+        self.end_head_start(cx);
         cx.out.push(Action::FollowMaster {
             key: self.key.clone(),
             master: info.clone(),
@@ -349,8 +371,18 @@ impl Slot {
     fn due(&self, t: &Timing, now: Instant) -> Option<Due> {
         match &self.phase {
             Phase::Idle => None,
-            Phase::Electing { started, deadline } => {
-                (*deadline <= now).then_some(Due::Decide(*started))
+            Phase::Electing {
+                started,
+                deadline,
+                quiet_until,
+            } => {
+                if *deadline <= now {
+                    Some(Due::Decide(*started))
+                } else {
+                    quiet_until
+                        .is_some_and(|q| q <= now)
+                        .then_some(Due::HeadStart)
+                }
             }
             Phase::Awaiting { deadline, .. } => (*deadline <= now).then_some(Due::Restart),
             Phase::NoMaster { retry_at } => (*retry_at <= now).then_some(Due::Restart),
@@ -397,6 +429,7 @@ impl Slot {
             };
             match due {
                 Due::Decide(started) => self.decide(cx, started),
+                Due::HeadStart => self.try_head_start(cx),
                 Due::Restart => self.start_election(cx),
                 Due::Lost => self.lose_master(cx),
                 Due::ReelectStart => {
@@ -441,7 +474,12 @@ impl Slot {
     fn phase_deadline(&self, t: &Timing) -> Option<Instant> {
         match &self.phase {
             Phase::Idle => None,
-            Phase::Electing { deadline, .. } | Phase::Awaiting { deadline, .. } => Some(*deadline),
+            Phase::Electing {
+                deadline,
+                quiet_until,
+                ..
+            } => Some(quiet_until.map_or(*deadline, |q| q.min(*deadline))),
+            Phase::Awaiting { deadline, .. } => Some(*deadline),
             Phase::NoMaster { retry_at } => Some(*retry_at),
             Phase::Following(f) => Some(f.last_heard + t.master_timeout),
             Phase::Master(m) => Some(m.next_heartbeat.min(match m.reelect {
@@ -484,6 +522,7 @@ impl Slot {
     }
 
     pub fn on_forget(&mut self, cx: &mut Ctx<'_>) {
+        self.end_head_start(cx);
         if let Phase::Master(m) = &self.phase {
             let term = m.term;
             cx.out.push(Action::StopMaster {

@@ -58,6 +58,7 @@ impl Slot {
     fn on_candidate(&mut self, cx: &mut Ctx<'_>, rank: Rank) {
         self.candidates.insert(rank.node_id, (rank, cx.now));
         match &self.phase {
+            Phase::Electing { .. } => self.claim_heard(cx, rank),
             // Someone elects while we are master (its request may have been lost):
             // tell it, except while our own re-election collects claims.
             Phase::Master(m) if m.reelect.is_none() => self.announce_limited(cx),
@@ -106,6 +107,7 @@ impl Slot {
                 if self.wanted {
                     self.follow(cx, info, rank);
                 } else {
+                    self.end_head_start(cx);
                     self.phase = Phase::Idle;
                 }
             }
@@ -136,6 +138,8 @@ impl Slot {
             // Another master: it announces itself when it hears ours.
             Phase::Following(_) => {}
             Phase::Electing { .. } | Phase::Awaiting { .. } | Phase::NoMaster { .. } => {
+                // A master lives: it downloads, not us.
+                self.end_head_start(cx);
                 if self.wanted {
                     self.ask_master(cx);
                 }

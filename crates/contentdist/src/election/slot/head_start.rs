@@ -1,0 +1,91 @@
+//! The head start: the best candidate so far downloads before the window ends.
+//!
+//! An election window (500 ms) is long so that a slow answer still counts (a Wi-Fi
+//! client hears broadcasts only at its beacons), but on a wired LAN every claim is
+//! in within milliseconds, and every content then reached its office half a second
+//! late: the master started only at the window's end, while a BitTorrent web seed
+//! starts at once (BENCHMARKS.md §19). Now, once the election has heard no new claim
+//! for `Timing::head_start_quiet` (50 ms), the agent whose claim is the best heard
+//! starts its origin download (`Action::HeadStart`); the others do nothing early.
+//!
+//! The election itself is unchanged: the window runs to its end and every agent
+//! decides by the claims, as before. The winner is almost always the one that
+//! started, and its download simply goes on (`BecomeMaster`). What a head start
+//! must not do is cost WAN bytes, so when a claim better than ours arrives late:
+//! - if the share we verified meanwhile makes us better than that claim, we say so
+//!   (our claim again, with that share, through the answer limit; share ranks
+//!   before weight, as in the product, where "A answers 20% complete and wins"),
+//!   and the others pick us;
+//! - otherwise (nothing verified yet, or the claim holds more) the head start ends
+//!   (`HeadStartEnded`) and the few blocks fetched stay in the cache: a loss of at
+//!   most the blocks verified before the better claim came, well under a permille
+//!   of the content when the answer is merely late.
+//!
+//! A live master heard (heartbeat or announcement) ends a head start too.
+
+use super::{Phase, Slot};
+use crate::election::rank::Rank;
+use crate::election::types::{Action, Ctx};
+
+impl Slot {
+    /// The election was quiet long enough: start downloading if our claim is the
+    /// best heard, we want the content and may be master, and no master lives.
+    pub(super) fn try_head_start(&mut self, cx: &mut Ctx<'_>) {
+        let Phase::Electing {
+            started,
+            quiet_until,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        *quiet_until = None;
+        let since = started
+            .checked_sub(cx.timing.election_window)
+            .unwrap_or(*started);
+        if !self.wanted || self.head_start || self.live_master(cx).is_some() {
+            return;
+        }
+        let me = self.claimed.unwrap_or_else(|| self.rank(cx.local));
+        if !me.can_be_master() || self.best_candidate(since).is_some_and(|b| b > me) {
+            return;
+        }
+        self.head_start = true;
+        cx.out.push(Action::HeadStart {
+            key: self.key.clone(),
+        });
+    }
+
+    /// A claim was heard while electing: the quiet time starts again, and a head
+    /// start that meets a better claim either answers with the share it gained or
+    /// ends.
+    pub(super) fn claim_heard(&mut self, cx: &mut Ctx<'_>, rank: Rank) {
+        let Phase::Electing { quiet_until, .. } = &mut self.phase else {
+            return;
+        };
+        if let (Some(q), Some(quiet)) = (quiet_until.as_mut(), cx.timing.head_start_quiet) {
+            *q = (*q).max(cx.now + quiet);
+        }
+        if !self.head_start || !rank.can_be_master() {
+            return;
+        }
+        let claimed = self.claimed.unwrap_or_else(|| self.rank(cx.local));
+        if rank < claimed {
+            return;
+        }
+        if self.rank(cx.local) > rank {
+            self.answer(cx);
+        } else {
+            self.end_head_start(cx);
+        }
+    }
+
+    /// End a running head start (no mastership came of it).
+    pub(super) fn end_head_start(&mut self, cx: &mut Ctx<'_>) {
+        if std::mem::take(&mut self.head_start) {
+            cx.out.push(Action::HeadStartEnded {
+                key: self.key.clone(),
+            });
+        }
+    }
+}
