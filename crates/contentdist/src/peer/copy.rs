@@ -193,7 +193,8 @@ impl PeerClient {
             // as fast as pieces arrive, and 16 peers asking 16 holders each round
             // would be a flood of small requests.
             let added = self.fan_out() && take_in(&mut holders, &doc, self.needs_account(), m);
-            let poll = holder_poll(m.block_count().saturating_sub(entry.verified_blocks()));
+            let missing_blocks = m.block_count().saturating_sub(entry.verified_blocks());
+            let poll = holder_poll(missing_blocks);
             if added || (self.fan_out() && last_follow.is_none_or(|t| t.elapsed() >= poll)) {
                 self.follow_holders(&mut holders, local, entry, stop).await;
                 last_follow = Some(std::time::Instant::now());
@@ -226,6 +227,8 @@ impl PeerClient {
                 me: pos,
                 agents,
                 chunked: self.fan_out(),
+                tail: missing_blocks <= TAIL_BLOCKS,
+                end_game: doc.complete && !master_busy && missing_blocks <= TAIL_BLOCKS,
                 master_only_since: &mut master_only_since,
                 now,
             });

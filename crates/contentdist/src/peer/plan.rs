@@ -2,7 +2,14 @@
 //! (FanOut): pure planning, no I/O, so it is tested on its own.
 //!
 //! - A block some other holder has is taken from a holder, the one given the
-//!   fewest blocks so far in this plan (the load spreads; the master is spared).
+//!   fewest blocks so far in this plan, ties broken by the chunk and this agent's
+//!   position, so that agents planning at the same moment start on different
+//!   holders (the load spreads; the master is spared while it downloads).
+//! - The end game: an agent that lacks only its last blocks while the master holds
+//!   everything takes the master as one more holder (its origin download, which
+//!   serving must not slow, is over). Before, the last chunk's owner was the only
+//!   holder of it and sent it to every other agent through its one port while the
+//!   complete master sent nothing (BENCHMARKS.md §19, §21).
 //! - A block only the master has is taken from it by its **owner** only: blocks are
 //!   grouped in chunks of [`PIECE_BLOCKS`], and chunk `c` belongs to the agent at
 //!   position `c mod n` among the `n` agents copying (this one and the holders the
@@ -34,6 +41,13 @@ pub(super) const PIECE_BLOCKS: usize = 16;
 /// took a whole 64 MiB piece from a complete master before learning of the others,
 /// and the master served twice as much.)
 pub(super) const ALONE_CHUNKS: usize = 8;
+
+/// At the end of a copy (`Inputs::tail`), a piece from a holder is at most this
+/// many blocks (512 KiB): every agent then wants the same last blocks, and a
+/// holder they all chose answers each of them late (one answer took 0.2 s, the
+/// whole office's tail, in BENCHMARKS.md §21); short pieces are planned again
+/// sooner, from the agents that got those blocks meanwhile.
+pub(super) const TAIL_PIECE_BLOCKS: usize = 4;
 
 /// A chunk only the master has is taken by anyone after this long.
 pub(super) const STALE: Duration = Duration::from_secs(2);
@@ -68,6 +82,12 @@ pub(super) struct Inputs<'a> {
     /// FanOut: the master's pieces stop at chunk ends even when this agent is
     /// alone, so that it plans again (and learns of new holders) every chunk.
     pub(super) chunked: bool,
+    /// This agent lacks only its last blocks: holders' pieces are short
+    /// ([`TAIL_PIECE_BLOCKS`]).
+    pub(super) tail: bool,
+    /// The end game (FanOut, the master holds every block, and `tail`): the
+    /// master is chosen like a holder.
+    pub(super) end_game: bool,
     /// When each chunk was first seen with the master only (kept by the caller
     /// across plans; updated here).
     pub(super) master_only_since: &'a mut HashMap<usize, Instant>,
@@ -89,24 +109,34 @@ pub(super) fn plan(i: Inputs<'_>) -> Vec<Piece> {
         me,
         agents,
         chunked,
+        tail,
+        end_game,
         master_only_since,
         now,
     } = i;
-    let mut load = vec![0usize; holders.len()];
+    // The sources chosen by load: the holders, then, in the end game, the master (an
+    // agent alone keeps taking it in long pieces).
+    let sources = holders.len() + usize::from(end_game && chunked && !holders.is_empty());
+    let mut load = vec![0usize; sources];
     let mut pieces: Vec<Piece> = Vec::new();
     let holder_has = |h: usize, b: usize| holders[h].is_some_and(|m| HaveDoc::bit(m, b));
+    let source_has = |s: usize, b: usize| match s < holders.len() {
+        true => holder_has(s, b),
+        false => HaveDoc::bit(master, b),
+    };
     for run in missing {
         let mut b = run.first;
         while b <= run.last {
             let chunk = b / PIECE_BLOCKS;
-            let choice = (0..holders.len())
-                .filter(|&h| holder_has(h, b))
-                .min_by_key(|&h| (load[h], (h + chunk) % holders.len().max(1)));
+            let choice = (0..sources)
+                .filter(|&s| source_has(s, b))
+                .min_by_key(|&s| (load[s], (s + chunk + me) % sources.max(1)));
+            if choice.is_some() {
+                master_only_since.remove(&chunk);
+            }
             let src = match choice {
-                Some(h) => {
-                    master_only_since.remove(&chunk);
-                    Src::Holder(h)
-                }
+                Some(h) if h < holders.len() => Src::Holder(h),
+                Some(_) => Src::Master,
                 None if HaveDoc::bit(master, b) => {
                     let since = *master_only_since.entry(chunk).or_insert(now);
                     let mine = agents <= 1 || chunk % agents == me;
@@ -124,18 +154,21 @@ pub(super) fn plan(i: Inputs<'_>) -> Vec<Piece> {
             // Extend while the same source has the next block: a holder's piece
             // stops at PIECE_BLOCKS, the master's at the end of the chunk unless
             // this agent takes every chunk (alone, or no FanOut).
-            let limit = match src {
-                Src::Holder(_) => b + PIECE_BLOCKS,
-                Src::Master if !chunked => run.last + 1,
-                Src::Master if agents <= 1 => (chunk + ALONE_CHUNKS) * PIECE_BLOCKS,
-                Src::Master => (chunk + 1) * PIECE_BLOCKS,
+            let limit = match (choice, src) {
+                (Some(_), _) | (None, Src::Holder(_)) if tail => b + TAIL_PIECE_BLOCKS,
+                (Some(_), _) | (None, Src::Holder(_)) => b + PIECE_BLOCKS,
+                (None, Src::Master) if !chunked => run.last + 1,
+                (None, Src::Master) if agents <= 1 => (chunk + ALONE_CHUNKS) * PIECE_BLOCKS,
+                (None, Src::Master) => (chunk + 1) * PIECE_BLOCKS,
             };
             let mut last = b;
             while last < run.last && last + 1 < limit {
                 let next = last + 1;
-                let has = match src {
-                    Src::Holder(h) => holder_has(h, next),
-                    Src::Master => {
+                let has = match (choice, src) {
+                    (Some(s), _) => source_has(s, next),
+                    (None, Src::Holder(h)) => holder_has(h, next),
+                    // The master for blocks only it has: up to one a holder has.
+                    (None, Src::Master) => {
                         HaveDoc::bit(master, next)
                             && !(0..holders.len()).any(|h| holder_has(h, next))
                     }
@@ -145,8 +178,8 @@ pub(super) fn plan(i: Inputs<'_>) -> Vec<Piece> {
                 }
                 last = next;
             }
-            if let Src::Holder(h) = src {
-                load[h] += last - b + 1;
+            if let Some(s) = choice {
+                load[s] += last - b + 1;
             }
             pieces.push(Piece {
                 src,
@@ -193,6 +226,8 @@ mod tests {
             me: 0,
             agents: 1,
             chunked: false,
+            tail: false,
+            end_game: false,
             master_only_since: &mut since,
             now: Instant::now(),
         });
@@ -218,6 +253,8 @@ mod tests {
             me: 0,
             agents: 3,
             chunked: true,
+            tail: false,
+            end_game: false,
             master_only_since: &mut since,
             now: Instant::now(),
         });
@@ -242,6 +279,8 @@ mod tests {
             me: 1,
             agents: 2,
             chunked: true,
+            tail: false,
+            end_game: false,
             master_only_since: &mut since,
             now: t0,
         });
@@ -266,10 +305,92 @@ mod tests {
             me: 1,
             agents: 2,
             chunked: true,
+            tail: false,
+            end_game: false,
             master_only_since: &mut since,
             now: t0 + STALE,
         });
         assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn in_the_end_game_the_master_is_one_more_holder_and_agents_start_on_different_sources() {
+        let master = bits(64, |_| true);
+        let h = bits(64, |_| true);
+        let holders = [Some(&h[..]), Some(&h[..])];
+        let plan_for = |me: usize, end_game: bool| {
+            plan(Inputs {
+                missing: &[run(0, 63)],
+                master: &master,
+                holders: &holders,
+                me,
+                agents: 4,
+                chunked: true,
+                tail: false,
+                end_game,
+                master_only_since: &mut HashMap::new(),
+                now: Instant::now(),
+            })
+        };
+        let p = plan_for(0, true);
+        let from = |p: &[Piece], s| p.iter().filter(|x| x.src == s).count();
+        assert_eq!(
+            (
+                from(&p, Src::Holder(0)),
+                from(&p, Src::Holder(1)),
+                from(&p, Src::Master)
+            ),
+            (2, 1, 1),
+            "{p:?}"
+        );
+        assert!(p.iter().all(|x| x.run.last - x.run.first < PIECE_BLOCKS));
+        // Agents at other positions begin with another source.
+        let firsts: Vec<Src> = (0..3).map(|me| plan_for(me, true)[0].src).collect();
+        assert_eq!(firsts, [Src::Holder(0), Src::Master, Src::Holder(1)]);
+        // Still downloading, the master is spared.
+        assert_eq!(from(&plan_for(0, false), Src::Master), 0);
+    }
+
+    #[test]
+    fn at_the_end_of_a_copy_pieces_from_holders_are_short() {
+        let master = bits(32, |_| true);
+        let h = bits(32, |_| true);
+        let holders = [Some(&h[..]), Some(&h[..])];
+        let p = plan(Inputs {
+            missing: &[run(0, 31)],
+            master: &master,
+            holders: &holders,
+            me: 0,
+            agents: 3,
+            chunked: true,
+            tail: true,
+            end_game: false,
+            master_only_since: &mut HashMap::new(),
+            now: Instant::now(),
+        });
+        assert_eq!(p.len(), 32 / TAIL_PIECE_BLOCKS, "{p:?}");
+        assert!(p.iter().all(|x| x.src != Src::Master), "{p:?}");
+        assert!(p
+            .iter()
+            .all(|x| x.run.last - x.run.first < TAIL_PIECE_BLOCKS));
+    }
+
+    #[test]
+    fn an_agent_alone_takes_long_pieces_from_the_master_in_the_end_game_too() {
+        let master = bits(256, |_| true);
+        let p = plan(Inputs {
+            missing: &[run(0, 255)],
+            master: &master,
+            holders: &[],
+            me: 0,
+            agents: 1,
+            chunked: true,
+            tail: true,
+            end_game: true,
+            master_only_since: &mut HashMap::new(),
+            now: Instant::now(),
+        });
+        assert_eq!(p[0].run, run(0, ALONE_CHUNKS * PIECE_BLOCKS - 1), "{p:?}");
     }
 
     #[test]
