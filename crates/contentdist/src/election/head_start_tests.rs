@@ -118,13 +118,30 @@ fn claims_still_arriving_hold_the_head_start_back() {
 }
 
 #[test]
-fn a_better_claim_arriving_late_ends_a_head_start_that_has_nothing_yet() {
+fn a_late_claim_with_a_better_weight_does_not_end_a_head_start() {
     let mut net = Net::new(&[spec(50), spec(61)], 4);
     net.want(0, 0);
     net.run_until(ms(100));
     assert_eq!(net.count(0, is_head_start), 1);
-    // A server asks 100 ms later; node 0 has verified nothing: it yields.
+    // A server asks 100 ms later. Node 0 has verified nothing yet, but a download
+    // under way counts as a permille: it answers with that, both pick it, and
+    // nothing it fetched is fetched again.
     net.want(1, 0);
+    net.run_until(ms(1_000));
+    assert_eq!(net.masters(), vec![0]);
+    assert_eq!(roles(&net, 0), ["head start", "become"]);
+    assert_eq!(roles(&net, 1), ["follow"]);
+}
+
+#[test]
+fn a_late_claim_holding_more_ends_a_head_start() {
+    let mut net = Net::new(&[spec(50), spec(40)], 5);
+    net.want(0, 0);
+    net.run_until(ms(100));
+    progress(&mut net, 0, 3);
+    // An agent that holds 20 permille already (an earlier, interrupted download)
+    // asks 100 ms later: it ranks first, node 0 stops and follows it.
+    net.want(1, 20);
     net.run_until(ms(1_000));
     assert_eq!(net.masters(), vec![1]);
     assert_eq!(roles(&net, 0), ["head start", "ended", "follow"]);
@@ -133,16 +150,14 @@ fn a_better_claim_arriving_late_ends_a_head_start_that_has_nothing_yet() {
 }
 
 #[test]
-fn a_head_start_with_a_share_outranks_a_late_better_weight_and_keeps_going() {
+fn a_head_start_with_a_share_outranks_a_latecomer_with_less() {
     let mut net = Net::new(&[spec(50), spec(61)], 5);
     net.want(0, 0);
     net.run_until(ms(100));
-    // 50 ms of download: 3 permille verified.
-    progress(&mut net, 0, 3);
-    net.want(1, 0);
+    // 50 ms of download: 30 permille verified.
+    progress(&mut net, 0, 30);
+    net.want(1, 20);
     net.run_until(ms(1_000));
-    // Node 0 answered the server's claim with its share: both pick node 0, nothing
-    // fetched is fetched again.
     assert_eq!(net.masters(), vec![0]);
     assert_eq!(roles(&net, 0), ["head start", "become"]);
     assert_eq!(roles(&net, 1), ["follow"]);

@@ -11,15 +11,20 @@
 //! The election itself is unchanged: the window runs to its end and every agent
 //! decides by the claims, as before. The winner is almost always the one that
 //! started, and its download simply goes on (`BecomeMaster`). What a head start
-//! must not do is cost WAN bytes, so when a claim better than ours arrives late:
-//! - if the share we verified meanwhile makes us better than that claim, we say so
-//!   (our claim again, with that share, through the answer limit; share ranks
-//!   before weight, as in the product, where "A answers 20% complete and wins"),
-//!   and the others pick us;
-//! - otherwise (nothing verified yet, or the claim holds more) the head start ends
-//!   (`HeadStartEnded`) and the few blocks fetched stay in the cache: a loss of at
-//!   most the blocks verified before the better claim came, well under a permille
-//!   of the content when the answer is merely late.
+//! must not do is cost WAN bytes, and a claim better than ours can still arrive
+//! late: an agent whose job came 60 ms after ours, with more free space or a
+//! higher weight. So an agent that has started counts as holding at least one
+//! permille of the content (its rank, whatever it verified so far: a download
+//! under way is worth more than a better weight, as share ranks before weight in
+//! the product, where "A answers 20% complete and wins"). When a claim better than
+//! the one we made arrives:
+//! - if our rank now (that share, or what we verified meanwhile) beats it, we say
+//!   so (our claim again, through the answer limit) and the others pick us;
+//! - otherwise (the claim holds more of the content than we do) the head start
+//!   ends (`HeadStartEnded`) and what was fetched stays in the cache. That needs a
+//!   latecomer that already held part of the content, or two agents that did not
+//!   hear each other for the whole quiet time (a loaded host), and costs what was
+//!   fetched before the claim came.
 //!
 //! A live master heard (heartbeat or announcement) ends a head start too.
 

@@ -130,7 +130,12 @@ impl Slot {
     fn rank(&self, local: &LocalInfo) -> Rank {
         Rank {
             preboot: local.preboot,
-            share_permille: self.share,
+            // A head start counts as holding something (`head_start.rs`).
+            share_permille: if self.head_start {
+                self.share.max(1)
+            } else {
+                self.share
+            },
             weight: local.weight,
             free_bytes: local.free_bytes,
             node_id: local.node_id,
