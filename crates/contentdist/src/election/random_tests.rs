@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::sim::{key, node_id, Net, Spec};
-use super::{ElectionState, Event, SiteKey};
+use super::{Action, ElectionState, Event, SiteKey};
 
 /// How hostile the simulated subnet is.
 struct Chaos {
@@ -116,6 +116,46 @@ fn random_election(seed: u64, chaos: &Chaos) {
                 "node {i} at {check:?}; {ctx}"
             );
         }
+    }
+    for i in 0..n {
+        check_head_starts(&net, i, &ctx);
+    }
+}
+
+/// Every head start of node `i` ends in exactly one way (`BecomeMaster` or
+/// `HeadStartEnded`) before it follows anyone or starts again, and one still
+/// running belongs to an election still running (STATE.md, invariants 12 and 13).
+fn check_head_starts(net: &Net, i: usize, ctx: &str) {
+    let mut running = false;
+    for (at, a) in &net.nodes[i].log {
+        match a {
+            Action::HeadStart { .. } => {
+                assert!(!running, "node {i}: head start twice at {at:?}; {ctx}");
+                running = true;
+            }
+            Action::HeadStartEnded { .. } => {
+                assert!(
+                    running,
+                    "node {i}: ended what never started at {at:?}; {ctx}"
+                );
+                running = false;
+            }
+            Action::BecomeMaster { .. } => running = false,
+            Action::FollowMaster { .. } => {
+                assert!(
+                    !running,
+                    "node {i}: follows with a head start at {at:?}; {ctx}"
+                );
+            }
+            _ => {}
+        }
+    }
+    if running {
+        assert_eq!(
+            net.state(i),
+            Some(ElectionState::Electing),
+            "node {i}; {ctx}"
+        );
     }
 }
 
