@@ -5,14 +5,8 @@
 //! the lower figure and waited for the runner-up, while everyone else waited for
 //! it: nobody was master until the waits timed out, 4.5 s instead of 0.5 s.
 
-use std::time::Duration;
-
-use super::sim::{key, node_id, Net, Spec};
+use super::sim::{key, ms, node_id, Net, Spec};
 use super::{Action, Body, ElectionState, Elections, Event, Instant, LocalInfo, Message, Rank};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 fn became_master(a: &Action) -> bool {
     matches!(a, Action::BecomeMaster { .. })

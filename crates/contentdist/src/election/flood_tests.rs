@@ -5,12 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use super::sim::{key, node_id, Net, Spec};
+use super::sim::{key, ms, node_id, Net, Spec};
 use super::{Action, Body, ElectionState, Event, Message};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 fn is_announce(a: &Action) -> bool {
     matches!(a, Action::Broadcast(m) if matches!(m.body, Body::Master(_)))

@@ -4,19 +4,8 @@
 
 use std::time::Duration;
 
-use super::sim::{key, node_id, Net, Spec};
+use super::sim::{key, ms, node_id, spec, Net, Spec};
 use super::{Action, ElectionState, Event, Timing};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn spec(weight: u8) -> Spec {
-    Spec {
-        weight,
-        ..Spec::default()
-    }
-}
 
 fn is_head_start(a: &Action) -> bool {
     matches!(a, Action::HeadStart { .. })

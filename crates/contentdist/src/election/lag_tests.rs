@@ -4,19 +4,13 @@
 //! reading the master's announcement (or better claims) already queued, and
 //! followers declared a master lost whose heartbeats waited in their queue.
 
-use std::time::Duration;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::sim::{key, node_id, Net, Spec};
+use super::sim::{key, ms, node_id, Net, Spec};
 use super::{
     Action, Body, ElectionState, Elections, Event, Instant, LocalInfo, Message, Rank, Timing,
 };
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 fn became_master(a: &Action) -> bool {
     matches!(a, Action::BecomeMaster { .. })

@@ -1,12 +1,10 @@
 //! Randomized elections on the simulated subnet: random agents, start times,
 //! delays and drops; the outcome must always settle on one master.
 
-use std::time::Duration;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::sim::{key, node_id, Net, Spec};
+use super::sim::{key, ms, node_id, Net, Spec};
 use super::{Action, ElectionState, Event, SiteKey};
 
 /// How hostile the simulated subnet is.
@@ -20,10 +18,6 @@ struct Chaos {
     /// Stop dropping messages at 25 s and check at 40 s (else check at 20 s and
     /// 25 s with drops going on).
     heal: bool,
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
 }
 
 /// One randomized election: 2–16 agents with random ranks (some preboot, some

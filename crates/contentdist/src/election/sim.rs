@@ -85,6 +85,19 @@ pub fn key() -> ContentKey {
     ContentKey::new("PKG00001", 1).expect("a valid id")
 }
 
+/// `n` milliseconds: the tests' unit of simulated time.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// An agent of `weight`, otherwise the default spec.
+pub fn spec(weight: u8) -> Spec {
+    Spec {
+        weight,
+        ..Spec::default()
+    }
+}
+
 /// Node ids are 1..=n, so the node id breaks ties predictably.
 pub fn node_id(i: usize) -> u64 {
     i as u64 + 1
