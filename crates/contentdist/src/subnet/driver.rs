@@ -534,7 +534,7 @@ impl Driver {
                 self.shared.set_role(&key, Role::Master);
             }
             Action::HeadStartEnded { key } => {
-                tracing::info!(content = %key, "head start ended: a better candidate or a master answered");
+                tracing::info!(content = %key, "head start ended: a better candidate or a master answered, or the job left");
                 self.shared
                     .outcomes
                     .lock()

@@ -170,10 +170,13 @@ impl Membership {
         let (subnet, key) = (self.subnet, self.key);
         tasks.spawn("master linger", move |stop| async move {
             tokio::select! {
-                _ = tokio::time::sleep(linger) => {
+                // Only a master resigns: a head start (the role is master from its
+                // first moment) may have finished the content and then lost the
+                // election, and a later job for the same content must keep its slot.
+                _ = tokio::time::sleep(linger) => if subnet.is_master_of(&key) {
                     subnet.forget(&key);
                     subnet.complete(&key);
-                }
+                },
                 _ = stop.cancelled() => {}
             }
         });

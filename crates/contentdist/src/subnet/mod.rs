@@ -248,6 +248,17 @@ impl SubnetHandle {
         self.shared.status.lock().expect("status lock").clone()
     }
 
+    /// Whether the election made this agent master of `key` (as of the driver's
+    /// last step; a head start is not a mastership).
+    pub fn is_master_of(&self, key: &ContentKey) -> bool {
+        self.shared
+            .status
+            .lock()
+            .expect("status lock")
+            .iter()
+            .any(|s| &s.key == key && s.state == crate::election::ElectionState::Master)
+    }
+
     /// Election datagrams dropped because they did not decode or authenticate
     /// (malformed, another protocol version, wrong or missing site key).
     pub fn dropped(&self) -> u64 {

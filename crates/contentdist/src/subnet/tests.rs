@@ -12,6 +12,14 @@ use crate::tasks::Tasks;
 use crate::test_util::wait_until;
 
 fn start_driver(tasks: &Tasks, cache_dir: &std::path::Path) -> SubnetHandle {
+    start_driver_with(tasks, cache_dir, RolePolicy::default())
+}
+
+fn start_driver_with(
+    tasks: &Tasks,
+    cache_dir: &std::path::Path,
+    policy: RolePolicy,
+) -> SubnetHandle {
     let port = crate::util::free_udp_port().unwrap();
     start(SubnetOptions {
         local: LocalInfo {
@@ -24,7 +32,7 @@ fn start_driver(tasks: &Tasks, cache_dir: &std::path::Path) -> SubnetHandle {
         port,
         broadcast: IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255)),
         site_key: None,
-        policy: RolePolicy::default(),
+        policy,
         cache_dir: Some(cache_dir.to_path_buf()),
         tasks: tasks.clone(),
         heard_hosts: None,
@@ -301,4 +309,38 @@ async fn the_first_fallback_counts_from_the_join_and_later_ones_from_their_start
     let second = t.elapsed();
     assert!(second >= Duration::from_millis(790), "{second:?}");
     tasks.shutdown();
+}
+
+#[tokio::test]
+async fn a_master_resigns_after_its_linger_time_and_stays_a_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = Tasks::new(CancellationToken::new());
+    let policy = RolePolicy {
+        linger: Duration::from_millis(200),
+        ..RolePolicy::default()
+    };
+    let subnet = start_driver_with(&tasks, dir.path(), policy);
+    let key = ContentKey::new("LINGER01", 1).unwrap();
+    let member = subnet.join(&key, 0);
+    wait_until(Duration::from_secs(5), "this agent master", || async {
+        subnet.is_master_of(&key)
+    })
+    .await;
+    member.complete(&tasks);
+    // The linger task (a real mastership: the election's state, not the role a
+    // head start also sets) resigns, and the content stays held.
+    wait_until(Duration::from_secs(5), "the master resigned", || async {
+        subnet
+            .status()
+            .iter()
+            .any(|s| s.key == key && s.state == crate::election::ElectionState::Idle)
+    })
+    .await;
+    assert!(!subnet.is_master_of(&key));
+    assert_eq!(
+        subnet.masterships().last().map(|m| m.until.is_some()),
+        Some(true)
+    );
+    tasks.shutdown();
+    tasks.join(Duration::from_secs(5)).await.unwrap();
 }

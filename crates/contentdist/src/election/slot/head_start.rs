@@ -23,8 +23,15 @@
 //! - otherwise (the claim holds more of the content than we do) the head start
 //!   ends (`HeadStartEnded`) and what was fetched stays in the cache. That needs a
 //!   latecomer that already held part of the content, or two agents that did not
-//!   hear each other for the whole quiet time (a loaded host), and costs what was
-//!   fetched before the claim came.
+//!   hear each other for the whole quiet time: a loaded host, or our answer to the
+//!   latecomer held back by the answer limit (four or more requests at once: up to
+//!   `election_window / 4`) while it started too, on a better weight; of two
+//!   started agents the one with less verified stops. It costs what was fetched
+//!   before the claim came.
+//!
+//! Winning clears the floor: a master announces what it holds. Of two masters (a
+//! claim lost on the way) the lower one yields as always, and a head-started one
+//! that has verified less than a permille may be it.
 //!
 //! A live master heard (heartbeat or announcement) ends a head start too.
 
