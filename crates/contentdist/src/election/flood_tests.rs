@@ -117,3 +117,33 @@ fn a_peer_that_asks_during_a_flood_follows_the_master_within_its_window() {
     assert_eq!(net.status(1).unwrap().master_node, Some(node_id(0)));
     assert!(net.elapsed() > start);
 }
+
+#[test]
+fn traffic_for_contents_without_an_election_here_is_remembered_in_a_bounded_table() {
+    let mut net = Net::new(&[Spec::default()], 21);
+    let node = &mut net.nodes[0].el;
+    let t0 = net.now;
+    for i in 0..10_000u32 {
+        let key = crate::manifest::ContentKey::new(format!("FLOOD{i:03}"), 1).unwrap();
+        let msg = Message {
+            node_id: 0xF00D,
+            addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66)),
+            key,
+            body: Body::Request,
+            host: None,
+        };
+        node.handle(t0, Event::Received { msg });
+    }
+    assert_eq!(node.earlier_len(), 4096);
+    // Once they are older than the master timeout, new contents take their place.
+    let later = t0 + Duration::from_secs(4);
+    let msg = Message {
+        node_id: 0xF00D,
+        addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66)),
+        key: key(),
+        body: Body::Request,
+        host: None,
+    };
+    node.handle(later, Event::Received { msg });
+    assert_eq!(node.earlier_len(), 1);
+}

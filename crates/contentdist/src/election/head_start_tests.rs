@@ -156,14 +156,14 @@ fn a_head_start_with_a_share_outranks_a_latecomer_with_less() {
 #[test]
 fn a_live_master_ends_a_head_start_and_is_followed() {
     let mut net = Net::new(&[spec(50), spec(40)], 6);
+    // Node 1 hears nothing of node 0 (a partition that heals later): not its
+    // election, not its answer to node 1's request. It starts early alone, then
+    // hears the master's heartbeat at 1.5 s, before its window ends at 1.6 s.
+    net.nodes[1].group = 1;
     net.want(0, 0);
     net.run_until(ms(1_000));
     assert_eq!(net.masters(), vec![0]);
-    // Node 1 does not hear the master's answer to its request (a partition that
-    // heals): it starts early alone, then hears the master's heartbeat at 1.5 s,
-    // before its window ends at 1.6 s.
     net.run_until(ms(1_100));
-    net.nodes[1].group = 1;
     net.want(1, 0);
     net.run_until(ms(1_200));
     assert_eq!(net.count(1, is_head_start), 1);
@@ -203,4 +203,49 @@ fn without_head_starts_the_winner_starts_at_the_window_end() {
         Some(ms(500))
     );
     assert_eq!(node_id(1), net.status(0).unwrap().master_node.unwrap());
+}
+
+#[test]
+fn newcomers_arriving_faster_than_the_master_may_answer_do_not_start() {
+    // A master, then a newcomer every 40 ms: more requests than the answer limit
+    // lets the master answer at once (3, then one per 125 ms).
+    let specs: Vec<Spec> = (0..12).map(|_| spec(50)).collect();
+    let mut net = Net::new(&specs, 9);
+    net.want(0, 0);
+    net.run_until(ms(1_000));
+    assert_eq!(net.masters(), vec![0]);
+    for i in 1..12 {
+        net.run_until(ms(1_000 + 40 * i as u64));
+        net.want(i, 0);
+    }
+    net.run_until(ms(4_000));
+    assert_eq!(net.masters(), vec![0]);
+    assert!(net.all_follow(0));
+    for i in 1..12 {
+        assert_eq!(
+            net.count(i, is_head_start),
+            0,
+            "node {i}: {:?}",
+            roles(&net, i)
+        );
+    }
+}
+
+#[test]
+fn a_latecomer_to_a_busy_election_waits_for_answers_the_limit_holds_back() {
+    // Four agents ask at once (each answers the other three: the burst is spent);
+    // node 0 ranks best of them and starts at 50 ms. A server asks at 60 ms: every
+    // answer to it is held back until 125 ms.
+    let mut net = Net::new(&[spec(50), spec(40), spec(40), spec(40), spec(61)], 10);
+    net.delay_ms = (0, 0);
+    for i in 0..4 {
+        net.want(i, 0);
+    }
+    net.run_until(ms(60));
+    assert_eq!(net.count(0, is_head_start), 1);
+    net.want(4, 0);
+    net.run_until(ms(2_000));
+    assert_eq!(net.masters(), vec![0]);
+    assert_eq!(roles(&net, 0), ["head start", "become"]);
+    assert_eq!(net.count(4, is_head_start), 0, "{:?}", roles(&net, 4));
 }

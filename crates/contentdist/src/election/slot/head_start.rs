@@ -23,11 +23,16 @@
 //! - otherwise (the claim holds more of the content than we do) the head start
 //!   ends (`HeadStartEnded`) and what was fetched stays in the cache. That needs a
 //!   latecomer that already held part of the content, or two agents that did not
-//!   hear each other for the whole quiet time: a loaded host, or our answer to the
-//!   latecomer held back by the answer limit (four or more requests at once: up to
-//!   `election_window / 4`) while it started too, on a better weight; of two
-//!   started agents the one with less verified stops. It costs what was fetched
-//!   before the claim came.
+//!   hear each other for the whole quiet time (a loaded host); of two started
+//!   agents the one with less verified stops. It costs what was fetched before
+//!   the claim came.
+//!
+//! Answers to a request can be held back by the answer limit (`throttle.rs`, up to
+//! `election_window / 4` when many ask at once), so a newcomer cannot take silence
+//! for absence: an agent that heard a content's election traffic before its job
+//! came (`Earlier`) knows the master that announced itself, and takes no head
+//! start while it lives; after others' election, its quiet time is longer by that
+//! `election_window / 4`.
 //!
 //! Winning clears the floor: a master announces what it holds. Of two masters (a
 //! claim lost on the way) the lower one yields as always, and a head-started one

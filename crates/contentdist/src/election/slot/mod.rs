@@ -98,6 +98,21 @@ pub(super) struct Slot {
     /// This agent downloads from the origin ahead of the window's end
     /// (`Action::HeadStart` sent, neither `BecomeMaster` nor `HeadStartEnded` yet).
     head_start: bool,
+    /// Others were electing before this slot existed (`Earlier`): its first
+    /// election waits longer before a head start.
+    late: bool,
+}
+
+/// Election traffic heard for a content before this agent took part in its
+/// election: the last message, and the last master that announced itself or
+/// heartbeated. A job that joins then knows a master lives (a master answers a
+/// request within the answer limit, up to `election_window / 4` late when many
+/// ask) or that others elect (their answers may be held back as long), and takes
+/// no head start on the strength of not having heard them yet.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Earlier {
+    pub(super) last: Instant,
+    pub(super) master: Option<(u64, Instant)>,
 }
 
 impl Slot {
@@ -115,7 +130,20 @@ impl Slot {
             last_request: None,
             answers: Throttle::default(),
             head_start: false,
+            late: false,
         }
+    }
+
+    /// A new slot, told what was heard before it existed: a live master is known,
+    /// and traffic older than the quiet time makes the first election late.
+    pub fn after(mut self, earlier: Option<Earlier>, cx: &Ctx<'_>) -> Slot {
+        let Some(e) = earlier else { return self };
+        let t = cx.timing;
+        let live = |at: Instant| at + t.master_timeout > cx.now;
+        self.master_heard = e.master.filter(|(_, at)| live(*at));
+        let quiet = t.head_start_quiet.unwrap_or_default();
+        self.late = live(e.last) && cx.now.saturating_duration_since(e.last) >= quiet;
+        self
     }
 
     /// A content held in full, answering requests.
@@ -234,10 +262,17 @@ impl Slot {
     /// Someone else asked: answer and pick the winner ourselves at the window's end.
     fn join_election(&mut self, cx: &mut Ctx<'_>) {
         self.send_candidate(cx);
+        // A late first election waits, besides the quiet time, for the answers
+        // that others' answer limits may hold back.
+        let late = std::mem::take(&mut self.late);
+        let hold = throttle::interval(cx.timing.election_window);
         self.phase = Phase::Electing {
             started: cx.now,
             deadline: cx.after(cx.timing.election_window),
-            quiet_until: cx.timing.head_start_quiet.map(|q| cx.after(q)),
+            quiet_until: cx
+                .timing
+                .head_start_quiet
+                .map(|q| cx.after(if late { q + hold } else { q })),
         };
     }
 
