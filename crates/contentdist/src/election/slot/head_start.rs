@@ -40,7 +40,7 @@
 //!
 //! A live master heard (heartbeat or announcement) ends a head start too.
 
-use super::{Phase, Slot};
+use super::{counted_since, Phase, Slot};
 use crate::election::rank::Rank;
 use crate::election::types::{Action, Ctx};
 
@@ -57,13 +57,11 @@ impl Slot {
             return;
         };
         *quiet_until = None;
-        let since = started
-            .checked_sub(cx.timing.election_window)
-            .unwrap_or(*started);
+        let since = counted_since(*started, cx.timing.election_window);
         if !self.wanted || self.head_start || self.live_master(cx).is_some() {
             return;
         }
-        let me = self.claimed.unwrap_or_else(|| self.rank(cx.local));
+        let me = self.claimed_rank(cx.local);
         if !me.can_be_master() || self.best_candidate(since).is_some_and(|b| b > me) {
             return;
         }
@@ -86,8 +84,7 @@ impl Slot {
         if !self.head_start || !rank.can_be_master() {
             return;
         }
-        let claimed = self.claimed.unwrap_or_else(|| self.rank(cx.local));
-        if rank < claimed {
+        if rank < self.claimed_rank(cx.local) {
             return;
         }
         if self.rank(cx.local) > rank {

@@ -103,6 +103,12 @@ pub(super) struct Slot {
     late: bool,
 }
 
+/// The claims an election started at `started` counts: those heard since one
+/// window before it (a claim heard just before our own election still counts).
+fn counted_since(started: Instant, window: std::time::Duration) -> Instant {
+    started.checked_sub(window).unwrap_or(started)
+}
+
 /// Election traffic heard for a content before this agent took part in its
 /// election: the last message, and the last master that announced itself or
 /// heartbeated. A job that joins then knows a master lives (a master answers a
@@ -168,6 +174,11 @@ impl Slot {
             free_bytes: local.free_bytes,
             node_id: local.node_id,
         }
+    }
+
+    /// The rank the others judge us by: the one we last claimed (see `decide`).
+    fn claimed_rank(&self, local: &LocalInfo) -> Rank {
+        self.claimed.unwrap_or_else(|| self.rank(local))
     }
 
     fn send(&self, cx: &mut Ctx<'_>, body: Body) {
@@ -293,8 +304,7 @@ impl Slot {
     }
 
     fn decide(&mut self, cx: &mut Ctx<'_>, started: Instant) {
-        let window = cx.timing.election_window;
-        let since = started.checked_sub(window).unwrap_or(started);
+        let since = counted_since(started, cx.timing.election_window);
         // A head start's re-claim that the answer limit held back goes out first:
         // the others judge us by it (`head_start.rs`).
         if self.head_start && self.answers.due().is_some() {
@@ -320,7 +330,7 @@ impl Slot {
         // the rank now, an agent whose free space shrank after its claim waited for
         // the runner-up while everyone else waited for it, and nobody was master
         // until `master_timeout` ran out (4.5 s instead of 0.5 s in the lab).
-        let me = self.claimed.unwrap_or_else(|| self.rank(cx.local));
+        let me = self.claimed_rank(cx.local);
         let best = max(me.can_be_master().then_some(me), self.best_candidate(since));
         if best.is_some_and(|r| r.node_id == cx.local.node_id) {
             return self.become_master(cx);
@@ -442,9 +452,7 @@ impl Slot {
         // the claims that answered our request must still be there.
         let window = cx.timing.election_window;
         let counted_since = match &self.phase {
-            Phase::Electing { started, .. } => {
-                Some(started.checked_sub(window).unwrap_or(*started))
-            }
+            Phase::Electing { started, .. } => Some(counted_since(*started, window)),
             Phase::Master(Mastership {
                 reelect: Some((started, _)),
                 ..
