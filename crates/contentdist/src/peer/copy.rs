@@ -81,11 +81,16 @@ const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 /// See [`TAIL_POLL`]: two owners' chunks.
 const TAIL_BLOCKS: usize = 2 * plan::PIECE_BLOCKS;
 
+/// Whether an agent that lacks `missing` blocks is at the end of its copy.
+fn in_tail(missing: usize) -> bool {
+    missing <= TAIL_BLOCKS
+}
+
 /// How long a round that found nothing to fetch waits, and how often holders are
 /// asked again, for an agent that lacks `missing` blocks: [`TAIL_POLL`] at the end
 /// of a copy, else [`HOLDER_POLL`].
 fn holder_poll(missing: usize) -> std::time::Duration {
-    if missing <= TAIL_BLOCKS {
+    if in_tail(missing) {
         TAIL_POLL
     } else {
         HOLDER_POLL
@@ -227,8 +232,8 @@ impl PeerClient {
                 me: pos,
                 agents,
                 chunked: self.fan_out(),
-                tail: missing_blocks <= TAIL_BLOCKS,
-                end_game: doc.complete && !master_busy && missing_blocks <= TAIL_BLOCKS,
+                tail: in_tail(missing_blocks),
+                end_game: in_tail(missing_blocks) && doc.complete && !master_busy,
                 master_only_since: &mut master_only_since,
                 now,
             });

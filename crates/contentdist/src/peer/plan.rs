@@ -120,9 +120,12 @@ pub(super) fn plan(i: Inputs<'_>) -> Vec<Piece> {
     let mut load = vec![0usize; sources];
     let mut pieces: Vec<Piece> = Vec::new();
     let holder_has = |h: usize, b: usize| holders[h].is_some_and(|m| HaveDoc::bit(m, b));
-    let source_has = |s: usize, b: usize| match s < holders.len() {
-        true => holder_has(s, b),
-        false => HaveDoc::bit(master, b),
+    let source_has = |s: usize, b: usize| {
+        if s < holders.len() {
+            holder_has(s, b)
+        } else {
+            HaveDoc::bit(master, b)
+        }
     };
     for run in missing {
         let mut b = run.first;
@@ -151,24 +154,25 @@ pub(super) fn plan(i: Inputs<'_>) -> Vec<Piece> {
                     continue;
                 }
             };
-            // Extend while the same source has the next block: a holder's piece
-            // stops at PIECE_BLOCKS, the master's at the end of the chunk unless
-            // this agent takes every chunk (alone, or no FanOut).
-            let limit = match (choice, src) {
-                (Some(_), _) | (None, Src::Holder(_)) if tail => b + TAIL_PIECE_BLOCKS,
-                (Some(_), _) | (None, Src::Holder(_)) => b + PIECE_BLOCKS,
-                (None, Src::Master) if !chunked => run.last + 1,
-                (None, Src::Master) if agents <= 1 => (chunk + ALONE_CHUNKS) * PIECE_BLOCKS,
-                (None, Src::Master) => (chunk + 1) * PIECE_BLOCKS,
+            // Extend while the same source has the next block: a piece from a
+            // source chosen by load (a holder, the master in the end game) stops at
+            // PIECE_BLOCKS (TAIL_PIECE_BLOCKS at the end of a copy), the master's
+            // own at the end of the chunk unless this agent takes every chunk
+            // (alone, or no FanOut).
+            let limit = match choice {
+                Some(_) if tail => b + TAIL_PIECE_BLOCKS,
+                Some(_) => b + PIECE_BLOCKS,
+                None if !chunked => run.last + 1,
+                None if agents <= 1 => (chunk + ALONE_CHUNKS) * PIECE_BLOCKS,
+                None => (chunk + 1) * PIECE_BLOCKS,
             };
             let mut last = b;
             while last < run.last && last + 1 < limit {
                 let next = last + 1;
-                let has = match (choice, src) {
-                    (Some(s), _) => source_has(s, next),
-                    (None, Src::Holder(h)) => holder_has(h, next),
+                let has = match choice {
+                    Some(s) => source_has(s, next),
                     // The master for blocks only it has: up to one a holder has.
-                    (None, Src::Master) => {
+                    None => {
                         HaveDoc::bit(master, next)
                             && !(0..holders.len()).any(|h| holder_has(h, next))
                     }
