@@ -64,7 +64,10 @@ impl AgentView {
             masterships: self.subnet.as_ref().map_or(0, |s| s.masterships_count()),
             elections_lost: self.subnet.as_ref().map_or(0, |s| s.elections_lost()),
             master_changes: self.subnet.as_ref().map_or(0, |s| s.master_changes()),
-            head_starts: self.subnet.as_ref().map_or((0, 0), |s| s.head_starts()),
+            head_starts: self.subnet.as_ref().map_or((0, 0), |s| {
+                let h = s.head_starts();
+                (h.kept, h.ended)
+            }),
             datagrams_dropped: match &self.subnet {
                 Some(s) => vec![
                     ("refused", s.dropped()),

@@ -266,13 +266,13 @@ impl AgentHandle {
             .unwrap_or_default()
     }
 
-    /// Head starts this agent took, and how many ended without a mastership
-    /// (`(0, 0)` without peer copy).
-    pub fn head_starts(&self) -> (u64, u64) {
+    /// This agent's head starts (none without peer copy).
+    pub fn head_starts(&self) -> crate::subnet::HeadStarts {
         self.view
             .subnet
             .as_ref()
-            .map_or((0, 0), |s| s.head_starts())
+            .map(|s| s.head_starts())
+            .unwrap_or_default()
     }
 
     /// What the agent listens on, as `contentdist status` shows it.

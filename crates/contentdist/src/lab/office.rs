@@ -446,7 +446,7 @@ pub async fn run(
     let (head_starts, head_starts_ended) = agents
         .iter()
         .map(|a| a.head_starts())
-        .fold((0, 0), |(s, e), (a, b)| (s + a, e + b));
+        .fold((0, 0), |(s, e), h| (s + h.taken, e + h.ended));
     for a in &agents {
         a.shutdown();
     }

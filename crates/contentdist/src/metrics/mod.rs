@@ -66,7 +66,8 @@ pub struct Sample {
     pub elections_lost: u64,
     /// Times the master of a content this agent takes part in changed.
     pub master_changes: u64,
-    /// Head starts: `(taken, ended)` (ended: no mastership came of it).
+    /// Head starts resolved: `(kept, ended)` (kept: went on as master; ended: no
+    /// mastership came of it). Both only grow.
     pub head_starts: (u64, u64),
     /// Election datagrams refused or lost, by reason.
     pub datagrams_dropped: Vec<(&'static str, u64)>,

@@ -219,12 +219,9 @@ impl Collector for SampleCollector {
         family(
             &mut enc,
             "contentdist_head_starts",
-            "Origin downloads this agent began as the best candidate so far, before the election window ended, by result: kept (they went on, as master or still electing) or ended (a better candidate or a master answered, or the job left; their blocks stay in the cache)",
+            "Origin downloads this agent began as the best candidate so far, before the election window ended, by result: kept (they went on as the master's download) or ended (a better candidate or a master answered, or the job left; their blocks stay in the cache)",
             vec![
-                (
-                    vec![("result", "kept")],
-                    counter(s.head_starts.0.saturating_sub(s.head_starts.1)),
-                ),
+                (vec![("result", "kept")], counter(s.head_starts.0)),
                 (vec![("result", "ended")], counter(s.head_starts.1)),
             ],
         )?;

@@ -24,7 +24,7 @@ fn sample() -> Sample {
         masterships: 4,
         elections_lost: 9,
         master_changes: 2,
-        head_starts: (5, 1),
+        head_starts: (4, 1),
         datagrams_dropped: vec![("undecodable", 6), ("overflowed", 0)],
         refusals: vec![("bad_credentials", 7), ("busy", 8)],
         serving_now: 2,

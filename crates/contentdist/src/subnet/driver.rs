@@ -518,11 +518,13 @@ impl Driver {
                     .expect("masterships lock")
                     .begin(&key, std::time::Instant::now());
                 let before = self.shared.set_role(&key, Role::Master);
-                self.shared
-                    .outcomes
-                    .lock()
-                    .expect("outcomes lock")
-                    .elected(&key, None, &before);
+                let mut outcomes = self.shared.outcomes.lock().expect("outcomes lock");
+                outcomes.elected(&key, None, &before);
+                // Master before it: only a head start sets that (every end of a
+                // mastership sets electing).
+                if before == Role::Master {
+                    outcomes.head_starts.kept += 1;
+                }
             }
             Action::HeadStart { key } => {
                 tracing::info!(content = %key, "best candidate so far: downloading from the origin before the election window ends (head start)");
@@ -530,7 +532,8 @@ impl Driver {
                     .outcomes
                     .lock()
                     .expect("outcomes lock")
-                    .head_starts += 1;
+                    .head_starts
+                    .taken += 1;
                 self.shared.set_role(&key, Role::Master);
             }
             Action::HeadStartEnded { key } => {
@@ -539,7 +542,8 @@ impl Driver {
                     .outcomes
                     .lock()
                     .expect("outcomes lock")
-                    .head_starts_ended += 1;
+                    .head_starts
+                    .ended += 1;
                 self.shared.set_role(&key, Role::Electing);
             }
             Action::FollowMaster { key, master } => {

@@ -78,10 +78,21 @@ pub(crate) struct Outcomes {
     master_changes: u64,
     /// The last master of each content in play: `None` for this agent.
     last_master: HashMap<ContentKey, Option<std::net::IpAddr>>,
-    /// Head starts taken (the origin download begun before the window's end)...
-    head_starts: u64,
-    /// ...and of those, the ones that ended without a mastership.
-    head_starts_ended: u64,
+    head_starts: HeadStarts,
+}
+
+/// This agent's head starts (origin downloads begun before the election window
+/// ended, `election::slot::head_start`). Every count only grows: a head start is
+/// counted `kept` or `ended` once it is one or the other, not while it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeadStarts {
+    /// Head starts taken.
+    pub taken: u64,
+    /// Those that went on as the master's download (`BecomeMaster`).
+    pub kept: u64,
+    /// Those that ended without a mastership: the only way an election can cost
+    /// WAN bytes twice.
+    pub ended: u64,
 }
 
 impl Outcomes {
@@ -343,12 +354,13 @@ impl SubnetHandle {
             .master_changes
     }
 
-    /// Head starts this agent took (its origin download begun before the election
-    /// window ended), and how many of them ended without a mastership: the only
-    /// way an election can cost WAN bytes twice (`election::slot::head_start`).
-    pub fn head_starts(&self) -> (u64, u64) {
-        let o = self.shared.outcomes.lock().expect("outcomes lock");
-        (o.head_starts, o.head_starts_ended)
+    /// This agent's head starts: taken, kept, ended.
+    pub fn head_starts(&self) -> HeadStarts {
+        self.shared
+            .outcomes
+            .lock()
+            .expect("outcomes lock")
+            .head_starts
     }
 
     /// This agent's recent masterships (the last 64), oldest first, as the
