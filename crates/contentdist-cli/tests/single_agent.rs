@@ -673,17 +673,33 @@ fn a_job_that_failed_on_a_full_disk_stays_failed_after_a_restart() {
         assert_eq!(jobs[0]["state"], "failed", "{jobs:?}\n{}", agent.log());
         assert_eq!(jobs[0]["code"], 0x70, "{jobs:?}");
         assert!(!agent.log().contains("resuming job"), "{}", agent.log());
-        // No temporary file stays behind anywhere.
+        // No half-written file stays behind: a spare (`NAME.tmp`, which each save
+        // writes and swaps in) holds a whole earlier version or is gone.
         let out = Command::new("find")
             .arg(&small)
             .args(["-name", "*.tmp"])
             .output()
             .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "",
-            "temporary files left"
-        );
+        for spare in String::from_utf8_lossy(&out.stdout).lines() {
+            let spare = std::path::Path::new(spare);
+            let bytes = std::fs::read(spare).unwrap();
+            match spare.file_name().and_then(|n| n.to_str()) {
+                Some("jobs.tmp" | "meta.tmp") => assert!(
+                    serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(),
+                    "{} is not a whole earlier version",
+                    spare.display()
+                ),
+                Some("have.tmp") => assert_eq!(
+                    bytes.len() as u64,
+                    std::fs::metadata(spare.with_extension("bin"))
+                        .unwrap()
+                        .len(),
+                    "{} is not a whole earlier bitmap",
+                    spare.display()
+                ),
+                _ => panic!("temporary file left: {}", spare.display()),
+            }
+        }
     });
 }
 

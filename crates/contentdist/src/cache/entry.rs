@@ -154,23 +154,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename, so a reader never
-/// sees half of it.
+/// Write `bytes` to `path` so that a reader never sees half of it (through the spare
+/// file beside it, see [`crate::util::replace_file`]: no file is created per save).
 pub(super) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<(), CacheError> {
-    let tmp = path.with_extension("tmp");
-    let written = (|| {
-        let f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all_at(bytes, 0).map_err(io_err(&tmp))?;
-        if sync {
-            f.sync_data().map_err(io_err(&tmp))?;
-        }
-        fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if written.is_err() {
-        // A full disk leaves an empty or partial temporary file: never keep it.
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    crate::util::replace_file(path, bytes, sync).map_err(io_err(path))
 }
 
 impl ContentEntry {

@@ -21,19 +21,19 @@ const PERSIST_PERIOD: std::time::Duration = std::time::Duration::from_millis(500
 /// few hundred bytes more.
 const JOBS_RESERVE: usize = 16 * 1024;
 
-/// Write `bytes` as the job list at `path`. Normally through a temporary file and a
-/// rename, padded with [`JOBS_RESERVE`] spaces; when the disk is full, over the old
-/// file's own (already allocated) bytes instead, which needs no new space. The
-/// temporary file never stays behind.
+/// Write `bytes` as the job list at `path`. Normally swapped in whole from the spare
+/// file beside it (`jobs.tmp`, see [`crate::util::replace_file`]), padded with
+/// [`JOBS_RESERVE`] spaces; when the disk is full, over the old file's own (already
+/// allocated) bytes instead, which needs no new space. A spare that a failed save
+/// may have half written never stays behind.
 fn write_jobs(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let mut padded = bytes.to_vec();
     padded.push(b'\n');
     padded.resize((bytes.len() + JOBS_RESERVE).next_multiple_of(4096), b' ');
-    let tmp = path.with_extension("tmp");
-    let atomic = std::fs::write(&tmp, &padded).and_then(|()| std::fs::rename(&tmp, path));
-    let Err(e) = atomic else { return Ok(()) };
-    let _ = std::fs::remove_file(&tmp);
+    let Err(e) = crate::util::replace_file(path, &padded, false) else {
+        return Ok(());
+    };
     if !crate::cache::is_disk_full(&e) {
         return Err(e);
     }

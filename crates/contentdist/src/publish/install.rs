@@ -1,13 +1,12 @@
 //! Temporary directory, fsync, and the final rename into place.
 
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::{io_err, PublishError};
+use crate::util::{flags_unsupported, renameat2};
 
 /// The version being written: `ID/.VERSION.tmp-PID-RANDOM`, removed on drop unless it
 /// was renamed into place. The random part keeps two publishes in one process apart.
@@ -119,7 +118,7 @@ pub(super) fn install(
             match renameat2(&tmp.path, final_dir, libc::RENAME_EXCHANGE) {
                 // `tmp` now holds the old version: dropping it deletes it.
                 Ok(()) => {}
-                Err(e) if unsupported(&e) => swap_by_renames(&tmp.path, final_dir)?,
+                Err(e) if flags_unsupported(&e) => swap_by_renames(&tmp.path, final_dir)?,
                 Err(e) => return Err(placing(e)),
             }
             sync_dir(parent)?;
@@ -128,7 +127,7 @@ pub(super) fn install(
         }
         // The file system has no renameat2 flags: check, then plain rename (a version
         // created in between as an empty directory would be replaced: rename(2) allows it).
-        Err(e) if unsupported(&e) => {
+        Err(e) if flags_unsupported(&e) => {
             if fs::symlink_metadata(final_dir).is_ok() {
                 if !force {
                     return Err(exists());
@@ -169,39 +168,11 @@ fn swap_by_renames(tmp: &Path, final_dir: &Path) -> Result<(), PublishError> {
     fs::rename(&aside, tmp).map_err(io_err("renaming", &aside))
 }
 
-fn unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
-}
-
 /// Delete a directory tree, or a single file (an old "version" may be anything).
 fn remove_any(path: &Path) -> io::Result<()> {
     if fs::symlink_metadata(path)?.is_dir() {
         fs::remove_dir_all(path)
     } else {
         fs::remove_file(path)
-    }
-}
-
-/// `renameat2(2)` relative to the working directory.
-fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let cstr = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-    };
-    let (from, to) = (cstr(from)?, cstr(to)?);
-    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }

@@ -1,16 +1,19 @@
 //! Small pieces shared by modules that would otherwise each keep their own copy: the
-//! HTTP/1 server loop, the `Range` header parser, the token bucket, and a free UDP
-//! port for the election socket of a lab or a test.
+//! HTTP/1 server loop, the `Range` header parser, the token bucket, replacing a file
+//! that is saved often, and a free UDP port for the election socket of a lab or a
+//! test.
 
 mod group;
 pub mod http_server;
 mod human;
 mod range;
+mod replace;
 mod token_bucket;
 
 pub use group::{group_id, user_ids};
 pub use human::human_bytes;
 pub use range::{parse_range, ByteRange};
+pub use replace::{flags_unsupported, renameat2, replace_file, spare_path};
 pub use token_bucket::TokenBucket;
 
 /// A UDP port free on this host now, for agents that must all share one election
