@@ -5,7 +5,9 @@
 //!   egress is capped by one shared token bucket, like a thin WAN link.
 //! - [`office`]: [`office::run`], N agents on 127.0.0.x fetching generated content
 //!   through it, and the report `contentdist lab` prints.
+//! - `host`: a thread and runtime of its own, for the origin.
 
+mod host;
 pub mod office;
 pub mod origin;
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::host::Host;
 use super::origin::{LabOrigin, LabOriginOptions};
 use crate::agent::{Agent, AgentHandle};
 use crate::config::{Config, P2PEnabled};
@@ -274,12 +275,18 @@ pub async fn run(
     let content_bytes = opts.size + 302_000;
 
     let stop = CancellationToken::new();
-    let origin = LabOrigin::start(LabOriginOptions {
+    // The origin on a thread of its own, as a separate machine (see `host`).
+    let origin_host = Host::start("lab-origin").map_err(setup)?;
+    let origin_opts = LabOriginOptions {
         root: origin_root,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         rate_bytes_per_sec: Some(opts.wan_rate),
         shutdown: stop.clone(),
-    })?;
+    };
+    let origin = origin_host
+        .run(async move { LabOrigin::start(origin_opts) })
+        .await
+        .map_err(LabRunError::Setup)??;
     let port = crate::util::free_udp_port()
         .map_err(|e| LabRunError::Setup(format!("no free UDP port: {e}")))?;
     let mut agents: Vec<Option<AgentHandle>> = Vec::new();
