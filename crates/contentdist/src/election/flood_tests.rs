@@ -135,6 +135,9 @@ fn traffic_for_contents_without_an_election_here_is_remembered_in_a_bounded_tabl
         node.handle(t0, Event::Received { msg });
     }
     assert_eq!(node.earlier_len(), 4096);
+    // Full of live entries, the table was looked through once, not once per new
+    // content: a flood costs each message a lookup.
+    assert_eq!(node.earlier_scans(), 1);
     // Once they are older than the master timeout, new contents take their place.
     let later = t0 + Duration::from_secs(4);
     let msg = Message {
@@ -146,4 +149,5 @@ fn traffic_for_contents_without_an_election_here_is_remembered_in_a_bounded_tabl
     };
     node.handle(later, Event::Received { msg });
     assert_eq!(node.earlier_len(), 1);
+    assert_eq!(node.earlier_scans(), 2);
 }

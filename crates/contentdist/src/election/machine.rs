@@ -4,10 +4,11 @@
 //! caller. Nothing here reads a clock, opens a socket or spawns a task. See
 //! `STATE.md` beside this file for the states and their invariants.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::slot::{Earlier, Slot};
+use super::earlier::EarlierTable;
+use super::slot::Slot;
 use super::types::{Action, Ctx, ElectionStatus, Event, LocalInfo, Timing};
 use super::{wire, Instant};
 use crate::manifest::ContentKey;
@@ -19,16 +20,11 @@ pub struct Elections {
     timing: Timing,
     slots: BTreeMap<ContentKey, Slot>,
     /// Election traffic heard for contents without a slot here, for the election a
-    /// job may start for one of them (`Earlier`). At most [`EARLIER_KEPT`]
-    /// contents; entries older than `master_timeout` go first.
-    earlier: HashMap<ContentKey, Earlier>,
+    /// job may start for one of them (`Earlier`); bounded.
+    earlier: EarlierTable,
     /// The latest `now` seen: time never goes backwards inside.
     clock: Option<Instant>,
 }
-
-/// How many contents without a slot `Elections::earlier` remembers traffic of: a
-/// flood of messages for made-up contents costs a bounded table.
-const EARLIER_KEPT: usize = 4096;
 
 impl Elections {
     /// An agent taking part in no election yet. Durations below 1 ms are taken as
@@ -57,7 +53,7 @@ impl Elections {
             local,
             timing,
             slots: BTreeMap::new(),
-            earlier: HashMap::new(),
+            earlier: EarlierTable::default(),
             clock: None,
         }
     }
@@ -114,7 +110,7 @@ impl Elections {
                 key,
                 share_permille,
             } => {
-                let earlier = self.earlier.remove(&key);
+                let earlier = self.earlier.take(&key);
                 self.slots
                     .entry(key.clone())
                     .or_insert_with(|| Slot::new(key, share_permille).after(earlier, &cx))
@@ -144,7 +140,7 @@ impl Elections {
                 if msg.node_id != self.local.node_id {
                     match self.slots.get_mut(&msg.key) {
                         Some(slot) => slot.on_message(&mut cx, &msg),
-                        None => remember(&mut self.earlier, &msg, now, self.timing.master_timeout),
+                        None => self.earlier.note(&msg, now, self.timing.master_timeout),
                     }
                 }
             }
@@ -175,38 +171,14 @@ impl Elections {
         self.earlier.len()
     }
 
+    /// How often that table was scanned whole (tests).
+    #[cfg(test)]
+    pub(super) fn earlier_scans(&self) -> u64 {
+        self.earlier.scans()
+    }
+
     /// Every election this agent takes part in, by content.
     pub fn status(&self) -> Vec<ElectionStatus> {
         self.slots.values().map(|s| s.status(&self.local)).collect()
-    }
-}
-
-/// Note election traffic for a content without a slot: when, and the master it
-/// names, if any (see `Earlier`).
-fn remember(
-    earlier: &mut HashMap<ContentKey, Earlier>,
-    msg: &wire::Message,
-    now: Instant,
-    master_timeout: Duration,
-) {
-    let master = match &msg.body {
-        wire::Body::Master(a) if a.rank.can_be_master() => Some(msg.node_id),
-        wire::Body::Heartbeat { rank, .. } if rank.can_be_master() => Some(msg.node_id),
-        wire::Body::Request | wire::Body::Candidate { .. } | wire::Body::Done { .. } => None,
-        _ => return,
-    };
-    if earlier.len() >= EARLIER_KEPT && !earlier.contains_key(&msg.key) {
-        earlier.retain(|_, e| e.last + master_timeout > now);
-        if earlier.len() >= EARLIER_KEPT {
-            return;
-        }
-    }
-    let e = earlier.entry(msg.key.clone()).or_insert(Earlier {
-        last: now,
-        master: None,
-    });
-    e.last = now;
-    if let Some(node) = master {
-        e.master = Some((node, now));
     }
 }

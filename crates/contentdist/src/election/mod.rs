@@ -62,6 +62,7 @@
 //! forged or replayed, costs the subnet a bounded number of broadcasts.
 
 mod auth;
+mod earlier;
 mod error;
 mod fresh;
 mod machine;
