@@ -233,18 +233,21 @@ impl ContentEntry {
             detail: e.to_string(),
         })?;
         let meta_path = dir.join(META_FILE);
-        let meta: EntryMeta = fs::read(&meta_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(EntryMeta {
-                priority: 5,
-                last_used_unix: now_unix(),
-                complete: false,
-                file_stamps: Vec::new(),
-            });
+        let meta: EntryMeta =
+            crate::util::read_saved(&meta_path, |b| serde_json::from_slice(b).ok()).unwrap_or(
+                EntryMeta {
+                    priority: 5,
+                    last_used_unix: now_unix(),
+                    complete: false,
+                    file_stamps: Vec::new(),
+                },
+            );
         let nblocks = manifest.block_count();
         let have_path = dir.join(HAVE_FILE);
-        let mut bits = fs::read(&have_path).unwrap_or_default();
+        let nbytes = nblocks.div_ceil(8);
+        let mut bits =
+            crate::util::read_saved(&have_path, |b| (b.len() == nbytes).then(|| b.to_vec()))
+                .unwrap_or_default();
         let mut complete = meta.complete;
         if bits.len() != nblocks.div_ceil(8) {
             // A bitmap of the wrong length cannot be trusted: recover from the data.
@@ -566,11 +569,11 @@ impl ContentEntry {
 
     /// Change the metadata and persist it.
     pub fn update_meta(&self, f: impl FnOnce(&mut EntryMeta)) -> Result<(), CacheError> {
-        let bytes = {
-            let mut meta = self.meta.lock().expect("meta lock");
-            f(&mut meta);
-            serde_json::to_vec(&*meta).expect("meta serializes")
-        };
+        // Held while saving: two saves at once would write into the same spare
+        // (see `util::replace_file`), and the older could land last.
+        let mut meta = self.meta.lock().expect("meta lock");
+        f(&mut meta);
+        let bytes = serde_json::to_vec(&*meta).expect("meta serializes");
         write_atomic(&self.dir.join(META_FILE), &bytes, false)
     }
 

@@ -110,17 +110,13 @@ impl JobManager {
     /// Load persisted jobs and restart those that were running. Must be called
     /// inside a tokio runtime.
     pub fn start(opts: JobManagerOptions) -> JobManager {
-        let persisted: Option<Persisted> = match std::fs::read(&opts.state_file) {
-            Ok(b) => match serde_json::from_slice(&b) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::warn!(path = %opts.state_file.display(), error = %e,
-                        "the saved job list does not parse; starting without it");
-                    None
-                }
-            },
-            Err(_) => None,
-        };
+        // A list cut short by a power loss gives way to the one saved before it.
+        let persisted: Option<Persisted> =
+            crate::util::read_saved(&opts.state_file, |b| serde_json::from_slice(b).ok());
+        if persisted.is_none() && opts.state_file.exists() {
+            tracing::warn!(path = %opts.state_file.display(),
+                "the saved job list does not parse, nor the one before it; starting without it");
+        }
         let max = opts.max_concurrent.max(1);
         let inner = Arc::new(Inner {
             ctx: JobContext {

@@ -10,8 +10,16 @@
 //! it took a tenth of the CPU, more as the run went on. Here the new bytes go into a
 //! spare file kept beside the target (`NAME.tmp`), and `renameat2(RENAME_EXCHANGE)`
 //! swaps the two names in one step. The target is always complete; the spare then
-//! holds the previous version and is written over at the next save. A spare is never
-//! read: after a crash it may be half written.
+//! holds the previous version and is written over at the next save.
+//!
+//! After a power loss, a save made without `sync` may be half on disk: its bytes
+//! went over blocks the file already had, which the file system does not order
+//! before the swap (as it does a new file's before a rename). [`read_saved`] then
+//! falls back to the spare, which holds the version before. A save with `sync` also
+//! syncs the directory, so that the swap is on disk before the next save writes into
+//! the spare.
+//!
+//! One writer per path at a time: two saves racing would write into the same spare.
 
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
@@ -26,16 +34,13 @@ pub fn spare_path(path: &Path) -> PathBuf {
 }
 
 /// Make `bytes` the content of `path`, atomically for readers; with `sync`, durable
-/// before it is swapped in. A failed save leaves `path` as it was and removes the
-/// spare (on a full disk it may hold a part of the bytes).
+/// (the directory's swap included) when it returns. A failed save leaves `path` as
+/// it was and removes the spare (on a full disk it may hold a part of the bytes).
+/// The caller makes sure no other save of `path` runs at the same time.
 pub fn replace_file(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let spare = spare_path(path);
     let saved = (|| {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&spare)?;
+        let f = open_spare(&spare)?;
         // Over the spare's own blocks first, then cut what the older, longer version
         // left: no moment without allocated room for what is being written.
         f.write_all_at(bytes, 0)?;
@@ -44,19 +49,58 @@ pub fn replace_file(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
             f.sync_data()?;
         }
         match renameat2(&spare, path, libc::RENAME_EXCHANGE) {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             // The first save (nothing to swap with), or a file system without the
             // flag: a plain rename, which uses up the spare.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) || flags_unsupported(&e) => {
-                fs::rename(&spare, path)
+                fs::rename(&spare, path)?
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
         }
+        if sync {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
+        }
+        Ok(())
     })();
     if saved.is_err() {
         let _ = fs::remove_file(&spare);
     }
     saved
+}
+
+/// The spare, as a regular file of its own: a symbolic link found there (one that
+/// stood at the target's name and was swapped out) is removed, not written through.
+fn open_spare(spare: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(spare)
+    };
+    match open() {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            fs::remove_file(spare)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// What the last save of `path` left, as `parse` reads it: the file, or, when it is
+/// missing or does not parse (a save without `sync` cut short by a power loss), the
+/// spare beside it, which holds the version before. `None` when neither parses.
+pub fn read_saved<T>(path: &Path, parse: impl Fn(&[u8]) -> Option<T>) -> Option<T> {
+    if let Some(v) = fs::read(path).ok().and_then(|b| parse(&b)) {
+        return Some(v);
+    }
+    let spare = spare_path(path);
+    let v = fs::read(&spare).ok().and_then(|b| parse(&b))?;
+    tracing::warn!(path = %path.display(), spare = %spare.display(), "saved file missing or unreadable: using the version before it, from its spare");
+    Some(v)
 }
 
 /// True when `renameat2` failed because the file system (or kernel) does not know
@@ -148,6 +192,46 @@ mod tests {
         fs::create_dir(spare_path(&p)).unwrap();
         assert!(replace_file(&p, b"lost", false).is_err());
         assert_eq!(fs::read(&p).unwrap(), b"kept too");
+    }
+
+    #[test]
+    fn a_symbolic_link_at_the_target_is_never_written_through() {
+        let d = dir();
+        let elsewhere = d.path().join("elsewhere");
+        fs::write(&elsewhere, b"not ours").unwrap();
+        let p = d.path().join("jobs.json");
+        std::os::unix::fs::symlink(&elsewhere, &p).unwrap();
+        // The first save swaps the link out to the spare's name; later saves
+        // replace it with a file instead of writing where it points.
+        for i in 0..3 {
+            replace_file(&p, format!("save {i}").as_bytes(), i == 1).unwrap();
+            assert_eq!(fs::read(&p).unwrap(), format!("save {i}").as_bytes());
+        }
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"not ours");
+        assert!(!fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn a_reader_falls_back_to_the_spare_when_the_file_does_not_parse() {
+        let d = dir();
+        let p = d.path().join("meta.json");
+        let parse = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .ok()?
+                .strip_prefix("ok ")
+                .map(str::to_string)
+        };
+        assert_eq!(read_saved(&p, parse), None);
+        replace_file(&p, b"ok one", false).unwrap();
+        replace_file(&p, b"ok two", false).unwrap();
+        assert_eq!(read_saved(&p, parse).as_deref(), Some("two"));
+        // A save cut short by a power loss: the file holds a mix.
+        fs::write(&p, b"garbage").unwrap();
+        assert_eq!(read_saved(&p, parse).as_deref(), Some("one"));
+        fs::remove_file(&p).unwrap();
+        assert_eq!(read_saved(&p, parse).as_deref(), Some("one"));
+        fs::write(spare_path(&p), b"garbage too").unwrap();
+        assert_eq!(read_saved(&p, parse), None);
     }
 
     #[test]
