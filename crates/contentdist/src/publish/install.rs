@@ -94,9 +94,7 @@ pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PublishError
 
 /// fsync a directory, making the names in it durable.
 pub(super) fn sync_dir(path: &Path) -> Result<(), PublishError> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("flushing", path))
+    crate::util::sync_dir(path).map_err(io_err("flushing", path))
 }
 
 /// Move the finished `tmp` to `final_dir`. An existing `final_dir` is replaced when

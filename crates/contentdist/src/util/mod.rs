@@ -13,7 +13,7 @@ mod token_bucket;
 pub use group::{group_id, user_ids};
 pub use human::human_bytes;
 pub use range::{parse_range, ByteRange};
-pub use replace::{flags_unsupported, read_saved, renameat2, replace_file, spare_path};
+pub use replace::{flags_unsupported, read_saved, renameat2, replace_file, spare_path, sync_dir};
 pub use token_bucket::TokenBucket;
 
 /// A UDP port free on this host now, for agents that must all share one election

@@ -59,7 +59,7 @@ pub fn replace_file(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
         }
         if sync {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
+            sync_dir(dir.unwrap_or(Path::new(".")))?;
         }
         Ok(())
     })();
@@ -101,6 +101,11 @@ pub fn read_saved<T>(path: &Path, parse: impl Fn(&[u8]) -> Option<T>) -> Option<
     let v = fs::read(&spare).ok().and_then(|b| parse(&b))?;
     tracing::warn!(path = %path.display(), spare = %spare.display(), "saved file missing or unreadable: using the version before it, from its spare");
     Some(v)
+}
+
+/// Make the names in directory `path` durable (a rename or an exchange in it).
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
 }
 
 /// True when `renameat2` failed because the file system (or kernel) does not know
