@@ -233,25 +233,25 @@ impl ContentEntry {
             detail: e.to_string(),
         })?;
         let meta_path = dir.join(META_FILE);
-        let meta: EntryMeta =
-            crate::util::read_saved(&meta_path, |b| serde_json::from_slice(b).ok()).unwrap_or(
-                EntryMeta {
-                    priority: 5,
-                    last_used_unix: now_unix(),
-                    complete: false,
-                    file_stamps: Vec::new(),
-                },
-            );
+        let meta: EntryMeta = crate::util::read_saved(&meta_path, |b| serde_json::from_slice(b))
+            .unwrap_or(EntryMeta {
+                priority: 5,
+                last_used_unix: now_unix(),
+                complete: false,
+                file_stamps: Vec::new(),
+            });
         let nblocks = manifest.block_count();
         let have_path = dir.join(HAVE_FILE);
         let nbytes = nblocks.div_ceil(8);
-        let mut bits =
-            crate::util::read_saved(&have_path, |b| (b.len() == nbytes).then(|| b.to_vec()))
-                .unwrap_or_default();
+        let mut bits = crate::util::read_saved(&have_path, |b| match b.len() {
+            n if n == nbytes => Ok(b.to_vec()),
+            n => Err(format!("{n} bytes, not the {nbytes} of {nblocks} blocks")),
+        })
+        .unwrap_or_default();
         let mut complete = meta.complete;
-        if bits.len() != nblocks.div_ceil(8) {
+        if bits.len() != nbytes {
             // A bitmap of the wrong length cannot be trusted: recover from the data.
-            bits = vec![0u8; nblocks.div_ceil(8)];
+            bits = vec![0u8; nbytes];
             complete = false;
         }
         let (tx, _) = tokio::sync::watch::channel(0);

@@ -110,13 +110,10 @@ impl JobManager {
     /// Load persisted jobs and restart those that were running. Must be called
     /// inside a tokio runtime.
     pub fn start(opts: JobManagerOptions) -> JobManager {
-        // A list cut short by a power loss gives way to the one saved before it.
+        // A list cut short by a power loss gives way to the one saved before it;
+        // with neither, the agent starts without (logged, with why).
         let persisted: Option<Persisted> =
-            crate::util::read_saved(&opts.state_file, |b| serde_json::from_slice(b).ok());
-        if persisted.is_none() && opts.state_file.exists() {
-            tracing::warn!(path = %opts.state_file.display(),
-                "the saved job list does not parse, nor the one before it; starting without it");
-        }
+            crate::util::read_saved(&opts.state_file, |b| serde_json::from_slice(b));
         let max = opts.max_concurrent.max(1);
         let inner = Arc::new(Inner {
             ctx: JobContext {

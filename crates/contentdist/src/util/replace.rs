@@ -92,15 +92,32 @@ fn open_spare(spare: &Path) -> io::Result<fs::File> {
 
 /// What the last save of `path` left, as `parse` reads it: the file, or, when it is
 /// missing or does not parse (a save without `sync` cut short by a power loss), the
-/// spare beside it, which holds the version before. `None` when neither parses.
-pub fn read_saved<T>(path: &Path, parse: impl Fn(&[u8]) -> Option<T>) -> Option<T> {
-    if let Some(v) = fs::read(path).ok().and_then(|b| parse(&b)) {
-        return Some(v);
-    }
+/// spare beside it, which holds the version before. `None` when neither parses;
+/// what was wrong with an existing file is logged either way.
+pub fn read_saved<T, E: std::fmt::Display>(
+    path: &Path,
+    parse: impl Fn(&[u8]) -> Result<T, E>,
+) -> Option<T> {
+    let why = match fs::read(path) {
+        Ok(b) => match parse(&b) {
+            Ok(v) => return Some(v),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
     let spare = spare_path(path);
-    let v = fs::read(&spare).ok().and_then(|b| parse(&b))?;
-    tracing::warn!(path = %path.display(), spare = %spare.display(), "saved file missing or unreadable: using the version before it, from its spare");
-    Some(v)
+    match fs::read(&spare).map(|b| parse(&b)) {
+        Ok(Ok(v)) => {
+            tracing::warn!(path = %path.display(), error = %why, spare = %spare.display(), "saved file unreadable: using the version before it, from its spare");
+            Some(v)
+        }
+        _ => {
+            if path.exists() {
+                tracing::warn!(path = %path.display(), error = %why, "saved file unreadable, and no earlier version in its spare: not used");
+            }
+            None
+        }
+    }
 }
 
 /// Make the names in directory `path` durable (a rename or an exchange in it).
@@ -222,9 +239,10 @@ mod tests {
         let p = d.path().join("meta.json");
         let parse = |b: &[u8]| {
             std::str::from_utf8(b)
-                .ok()?
-                .strip_prefix("ok ")
+                .ok()
+                .and_then(|s| s.strip_prefix("ok "))
                 .map(str::to_string)
+                .ok_or("not saved by this test")
         };
         assert_eq!(read_saved(&p, parse), None);
         replace_file(&p, b"ok one", false).unwrap();
